@@ -1,0 +1,3 @@
+from vmcli.cli import main
+
+main()

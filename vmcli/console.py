@@ -1,0 +1,73 @@
+"""The one Rich console, on stderr, so stdout stays free for `--json`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True, highlight=False)
+
+
+def info(message: str) -> None:
+    console.print(escape(message), soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+
+
+def error(message: str) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    """Write one JSON document to stdout (the machine-readable channel)."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class TrainProgress:
+    """Progress for `fit()`: a Rich bar on a terminal, one plain line per update elsewhere.
+
+    Updates arrive every `log_every` steps (each one a host sync), never per step.
+    """
+
+    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool = True):
+        self.total, self.done, self.enabled = total_steps, done_steps, enabled
+        self._bar = None
+        if enabled and console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]train[/bold]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self._task = self._bar.add_task("train", total=total_steps, completed=done_steps, status="")
+            self._bar.start()
+
+    def update(self, done_steps: int, status: str) -> None:
+        self.done = done_steps
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done_steps, status=status)
+        elif self.enabled:
+            console.print(f"step {done_steps}/{self.total}  {status}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

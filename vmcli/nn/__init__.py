@@ -1,0 +1,1 @@
+"""Networks: the viewmaker and the encoders."""
