@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vmcli.data import MODALITIES, scan
+from vmcli.errors import DataError
+
+
+def png(path: Path, size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros(size, np.uint8)).save(path, format="PNG")
+
+
+def test_splits_and_labels(image_folder):
+    index = scan(image_folder, MODALITIES)
+    assert index.modality == "image"
+    assert index.splits == ["test", "train"]
+    assert {it.label for it in index.items} == {"circle", "square"}
+    assert sum(it.split == "train" for it in index.items) == 16
+    assert all(not it.path.is_absolute() for it in index.items)
+
+
+def test_flat_folder_is_unlabeled(tmp_path):
+    for i in range(3):
+        png(tmp_path / f"{i}.png")
+    index = scan(tmp_path, MODALITIES)
+    assert not index.labeled and index.splits == []
+    assert [it.split for it in index.items] == ["", "", ""]
+
+
+def test_class_folders_without_splits(tmp_path):
+    png(tmp_path / "a" / "1.png")
+    png(tmp_path / "b" / "2.png")
+    index = scan(tmp_path, MODALITIES)
+    assert sorted(it.label for it in index.items) == ["a", "b"]
+    assert index.splits == []
+
+
+def test_hidden_files_and_other_files_ignored(tmp_path):
+    png(tmp_path / "x.png")
+    png(tmp_path / ".hidden.png")
+    png(tmp_path / ".cache" / "y.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    index = scan(tmp_path, MODALITIES)
+    assert [str(it.path) for it in index.items] == ["x.png"]
+    assert index.unrecognized == 1
+
+
+def test_header_decides_over_extension(tmp_path):
+    png(tmp_path / "real.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "renamed.dat", format="PNG")
+    index = scan(tmp_path, MODALITIES)
+    assert sorted(str(it.path) for it in index.items) == ["real.png", "renamed.dat"]
+
+
+def test_missing_empty_and_file_errors(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        scan(tmp_path / "nope", MODALITIES)
+    with pytest.raises(DataError, match="found no image"):
+        scan(tmp_path, MODALITIES)
+    png(tmp_path / "a.png")
+    with pytest.raises(DataError, match="is a file"):
+        scan(tmp_path / "a.png", MODALITIES)
+
+
+def test_files_beside_split_folders_are_reported(tmp_path):
+    png(tmp_path / "train" / "a" / "1.png")
+    png(tmp_path / "test" / "a" / "2.png")
+    png(tmp_path / "stray.png")
+    index = scan(tmp_path, MODALITIES)
+    assert len(index.items) == 2 and index.outside_splits == 1
+    assert any("outside the split folders" in n for n in index.notes)

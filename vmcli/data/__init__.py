@@ -1,0 +1,31 @@
+"""Data: discover a folder, then one module per modality behind one interface (`base.Modality`)."""
+
+from __future__ import annotations
+
+from vmcli.data.base import FileSample, Item, LoadOptions, Modality, TensorData, ViewSpace
+from vmcli.data.discover import DataIndex, scan
+from vmcli.data.image import ImageModality
+
+MODALITIES: dict[str, Modality] = {m.name: m for m in (ImageModality(),)}
+
+
+def get_modality(name: str) -> Modality:
+    from vmcli.errors import ConfigError
+
+    if name not in MODALITIES:
+        raise ConfigError(f"unknown modality {name!r}; choose one of {sorted(MODALITIES)}")
+    return MODALITIES[name]
+
+
+__all__ = [
+    "MODALITIES",
+    "DataIndex",
+    "FileSample",
+    "Item",
+    "LoadOptions",
+    "Modality",
+    "TensorData",
+    "ViewSpace",
+    "get_modality",
+    "scan",
+]

@@ -1,0 +1,195 @@
+"""The one small interface every data modality implements.
+
+A modality (image, audio, sensor...) knows how to
+- recognise its files (extensions + a cheap header check),
+- decode a folder's files once into one tensor of "raw" samples (`load`),
+- build the view spaces it supports: where the viewmaker acts and what the encoder sees,
+- read one file at its native size and write a view back in the input's format (`vm augment`),
+- draw handcrafted views (the baseline) and a preview a person can look at.
+
+The training loop, runs, augment and eval only talk to this interface, so adding a modality
+means adding one module beside this one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample's origin: file relative to the data root, split and class (None: unlabeled).
+
+    `offset` is the first row of the sample inside the file when one file holds several
+    samples (long sensor recordings cut into windows); 0 otherwise.
+    """
+
+    path: Path
+    split: str = ""
+    label: str | None = None
+    offset: int = 0
+
+
+@dataclass
+class LoadOptions:
+    """Modality-specific loading knobs; None means "derive from the data"."""
+
+    image_size: int | None = None
+    sample_rate: int | None = None
+    clip_seconds: float | None = None
+    window: int | None = None
+    stride: int | None = None
+    columns: list[str] | None = None
+    max_clip_seconds: float = 600.0
+
+
+@dataclass
+class TensorData:
+    """Decoded samples held in memory; `x[i]` comes from `items[i]`.
+
+    `x` holds the modality's raw representation (uint8 pixels, float waveforms, float
+    sensor windows), always channels-first: N × C × H × W or N × C × T.
+    `meta` is JSON-able and is what a run stores to rebuild shapes and view spaces.
+    """
+
+    x: Tensor
+    items: list[Item]
+    meta: dict[str, Any]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, keep: list[int]) -> TensorData:
+        index = torch.as_tensor(keep, dtype=torch.long)
+        return TensorData(self.x[index], [self.items[i] for i in keep], self.meta, self.skipped)
+
+    def split(self, name: str) -> TensorData:
+        return self.subset([i for i, it in enumerate(self.items) if it.split == name])
+
+    @property
+    def splits(self) -> set[str]:
+        return {it.split for it in self.items}
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({it.label for it in self.items if it.label is not None})
+
+
+class ViewSpace(nn.Module, ABC):
+    """Where the viewmaker acts, and what the encoder sees.
+
+    raw batch ──to_view──▶ viewmaker input ──viewmaker──▶ view ──to_encoder──▶ encoder input
+    `from_view` maps a view back to the raw representation where that is possible (images,
+    waveforms, sensor signals) so `vm augment` can write files in the input's format.
+    Normalization statistics are fitted on training data (`fit`) and stored in the run.
+    """
+
+    name: str = ""
+    dims: int = 2  # viewmaker dims
+    channels: int = 1  # viewmaker channels
+    clamp: tuple[float, float] | None = None
+    encoder_dims: int = 2
+    invertible: bool = True  # from_view gives raw samples (False: views stay in this space)
+
+    def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
+        super().__init__()
+        self.meta = meta
+        self.stats: dict[str, Any] = dict(stats or {})
+
+    def fit(self, raw: Tensor) -> dict[str, Any]:
+        """Fit normalization statistics on training samples; returns the JSON-able stats."""
+        return self.stats
+
+    @abstractmethod
+    def to_view(self, raw: Tensor) -> Tensor: ...
+
+    def to_encoder(self, view: Tensor) -> Tensor:
+        return view
+
+    def from_view(self, view: Tensor) -> Tensor:
+        return view
+
+    def encoder_input_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """C × spatial shape the encoder receives for one raw sample of `raw_shape`."""
+        with torch.no_grad():
+            probe = torch.zeros((1, *raw_shape))
+            return tuple(self.to_encoder(self.to_view(probe)).shape[1:])
+
+
+Handcrafted = Callable[[Tensor, torch.Generator | None], Tensor]
+
+
+@dataclass
+class FileSample:
+    """One file read for `vm augment`: raw samples at native size plus what writing needs."""
+
+    raw: Tensor  # 1 × C × ... (or K × C × T for several windows)
+    context: dict[str, Any]
+
+
+class Modality(ABC):
+    """The per-modality plug-in; see the module docstring."""
+
+    name: str = ""
+    extensions: frozenset[str] = frozenset()
+    has_magic: bool = True  # its header alone identifies a file (false for text formats)
+    view_spaces: tuple[str, ...] = ()  # the first one is the default
+    default_batch_size: int = 128
+    output_suffix: dict[str, str] = {}  # view space → file suffix when views are not raw
+
+    @abstractmethod
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """True if the first bytes look like this modality's format (header check)."""
+
+    @abstractmethod
+    def load(self, root: Path, items: list[Item], options: LoadOptions, meta: dict[str, Any] | None = None) -> TensorData:
+        """Decode every item once. With `meta` (from a run), reproduce that run's shapes."""
+
+    @abstractmethod
+    def build_space(self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None) -> ViewSpace: ...
+
+    @abstractmethod
+    def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
+        """The standard hand-designed augmentation for this modality, on raw device batches."""
+
+    @abstractmethod
+    def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample: ...
+
+    @abstractmethod
+    def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None: ...
+
+    def output_path(self, rel: Path, view_space: str) -> Path:
+        """Relative output path for a view of `rel` (same format, or e.g. .npy for spectrograms)."""
+        return rel
+
+    @abstractmethod
+    def preview(self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path) -> list[Path]:
+        """Write files a person can look at (and listen to); returns their paths."""
+
+    def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
+        """Hand-made features for honest probe baselines (name → N × D): here the encoder's
+        input itself, flattened (average-pooled down to at most 4096 values)."""
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(data.x), 512):
+                feats.append(_pool_flat(space.to_encoder(space.to_view(data.x[i : i + 512]))).float())
+        return {"raw inputs": torch.cat(feats)}
+
+
+def _pool_flat(x: Tensor, max_dims: int = 4096) -> Tensor:
+    """Flatten samples, average-pooling space first when that would exceed `max_dims`."""
+    import torch.nn.functional as F
+
+    while x[0].numel() > max_dims:
+        x = F.avg_pool2d(x, 2) if x.ndim == 4 else F.avg_pool1d(x, 2)
+    return x.flatten(1)

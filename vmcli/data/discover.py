@@ -1,0 +1,137 @@
+"""Walk a data folder: classify files, detect the modality, read labels and splits.
+
+Conventions (those of torchvision's ImageFolder, which users already follow):
+- top-level folders named train/, test/, val/ (valid/, validation/) give splits;
+- inside a split (or the root, without splits) a file's first folder is its class label;
+  files directly at that level are unlabeled. Labels are only ever used for evaluation.
+- hidden files and folders (name starting with '.') are ignored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmcli.data.base import Item, Modality
+from vmcli.errors import DataError
+
+SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+HEAD_BYTES = 64
+
+
+@dataclass
+class DataIndex:
+    """What a folder holds, before anything is decoded."""
+
+    root: Path
+    modality: str
+    items: list[Item]
+    counts: dict[str, int]  # files per modality found (before choosing one)
+    unrecognized: int = 0  # files no modality claims
+    outside_splits: int = 0  # files beside train/ and test/ folders, not used
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labeled(self) -> bool:
+        return any(it.label is not None for it in self.items)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({it.split for it in self.items if it.split})
+
+
+def _visible_files(root: Path) -> list[Path]:
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
+            continue
+        if path.is_file():
+            out.append(path)
+    return out
+
+
+def classify(path: Path, modalities: dict[str, Modality]) -> str | None:
+    """Modality of one file: by extension, confirmed (or corrected) by its first bytes.
+
+    A file whose extension claims a modality but whose header matches none still counts for
+    that modality, so the loader reports it by name as unreadable instead of ignoring it.
+    """
+    ext = path.suffix.lower().lstrip(".")
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        head = b""
+    by_ext = [name for name, m in modalities.items() if ext in m.extensions]
+    for name in by_ext:
+        if modalities[name].sniff(path, head):
+            return name
+    for name, m in modalities.items():
+        if name not in by_ext and m.has_magic and m.sniff(path, head):
+            return name  # e.g. a PNG saved as .jpg, or a WAV without an extension
+    return by_ext[0] if by_ext else None
+
+
+def scan(root: Path, modalities: dict[str, Modality], modality: str | None = None) -> DataIndex:
+    """Index `root`. Raises DataError when it is missing, empty, or mixes modalities."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: is a file; give the folder that holds your data")
+    if modality is not None and modality not in modalities:
+        raise DataError(f"unknown modality {modality!r}; choose one of {sorted(modalities)}")
+
+    files = _visible_files(root)
+    kinds: dict[Path, str] = {}
+    unrecognized = 0
+    for path in files:
+        kind = classify(path, modalities)
+        if kind is None:
+            unrecognized += 1
+        else:
+            kinds[path] = kind
+    counts = dict(Counter(kinds.values()))
+    if not counts:
+        raise DataError(
+            f"{root}: found no image, audio or sensor (CSV) files"
+            + (f" ({unrecognized} other files ignored)" if unrecognized else "")
+        )
+    if modality is None:
+        if len(counts) > 1:
+            listing = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+            raise DataError(
+                f"{root}: mixes modalities ({listing}); pick one with --modality "
+                f"{'|'.join(sorted(counts))}"
+            )
+        modality = next(iter(counts))
+    chosen = [p for p, k in kinds.items() if k == modality]
+    if not chosen:
+        raise DataError(f"{root}: no {modality} files (found: {counts})")
+
+    rels = [p.relative_to(root) for p in chosen]
+    split_dirs = {r.parts[0] for r in rels if len(r.parts) > 1 and r.parts[0].lower() in SPLIT_FOLDERS}
+    has_splits = any(SPLIT_FOLDERS[d.lower()] in ("train", "test") for d in split_dirs) or (
+        len(split_dirs) > 1
+    )
+    items: list[Item] = []
+    outside = 0
+    for rel in rels:
+        parts = rel.parts
+        split = ""
+        if has_splits:
+            if len(parts) < 2 or parts[0] not in split_dirs:
+                outside += 1
+                continue
+            split, parts = SPLIT_FOLDERS[parts[0].lower()], parts[1:]
+        label = parts[0] if len(parts) > 1 else None
+        items.append(Item(path=rel, split=split, label=label))
+    index = DataIndex(root, modality, items, counts, unrecognized, outside)
+    if outside:
+        index.notes.append(f"{outside} {modality} files outside the split folders were not used")
+    unlabeled = sum(it.label is None for it in items)
+    if 0 < unlabeled < len(items):
+        index.notes.append(f"{unlabeled} files sit outside class folders and count as unlabeled")
+    return index

@@ -1,0 +1,269 @@
+"""Image folders: any Pillow-readable file, any mode, to a fixed channel count and size.
+
+- Grayscale data (every file L, LA, 1, I, I;16 or F) stays 1-channel; anything else is RGB.
+- 16-bit and float images are scaled to 8 bits by their range (not clipped).
+- Training size: shorter side resized to `--image-size` (default: the median shorter side,
+  clamped to 16..224), then a centre crop, so the batch is one tensor.
+- `vm augment` works at each file's native size (the viewmaker is fully convolutional) and
+  writes the same format, mode, bit depth and alpha channel as the input.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from vmcli import preview as pv
+from vmcli.console import info, warn
+from vmcli.data.base import (
+    FileSample,
+    Handcrafted,
+    Item,
+    LoadOptions,
+    Modality,
+    TensorData,
+    ViewSpace,
+)
+from vmcli.errors import DataError
+from vmcli.views import simclr_image_views
+
+GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+READ_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError, EOFError)
+MIN_SIZE, MAX_SIZE = 16, 224
+
+
+def _wide_to_unit(img: Image.Image) -> np.ndarray:
+    """16-bit / 32-bit / float grayscale → float64 in [0, 1], scaled by the mode's range."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16"):
+        return a / 65535.0
+    if img.mode == "I":
+        return a / (65535.0 if a.max(initial=0) <= 65535 else a.max())
+    top = a.max(initial=0)  # F
+    return np.clip(a / top if top > 1 else a, 0, 1)
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    return Image.fromarray(np.clip(_wide_to_unit(img) * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def _alpha(img: Image.Image) -> np.ndarray | None:
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA"))[..., 3].copy()
+    return None
+
+
+def to_channels(img: Image.Image, channels: int) -> np.ndarray:
+    """Any mode → H × W × channels uint8 (alpha dropped; kept aside by the augment path)."""
+    if img.mode in WIDE_MODES:
+        img = _to_8bit_gray(img)
+    if channels == 1:
+        gray = img.convert("L") if img.mode != "L" else img
+        return np.asarray(gray)[..., None]
+    return np.asarray(img.convert("RGB"))
+
+
+def _open(path: Path) -> Image.Image:
+    img = Image.open(path)
+    img.load()
+    return ImageOps.exif_transpose(img) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else img
+
+
+def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side → `size` (bicubic, antialiased), then a centre crop to size × size."""
+    h, w = arr.shape[:2]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        mode = "L" if arr.shape[2] == 1 else "RGB"
+        img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).resize((nw, nh), Image.BICUBIC)
+        arr = np.asarray(img)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        top, left = (nh - size) // 2, (nw - size) // 2
+        arr = arr[top : top + size, left : left + size]
+    return arr
+
+
+class PixelSpace(ViewSpace):
+    """The viewmaker acts on pixels in [0, 1]; dataset mean/std normalisation comes after it
+    (as in the paper), so the budget is in raw pixel units."""
+
+    name = "pixels"
+    dims = 2
+    clamp = (0.0, 1.0)
+    encoder_dims = 2
+
+    def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
+        super().__init__(meta, stats)
+        self.channels = int(meta["channels"])
+        mean = self.stats.get("mean", [0.5] * self.channels)
+        std = self.stats.get("std", [0.25] * self.channels)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def fit(self, raw: Tensor) -> dict[str, Any]:
+        x = raw.float() / 255 if raw.dtype == torch.uint8 else raw.float()
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        self.stats = {"mean": mean.tolist(), "std": std.tolist()}
+        self.mean.copy_(mean.view(1, -1, 1, 1))
+        self.std.copy_(std.view(1, -1, 1, 1))
+        return self.stats
+
+    def to_view(self, raw: Tensor) -> Tensor:
+        return raw.float() / 255 if raw.dtype == torch.uint8 else raw
+
+    def to_encoder(self, view: Tensor) -> Tensor:
+        return (view - self.mean.to(view.dtype)) / self.std.to(view.dtype)
+
+
+class ImageModality(Modality):
+    name = "image"
+    extensions = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
+    view_spaces = ("pixels",)
+    default_batch_size = 256
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return (
+            head.startswith(b"\x89PNG\r\n\x1a\n")
+            or head.startswith(b"\xff\xd8\xff")
+            or head[:6] in (b"GIF87a", b"GIF89a")
+            or head.startswith(b"BM")
+            or head[:4] in (b"II*\x00", b"MM\x00*")
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        )
+
+    # -- loading -----------------------------------------------------------------------------
+    def _probe(self, path: Path) -> tuple[int, int, str] | str:
+        try:
+            with Image.open(path) as img:
+                return img.size[0], img.size[1], img.mode
+        except READ_ERRORS as e:
+            return f"{type(e).__name__}: {e}"
+
+    def load(self, root: Path, items: list[Item], options: LoadOptions, meta: dict[str, Any] | None = None) -> TensorData:
+        paths = [root / it.path for it in items]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            probes = list(pool.map(self._probe, paths))
+        skipped: list[tuple[Path, str]] = []
+        ok = []
+        for it, path, probe in zip(items, paths, probes, strict=True):
+            if isinstance(probe, str):
+                skipped.append((path, f"cannot be read as an image ({probe})"))
+            else:
+                ok.append((it, path, probe))
+        if not ok:
+            raise DataError(f"{root}: none of the {len(items)} image files could be read")
+        if meta is not None:
+            size, channels = int(meta["size"]), int(meta["channels"])
+        else:
+            channels = 1 if all(p[2] in GRAY_MODES for _, _, p in ok) else 3
+            if options.image_size is not None:
+                size = options.image_size
+            else:
+                median = int(np.median([min(p[0], p[1]) for _, _, p in ok]))
+                size = int(np.clip(median, MIN_SIZE, MAX_SIZE))
+                note = "" if size == median else f" (median shorter side {median}, clamped to {MIN_SIZE}..{MAX_SIZE})"
+                info(f"image size {size}×{size}{note}; set --image-size to change it")
+        if size < 8:
+            raise DataError(f"--image-size {size} is too small; use at least 8 pixels")
+
+        def decode(entry: tuple[Item, Path, Any]) -> np.ndarray | str:
+            _, path, _ = entry
+            try:
+                return _resize_center(to_channels(_open(path), channels), size)
+            except READ_ERRORS as e:
+                return f"cannot be decoded ({type(e).__name__}: {e})"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            arrays = list(pool.map(decode, ok))
+        kept_items, kept = [], []
+        for (it, path, _), arr in zip(ok, arrays, strict=True):
+            if isinstance(arr, str):
+                skipped.append((path, arr))
+            else:
+                kept_items.append(it)
+                kept.append(arr)
+        for path, reason in skipped:
+            warn(f"skipped {path}: {reason}")
+        if skipped:
+            warn(f"skipped {len(skipped)} unreadable image file(s) of {len(items)}")
+        if not kept:
+            raise DataError(f"{root}: none of the {len(items)} image files could be decoded")
+        x = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2).contiguous()  # N × C × H × W uint8
+        return TensorData(x, kept_items, {"size": size, "channels": channels}, skipped)
+
+    def build_space(self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None) -> ViewSpace:
+        return PixelSpace(meta, stats)
+
+    def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
+        return simclr_image_views
+
+    # -- augment: one file at native size ---------------------------------------------------
+    def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
+        try:
+            img = _open(path)
+            arr = to_channels(img, int(meta["channels"]))
+        except READ_ERRORS as e:
+            raise DataError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+        if img.mode in WIDE_MODES and int(meta["channels"]) == 1:  # keep 16-bit precision
+            raw = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
+        else:
+            raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
+        context = {
+            "mode": img.mode,
+            "alpha": _alpha(img),
+            "wide": img.mode in WIDE_MODES,
+            "format": img.format,
+            "gray_input": img.mode in GRAY_MODES,
+        }
+        return FileSample(raw, context)
+
+    def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
+        """Write a view (1 × C × H × W in [0, 1]) in the input's format, mode and bit depth."""
+        ctx = sample.context
+        v = raw[0].detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)  # H × W × C
+        if ctx["wide"] and v.shape[2] == 1 and dst.suffix.lower() in (".png", ".tif", ".tiff"):
+            img = Image.fromarray(np.round(v[..., 0] * 65535).astype(np.uint16))
+            if img.mode != "I;16":
+                img = img.convert("I;16")
+        else:
+            u8 = np.round(v * 255).astype(np.uint8)
+            if u8.shape[2] == 3 and ctx["gray_input"]:
+                u8 = u8.mean(axis=2, keepdims=True).round().astype(np.uint8)
+            img = Image.fromarray(u8[..., 0], "L") if u8.shape[2] == 1 else Image.fromarray(u8, "RGB")
+            alpha = ctx["alpha"]
+            if alpha is not None and dst.suffix.lower() not in (".jpg", ".jpeg", ".bmp"):
+                img.putalpha(Image.fromarray(alpha, "L"))
+        fmt = ctx["format"] or None
+        suffix_format = Image.registered_extensions().get(dst.suffix.lower())
+        fmt = suffix_format or fmt
+        kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        if fmt == "JPEG" and img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        img.save(dst, format=fmt, **kwargs)
+
+    # -- preview ----------------------------------------------------------------------------
+    def preview(self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path) -> list[Path]:
+        """Rows: original | views | δ of the first view (blue −, red +, scaled to its max)."""
+
+        def tile(x: Tensor) -> np.ndarray:
+            a = (x.float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            return pv.upscale(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a, 96)
+
+        original = space.to_view(raw)
+        rows = []
+        for i in range(original.shape[0]):
+            row = [tile(original[i])] + [tile(v[i]) for v in views]
+            if deltas:
+                row.append(pv.upscale(pv.diverging(deltas[0][i].float().mean(0).cpu().numpy()), 96))
+            rows.append(row)
+        labels = ["original"] + [f"view {k + 1}" for k in range(len(views))] + (["delta"] if deltas else [])
+        return [pv.save_png(pv.grid(rows, labels), dst)]
