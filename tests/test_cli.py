@@ -1,0 +1,141 @@
+"""The CLI end to end on small real files: exit codes, run folders, views, tables, JSON."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from vmcli.cli import app
+
+runner = CliRunner()
+FAST = ["--epochs", "1", "--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8", "--device", "cpu", "-q"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for cmd in ("train", "augment", "eval", "info"):
+        assert cmd in result.output
+
+
+def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
+    runs = tmp_path / "runs"
+    before = {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()}
+
+    r = invoke("train", image_folder, *FAST, "--out", runs, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    run = Path(summary["run"])
+    assert run == runs / "train"
+    assert {"config.json", "viewmaker.safetensors", "encoder.safetensors", "preview.png", "metrics.csv", "summary.json", "checkpoint.pt"} <= set(os_names(run))
+    assert Image.open(run / "preview.png").size[0] > 100
+
+    r = invoke("train", image_folder, *FAST, "--out", runs)
+    assert r.exit_code == 0 and (runs / "train-2").is_dir(), "a second run never overwrites the first"
+
+    out = tmp_path / "views"
+    r = invoke("augment", image_folder / "test", "--out", out, "--run", run, "--views-per-input", "2", "--json")
+    assert r.exit_code == 0, r.output
+    src = sorted(p.relative_to(image_folder / "test") for p in (image_folder / "test").rglob("*.png"))
+    got = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert got == sorted(p.with_name(f"{p.stem}_view{k}{p.suffix}") for p in src for k in (0, 1))
+    first = Image.open(out / got[0])
+    assert first.mode == "L" and first.size == (16, 16)
+    assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()} == before, "input untouched"
+
+    # same seed → same views; another seed → other views
+    out2, out3 = tmp_path / "v2", tmp_path / "v3"
+    invoke("augment", image_folder / "test", "--out", out2, "--run", run, "--views-per-input", "2")
+    invoke("augment", image_folder / "test", "--out", out3, "--run", run, "--views-per-input", "2", "--seed", "7")
+    assert (out / got[0]).read_bytes() == (out2 / got[0]).read_bytes()
+    assert (out / got[0]).read_bytes() != (out3 / got[0]).read_bytes()
+
+    r = invoke("eval", run, "--linear", "--knn", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    names = [row["features"] for row in result["rows"]]
+    assert names == ["vm encoder (viewmaker)", "random encoder", "raw inputs"]
+    assert all(0 <= row["linear"] <= 1 and 0 <= row["knn"] <= 1 for row in result["rows"])
+    assert result["train_samples"] == 16 and result["test_samples"] == 8
+    assert (run / "eval.json").is_file()
+
+    r = invoke("info", run)
+    assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output
+
+
+def os_names(path: Path):
+    return [p.name for p in path.iterdir()]
+
+
+def test_augment_refuses_unsafe_outputs(image_folder, tmp_path):
+    runs = tmp_path / "runs"
+    assert invoke("train", image_folder, *FAST, "--out", runs).exit_code == 0
+    r = invoke("augment", image_folder, "--out", image_folder / "views", "--runs", runs)
+    assert r.exit_code == 2 and "inside the input folder" in r.output
+    assert not (image_folder / "views").exists()
+    r = invoke("augment", image_folder, "--out", image_folder, "--runs", runs)
+    assert r.exit_code == 2
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    r = invoke("augment", image_folder, "--out", busy, "--runs", runs)
+    assert r.exit_code == 2 and "not empty" in r.output
+    assert (busy / "keep.txt").read_text() == "mine"
+    # newest run is the default, and the command says which one it used
+    r = invoke("augment", image_folder / "test", "--out", tmp_path / "ok", "--runs", runs)
+    assert r.exit_code == 0 and "newest run" in r.output
+
+
+def test_bad_input_gives_clear_errors_not_tracebacks(tmp_path):
+    r = invoke("train", tmp_path / "missing", *FAST)
+    assert r.exit_code == 3 and "no such folder" in r.output and "Traceback" not in r.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    r = invoke("train", empty, *FAST)
+    assert r.exit_code == 3 and "found no image" in r.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = invoke("train", broken, *FAST)
+    assert r.exit_code == 3 and "could be read" in r.output
+    r = invoke("train", "--epochs", "1")
+    assert r.exit_code == 2 and "DATA" in r.output
+    r = invoke("train", broken, "--views", "magic")
+    assert r.exit_code == 2 and "--views" in r.output
+    r = invoke("eval", tmp_path / "nope")
+    assert r.exit_code == 4 and "no such run" in r.output
+
+
+def test_skips_unreadable_files_with_a_count(image_folder, tmp_path):
+    (image_folder / "train" / "circle" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    r = invoke("train", image_folder, *FAST, "--out", tmp_path / "runs")
+    assert r.exit_code == 0
+    assert "bad.png" in r.output and "skipped 1" in r.output
+
+
+def test_eval_without_labels_says_so(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(flat / f"{i}.png")
+    runs = tmp_path / "runs"
+    assert invoke("train", flat, *FAST, "--out", runs).exit_code == 0
+    r = invoke("eval", "--runs", runs)
+    assert r.exit_code == 3 and "no labels" in r.output
+
+
+def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):
+    runs = tmp_path / "runs"
+    assert invoke("train", image_folder, *FAST, "--views", "handcrafted", "--out", runs).exit_code == 0
+    assert not (runs / "train" / "viewmaker.safetensors").exists()
+    r = invoke("augment", image_folder, "--out", tmp_path / "v", "--runs", runs)
+    assert r.exit_code == 4 and "no viewmaker" in r.output

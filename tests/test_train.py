@@ -1,0 +1,156 @@
+import pytest
+import torch
+from conftest import fast_config
+
+import vmcli
+from vmcli import runs
+from vmcli.data import MODALITIES, scan
+from vmcli.errors import ConfigError, TrainingInterrupted
+from vmcli.losses import nt_xent
+from vmcli.nn.viewmaker import Viewmaker
+from vmcli.train import Job, _build_job, _resolve, fit, make_views, train
+
+
+def small_job(folder, **overrides) -> Job:
+    cfg = fast_config(folder, **overrides)
+    index = scan(folder, MODALITIES)
+    modality = MODALITIES[index.modality]
+    data = modality.load(folder, index.items, cfg.load)
+    cfg = _resolve(cfg, modality, len(data), torch.device("cpu"))
+    space = modality.build_space(cfg.view_space, data.meta)
+    space.fit(data.x)
+    return _build_job(cfg, modality, data, space, torch.device("cpu"))
+
+
+def grads(module):
+    return {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+@pytest.fixture
+def single_thread():
+    """Multi-threaded CPU reductions are not bitwise reproducible; exact comparisons need one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_gradient_reversal_gives_viewmaker_exactly_the_negated_gradient(image_folder, single_thread):
+    job = small_job(image_folder)
+    raw = job.data[:6]
+
+    def backward(reverse):
+        job.encoder.zero_grad(set_to_none=True)
+        job.viewmaker.zero_grad(set_to_none=True)
+        made = make_views(job, raw, torch.Generator().manual_seed(0), reverse=reverse)
+        z = job.encoder(job.space.to_encoder(made.views))
+        nt_xent(z[:6], z[6:], 0.07).backward()
+        return grads(job.viewmaker), grads(job.encoder)
+
+    job.encoder.eval()  # batch-norm statistics must not move between the two passes
+    vm_rev, enc_rev = backward(True)
+    vm_plain, enc_plain = backward(False)
+    for name in vm_plain:
+        assert torch.equal(vm_rev[name], -vm_plain[name]), name
+    for name in enc_plain:
+        assert torch.equal(enc_rev[name], enc_plain[name]), name
+
+
+def test_fit_trains_and_reports_budget(image_folder):
+    job = small_job(image_folder, epochs=2)
+    before = [p.detach().clone() for p in job.viewmaker.parameters()]
+    result = fit(job, progress=False)
+    assert result["delta_l1"] == pytest.approx(0.05, rel=1e-4)
+    assert 0 < result["view_l1"] <= 0.05 + 1e-6  # clamping to [0, 1] can only shrink it
+    assert len(result["metrics"]) == 2 and all(torch.isfinite(torch.tensor(m["loss"])) for m in result["metrics"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, job.viewmaker.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("views", ["handcrafted", "both", "none"])
+def test_other_view_settings_train(image_folder, views):
+    job = small_job(image_folder, views=views)
+    assert (job.viewmaker is None) == (views in ("handcrafted", "none"))
+    result = fit(job, progress=False)
+    assert torch.isfinite(torch.tensor(result["loss"]))
+
+
+def test_alternating_schedule_updates_both_networks(image_folder):
+    job = small_job(image_folder, alternating=True)
+    vm0 = [p.detach().clone() for p in job.viewmaker.parameters()]
+    enc0 = [p.detach().clone() for p in job.encoder.parameters()]
+    fit(job, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(vm0, job.viewmaker.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(enc0, job.encoder.parameters(), strict=True))
+    assert all(p.requires_grad for p in job.encoder.parameters())
+
+
+def test_run_folder_and_load_viewmaker_reproduces_training_module(image_folder, tmp_path):
+    summary = train(fast_config(image_folder, epochs=2), out=tmp_path / "runs", progress=False)
+    run = tmp_path / "runs" / "train"
+    assert summary["run"] == str(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["config.json", "summary.json", "metrics.csv", "checkpoint.pt", "viewmaker.safetensors", "encoder.safetensors", "preview.png"]
+    )
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    state = runs.load_checkpoint(run / "checkpoint.pt")
+    trained = Viewmaker(channels=1, budget=0.05, width=8, clamp=(0.0, 1.0))
+    trained.load_state_dict(state["viewmaker"])
+    augment = vmcli.load_viewmaker(run)
+    x = torch.rand(3, 1, 16, 16)
+    expected = trained(x, generator=torch.Generator().manual_seed(5))
+    got = augment(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(got, expected)
+    # works at other sizes too (fully convolutional), and keeps the budget
+    big = torch.rand(1, 1, 40, 52)
+    assert augment(big).shape == big.shape
+
+    features = vmcli.load_encoder(run)
+    raw = (torch.rand(4, 1, 16, 16) * 255).to(torch.uint8)
+    assert features(raw).shape == (4, 128) and features.features(raw).shape == (4, 256)
+
+
+def test_resume_continues_exactly(image_folder, tmp_path, single_thread):
+    straight = train(fast_config(image_folder, epochs=2), out=tmp_path / "a", progress=False)
+    train(fast_config(image_folder, epochs=1), out=tmp_path / "b", progress=False)
+    resumed = train(fast_config(image_folder), resume=tmp_path / "b" / "train", epochs=2, progress=False)
+    a = runs.load_checkpoint(tmp_path / "a" / "train" / "checkpoint.pt")
+    b = runs.load_checkpoint(tmp_path / "b" / "train" / "checkpoint.pt")
+    for k in a["encoder"]:
+        assert torch.equal(a["encoder"][k], b["encoder"][k]), k
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-6)
+    with pytest.raises(ConfigError, match="already finished"):
+        train(fast_config(image_folder), resume=tmp_path / "b" / "train", progress=False)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(image_folder, tmp_path, monkeypatch, single_thread):
+    import os
+    import signal
+
+    import vmcli.train as T
+
+    calls = {"n": 0}
+    real = T.nt_xent
+
+    def interrupted(*a, **k):  # Ctrl-C arrives in the middle of the first step
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "nt_xent", interrupted)
+    cfg = fast_config(image_folder, epochs=2, batch_size=4)  # 4 steps per epoch
+    with pytest.raises(TrainingInterrupted, match="resume with"):
+        train(cfg, out=tmp_path / "r", progress=False)
+    run = tmp_path / "r" / "train"
+    state = runs.load_checkpoint(run / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 1)  # the step in flight was completed
+    assert not (run / "summary.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    train(fast_config(image_folder), resume=run, progress=False)
+    train(fast_config(image_folder, epochs=2, batch_size=4), out=tmp_path / "s", progress=False)
+    a = runs.load_checkpoint(run / "checkpoint.pt")
+    b = runs.load_checkpoint(tmp_path / "s" / "train" / "checkpoint.pt")
+    assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])
+    assert all(torch.equal(a["viewmaker"][k], b["viewmaker"][k]) for k in a["viewmaker"])

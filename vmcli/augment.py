@@ -1,0 +1,132 @@
+"""Apply a trained viewmaker to a folder, mirroring its tree, in the inputs' own format.
+
+Safety: the input folder is only read. Views are written into a hidden sibling folder and
+renamed to OUT at the end, so OUT is either complete or absent (never half-written). OUT may
+not be the input folder or inside it, and an existing non-empty OUT is refused.
+Determinism: each file's views come from a generator seeded by (seed, relative path, view), so
+the same seed gives the same views whatever the order, batching or subset of files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vmcli import runs
+from vmcli.console import TrainProgress, info, warn
+from vmcli.data import MODALITIES, LoadOptions, get_modality, scan
+from vmcli.errors import CheckpointError, ConfigError, DataError
+from vmcli.pipeline import load_viewmaker
+from vmcli.train import resolve_device
+
+
+def view_seed(seed: int, rel: Path, k: int) -> int:
+    """A stable 63-bit seed for view `k` of file `rel` (independent of processing order)."""
+    return (seed * 1_000_003 + zlib.crc32(rel.as_posix().encode()) * 65_537 + k) % (2**63)
+
+
+def view_path(rel: Path, k: int, views_per_input: int) -> Path:
+    """Same relative path for a single view; `name_view{k}.ext` for several."""
+    return rel if views_per_input == 1 else rel.with_name(f"{rel.stem}_view{k}{rel.suffix}")
+
+
+def _check_folders(src: Path, out: Path) -> None:
+    if not src.is_dir():
+        raise DataError(f"{src}: no such folder")
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents:
+        raise ConfigError(f"--out {out} is inside the input folder {src}; choose a folder outside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
+
+
+def augment_folder(
+    src: Path,
+    out: Path,
+    run: Path | None = None,
+    views_per_input: int = 1,
+    seed: int = 0,
+    device: str = "auto",
+    to_wav: bool = False,
+    runs_parent: Path = Path("runs"),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write `views_per_input` learned views of every file in `src` under `out`; returns a summary."""
+    src, out = Path(src), Path(out)
+    if views_per_input < 1:
+        raise ConfigError("--views-per-input must be at least 1")
+    run_dir = runs.resolve_run(run, runs_parent)
+    if not (run_dir / runs.VIEWMAKER).is_file():
+        trained = runs.read_json(run_dir / runs.CONFIG)["train"]
+        if trained.get("views") in ("handcrafted", "none"):
+            raise CheckpointError(f"{run_dir} was trained with --views {trained['views']}: it has no viewmaker to apply")
+    _check_folders(src, out)
+    if run is None:
+        info(f"using the newest run: {run_dir}")
+    config = runs.read_json(run_dir / runs.CONFIG)
+    cfg, meta = config["train"], config["data_meta"]
+    dev = resolve_device(device)
+    augmenter = load_viewmaker(run_dir, dev)
+    modality = get_modality(cfg["modality"])
+    index = scan(src, MODALITIES, modality=cfg["modality"])
+    other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
+    options = LoadOptions(**{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__})
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    written, skipped = 0, []
+    t0 = time.perf_counter()
+    bar = TrainProgress(len(index.items), enabled=progress)
+    try:
+        for i, item in enumerate(index.items):
+            try:
+                sample = modality.read_file(src / item.path, meta, options)
+            except DataError as e:
+                skipped.append((item.path, str(e)))
+                warn(f"skipped {e}")
+                continue
+            sample.context["to_wav"] = to_wav
+            for k in range(views_per_input):
+                gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
+                with torch.no_grad():
+                    view = augmenter(sample.raw.to(dev), generator=gen).cpu()
+                rel = modality.output_path(view_path(item.path, k, views_per_input), cfg["view_space"])
+                dst = tmp / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                modality.write_file(view, sample, dst)
+                written += 1
+            if (i + 1) % 50 == 0 or i + 1 == len(index.items):
+                bar.update(i + 1, f"{written} views written")
+        if written == 0:
+            raise DataError(f"{src}: no views written ({len(skipped)} files could not be read)")
+        if out.exists():
+            out.rmdir()  # checked empty above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+        with contextlib.suppress(OSError):
+            if tmp.exists() and not any(tmp.iterdir()):
+                tmp.rmdir()
+    if skipped:
+        warn(f"skipped {len(skipped)} unreadable file(s) of {len(index.items)}")
+    return {
+        "run": str(run_dir),
+        "input": str(src),
+        "out": str(out),
+        "files": len(index.items) - len(skipped),
+        "views_written": written,
+        "skipped": [[str(p), r] for p, r in skipped],
+        "ignored_other_files": other,
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+    }

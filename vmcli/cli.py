@@ -1,0 +1,266 @@
+"""`vm`: thin Typer commands (parse → call the library → render). Heavy imports stay inside
+the commands so `vm --help` is instant; all human output goes to stderr, `--json` to stdout."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from vmcli import __version__
+from vmcli.console import console, error, print_json
+from vmcli.errors import VmError
+
+app = typer.Typer(
+    name="vm",
+    help="Learn data augmentations (viewmaker networks) for self-supervised learning on your own "
+    "images, audio clips or sensor CSV windows.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RunsOpt = Annotated[Path, typer.Option("--runs", help="Folder that holds run folders (for the newest-run default).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into a one-line message and the error's exit code (no tracebacks)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VmError as e:
+            error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/red]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    pass
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  vm train ./photos --budget 0.05 --epochs 50\n\n"
+    "  vm train ./clips --view-space waveform --device cuda\n\n"
+    "  vm train ./imu --window 128 --stride 64\n\n"
+    "  vm train --resume runs/train --epochs 200"
+)
+@handle_errors
+def train(
+    data: Annotated[Path | None, typer.Argument(help="Folder of images, audio clips or CSV sensor windows.", show_default=False)] = None,
+    budget: Annotated[float, typer.Option(help="Distortion budget ε: mean |δ| per example, in view-space units.")] = 0.05,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.  [default: 100]", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (pairs of views). [default: 256 images, 128 audio/sensors]", show_default=False)] = None,
+    views: Annotated[str, typer.Option(help="viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.")] = "viewmaker",
+    view_space: Annotated[str | None, typer.Option(help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors). [default: per modality]", show_default=False)] = None,
+    modality: Annotated[str | None, typer.Option(help="image | audio | sensor (needed only for folders that mix them).", show_default=False)] = None,
+    encoder: Annotated[str, typer.Option(help="resnet18 | small | auto (resnet18 on a GPU, small on the CPU).")] = "auto",
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option(help="Parent folder: each run gets a new numbered folder in it.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, batch order and views.")] = 0,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run folder from its checkpoint.", show_default=False)] = None,
+    alternating: Annotated[bool, typer.Option(help="The paper's two-pass schedule instead of one pass with gradient reversal.")] = False,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the networks (pays off on long GPU runs).")] = False,
+    image_size: Annotated[int | None, typer.Option(help="Images: side of the square training crop. [default: median shorter side, 16..224]", show_default=False)] = None,
+    sample_rate: Annotated[int | None, typer.Option(help="Audio: resample to this rate in Hz. [default: 16000]", show_default=False)] = None,
+    clip_seconds: Annotated[float | None, typer.Option(help="Audio: clip length in seconds. [default: median length]", show_default=False)] = None,
+    window: Annotated[int | None, typer.Option(help="Sensors: window length in rows (cuts long recordings with --stride). [default: median length]", show_default=False)] = None,
+    stride: Annotated[int | None, typer.Option(help="Sensors: hop between windows cut from long recordings, in rows.", show_default=False)] = None,
+    columns: Annotated[str | None, typer.Option(help="Sensors: comma-separated channel columns to use.", show_default=False)] = None,
+    viewmaker_width: Annotated[int | None, typer.Option(help="Viewmaker first-layer width. [default: 32 on a GPU as in the paper, 16 on the CPU]", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a viewmaker and an encoder on a folder; writes a new run folder.
+
+    The folder's kind (images, audio, sensor CSVs) is detected; class subfolders and
+    train/ test/ folders are recognised but labels are never used for training.
+    """
+    from vmcli.config import TrainConfig
+    from vmcli.data import LoadOptions
+    from vmcli.errors import ConfigError
+    from vmcli.train import train as run_training
+
+    if data is None and resume is None:
+        raise ConfigError("give a DATA folder to train on, or --resume RUN")
+    load = LoadOptions(
+        image_size=image_size,
+        sample_rate=sample_rate,
+        clip_seconds=clip_seconds,
+        window=window,
+        stride=stride,
+        columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
+    )
+    cfg = TrainConfig(
+        data=str(data) if data is not None else "",
+        modality=modality,
+        view_space=view_space,
+        views=views,
+        budget=budget,
+        epochs=epochs if epochs is not None else 100,
+        batch_size=batch_size,
+        encoder=encoder,
+        viewmaker_width=viewmaker_width,
+        temperature=temperature,
+        alternating=alternating,
+        device=device,
+        precision=precision,
+        compile=compile,
+        seed=seed,
+        load=load,
+    )
+    summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
+    if as_json:
+        print_json(summary)
+    delta = f", mean |δ| {summary['delta_l1']:.4f} (ε {summary['budget']:g})" if summary.get("delta_l1") is not None else ""
+    console.print(
+        f"[green]done[/green]: {summary['run']}  loss {summary['final_loss']:.4f}{delta}, "
+        f"{summary['samples_per_s']:,.0f} samples/s"
+    )
+    console.print(f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear")
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  vm augment ./images --out ./views\n\n"
+    "  vm augment ./clips --out ./clip-views --run runs/train-3 --views-per-input 4 --seed 1"
+)
+@handle_errors
+def augment(
+    input: Annotated[Path, typer.Argument(help="Folder to augment (only read, never modified).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="New folder for the views (mirrors the input tree).", show_default=False)],
+    run: Annotated[Path | None, typer.Option(help="Run folder whose viewmaker to apply. [default: newest under --runs]", show_default=False)] = None,
+    views_per_input: Annotated[int, typer.Option(help="Views per input file (K > 1 names them name_view0.ext ...).")] = 1,
+    seed: Annotated[int, typer.Option(help="Same seed → same views.")] = 0,
+    to_wav: Annotated[bool, typer.Option(help="Audio, spectrogram space: also write an approximate WAV (Griffin-Lim).")] = False,
+    device: DeviceOpt = "auto",
+    runs_parent: RunsOpt = Path("runs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply a trained viewmaker to every file of a folder; views keep the input's format."""
+    from vmcli.augment import augment_folder
+
+    summary = augment_folder(input, out, run, views_per_input, seed, device, to_wav, runs_parent)
+    if as_json:
+        print_json(summary)
+    console.print(
+        f"[green]done[/green]: {summary['views_written']} views of {summary['files']} files → {summary['out']} "
+        f"(run {summary['run']})"
+    )
+
+
+@app.command(
+    name="eval",
+    epilog="Examples:\n\n  vm eval --linear\n\n  vm eval runs/train-2 --linear --knn --data ./labelled",
+)
+@handle_errors
+def eval_(
+    run: Annotated[Path | None, typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False)] = None,
+    linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Linear probe (logistic regression).")] = True,
+    knn: Annotated[bool, typer.Option("--knn", help="Also a kNN classifier (k=20, cosine).")] = False,
+    data: Annotated[Path | None, typer.Option(help="Labelled data folder. [default: the run's training data]", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for the split (when the data has none) and the random baseline.")] = 0,
+    runs_parent: RunsOpt = Path("runs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the learned representation: probes on frozen features, beside honest baselines."""
+    from rich.table import Table
+
+    from vmcli.evaluate import evaluate
+
+    result = evaluate(run, data, linear, knn, device, seed, runs_parent)
+    if as_json:
+        print_json(result)
+    table = Table(title=f"{result['run']}: {result['classes']} classes, chance {result['chance']:.3f}")
+    table.add_column("features")
+    table.add_column("dim", justify="right")
+    if linear:
+        table.add_column("linear probe", justify="right")
+    if knn:
+        table.add_column("kNN (k=20)", justify="right")
+    for row in result["rows"]:
+        cells = [row["features"], str(row["dim"])]
+        if linear:
+            cells.append(f"{row['linear']:.4f}")
+        if knn:
+            cells.append(f"{row['knn']:.4f}")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"split: {result['split']}")
+
+
+@app.command()
+@handle_errors
+def info(
+    run: Annotated[Path | None, typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False)] = None,
+    runs_parent: RunsOpt = Path("runs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's settings, training results and evaluation (if any)."""
+    from rich.table import Table
+
+    from vmcli import runs
+
+    run_dir = runs.resolve_run(run, runs_parent)
+    config = runs.read_json(run_dir / runs.CONFIG)
+    summary = json.loads((run_dir / runs.SUMMARY).read_text()) if (run_dir / runs.SUMMARY).is_file() else None
+    evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else None
+    if as_json:
+        print_json({"run": str(run_dir), "config": config, "summary": summary, "eval": evaluation})
+        return
+    t = Table(title=str(run_dir), show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    cfg = config["train"]
+    for key in ("data", "modality", "view_space", "views", "budget", "epochs", "batch_size", "encoder", "device", "precision", "seed"):
+        t.add_row(key, str(cfg.get(key)))
+    t.add_row("samples", str(config.get("data", {}).get("samples")))
+    if summary is None:
+        t.add_row("status", "not finished (resume with: vm train --resume " + str(run_dir) + ")")
+    else:
+        for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
+            if summary.get(key) is not None:
+                t.add_row(key, f"{summary[key]:.4g}")
+    if evaluation is not None:
+        for row in evaluation["rows"]:
+            t.add_row(f"eval: {row['features']}", "  ".join(f"{k} {row[k]:.4f}" for k in ("linear", "knn") if k in row))
+    console.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C outside a command
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

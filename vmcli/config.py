@@ -1,0 +1,79 @@
+"""Training settings: one typed place, one default per knob.
+
+`TrainConfig` is what `vm train` builds from its options; `resolve()` turns every "auto" into
+the concrete choice (device, encoder, precision, batch size...) and the resolved copy is saved
+as the run's config.json, so a run can always be rebuilt and resumed exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmcli.data.base import LoadOptions
+from vmcli.errors import ConfigError
+
+VIEWS = ("viewmaker", "handcrafted", "both", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    modality: str | None = None  # None: detect from the files
+    view_space: str | None = None  # None: the modality's default
+    views: str = "viewmaker"  # viewmaker | handcrafted | both | none
+    budget: float = 0.05  # ε: mean |δ| per example, in view-space units
+    epochs: int = 100
+    batch_size: int | None = None  # None: the modality's default (paper: 256 images, 128 else)
+    encoder: str = "auto"  # auto: resnet18 on a GPU, small on the CPU
+    viewmaker_width: int | None = None  # None: 32 on a GPU (the paper), 16 on the CPU (4× cheaper)
+    viewmaker_blocks: int = 3  # paper: 3
+    temperature: float = 0.07
+    encoder_lr: float = 0.03
+    encoder_momentum: float = 0.9
+    encoder_weight_decay: float = 1e-4
+    viewmaker_lr: float = 1e-3
+    alternating: bool = False  # the paper's two-pass schedule instead of gradient reversal
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False  # torch.compile the viewmaker and encoder
+    channels_last: bool = True  # on CUDA only
+    seed: int = 0
+    log_every: int = 50  # steps between host syncs for progress/metrics
+    preview_samples: int = 8
+    preview_views: int = 4
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+    def validate(self) -> None:
+        if self.views not in VIEWS:
+            raise ConfigError(f"--views must be one of {', '.join(VIEWS)}; got {self.views!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if not self.budget > 0:
+            raise ConfigError(f"--budget must be > 0 (the mean |δ| per example); got {self.budget}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1; got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 2:
+            raise ConfigError("--batch-size must be at least 2 (contrastive learning needs negatives)")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
+
+    @property
+    def uses_viewmaker(self) -> bool:
+        return self.views in ("viewmaker", "both")
+
+    @property
+    def uses_handcrafted(self) -> bool:
+        return self.views in ("handcrafted", "both")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        load = LoadOptions(**{k: v for k, v in d.pop("load", {}).items() if k in {f.name for f in dataclasses.fields(LoadOptions)}})
+        return cls(load=load, **{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,192 @@
+"""How good is the representation? Linear probe and kNN on frozen features, with baselines.
+
+Protocol (the standard one; the paper's reference also fed viewmaker-augmented inputs to the
+probe, we do not): features are the encoder's pooled penultimate activations on clean inputs,
+standardised with training statistics. The probe is a multinomial logistic regression fitted
+to convergence with L-BFGS; its L2 strength is picked on a validation split held out from the
+*training* split, never on the test split. kNN: cosine similarity, k = 20, votes weighted by
+exp(similarity / 0.07).
+
+Baselines on the same split: the same architecture with random initial weights, and a probe
+on the raw inputs (plus modality-specific hand-made features where the modality has them).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vmcli import runs
+from vmcli.console import info
+from vmcli.data import MODALITIES, TensorData, get_modality, scan
+from vmcli.data.base import Item
+from vmcli.errors import DataError
+from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder
+from vmcli.train import resolve_device
+
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+# -- probes ------------------------------------------------------------------------------------
+
+
+def _standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
+    mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(1e-6)
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 300) -> tuple[Tensor, Tensor]:
+    w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (keep, held out): `fraction` of every class held out, deterministically."""
+    g = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seed: int = 0) -> dict[str, float]:
+    """Test accuracy of a logistic-regression probe; L2 picked on a held-out part of train."""
+    train_x, test_x = _standardize(train_x.double(), test_x.double())
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    l2 = L2_GRID[1]
+    if len(train_y) >= 40:
+        fit_idx, val_idx = _stratified_holdout(train_y, 0.2, seed)
+        fx, vx = _standardize(train_x[fit_idx], train_x[val_idx])
+        scores = []
+        for lam in L2_GRID:
+            w, b = _fit_logreg(fx, train_y[fit_idx], num_classes, lam, max_iter=150)
+            scores.append(((vx @ w + b).argmax(1) == train_y[val_idx]).double().mean().item())
+        l2 = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], -i))]
+    w, b = _fit_logreg(train_x, train_y, num_classes, l2)
+    acc = ((test_x @ w + b).argmax(1) == test_y).double().mean().item()
+    return {"accuracy": acc, "l2": l2}
+
+
+def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20, tau: float = 0.07) -> float:
+    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    k = min(k, len(train_y))
+    correct = 0
+    for start in range(0, len(test_y), 1024):
+        sims = test_x[start : start + 1024] @ train_x.T
+        top, idx = sims.topk(k, dim=1)
+        votes = torch.zeros(len(top), num_classes).scatter_add_(1, train_y[idx], torch.exp(top / tau))
+        correct += (votes.argmax(1) == test_y[start : start + 1024]).sum().item()
+    return correct / len(test_y)
+
+
+# -- features ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def extract_features(extractor: FeatureExtractor, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
+    extractor.eval().to(device)
+    out = [extractor.features(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
+def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str]:
+    """(train indices, test indices, description): the data's own split, else a stratified one."""
+    splits = {it.split for it in items}
+    test_name = "test" if "test" in splits else ("val" if "val" in splits else None)
+    if "train" in splits and test_name is not None:
+        train = [i for i, it in enumerate(items) if it.split == "train"]
+        test = [i for i, it in enumerate(items) if it.split == test_name]
+        return train, test, f"the data's own split (train {len(train)} / {test_name} {len(test)})"
+    classes = sorted({it.label for it in items})
+    y = torch.tensor([classes.index(it.label) for it in items])
+    keep, held = _stratified_holdout(y, 0.2, seed)
+    return keep.tolist(), held.tolist(), f"a stratified 80/20 split, seed {seed} (train {len(keep)} / test {len(held)})"
+
+
+def evaluate(
+    run: Path | None = None,
+    data: Path | None = None,
+    linear: bool = True,
+    knn: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    runs_parent: Path = Path("runs"),
+) -> dict[str, Any]:
+    """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
+    t0 = time.perf_counter()
+    run_dir = runs.resolve_run(run, runs_parent)
+    config = runs.read_json(run_dir / runs.CONFIG)
+    cfg, meta = config["train"], config["data_meta"]
+    root = Path(data) if data is not None else Path(cfg["data"])
+    dev = resolve_device(device)
+    extractor = load_encoder(run_dir)
+    modality = get_modality(cfg["modality"])
+    index = scan(root, MODALITIES, modality=cfg["modality"])
+    labeled = [it for it in index.items if it.label is not None]
+    if not labeled or len({it.label for it in labeled}) < 2:
+        raise DataError(
+            f"{root}: no labels to evaluate with. Put files in class subfolders (e.g. {root}/cat/1.png, "
+            f"{root}/dog/2.png), optionally under train/ and test/; or pass --data DIR with labelled data"
+        )
+    from vmcli.data import LoadOptions
+
+    options = LoadOptions(**{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__})
+    loaded: TensorData = modality.load(index.root, labeled, options, meta=meta)
+    train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
+    if not train_idx or not test_idx:
+        raise DataError(f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable)")
+    classes = sorted({it.label for it in loaded.items})
+    y = torch.tensor([classes.index(it.label) for it in loaded.items])
+    info(f"evaluating {run_dir} on {root}: {len(loaded)} samples, {len(classes)} classes, {split_desc}")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random_encoder = build_encoder(cfg["encoder"], extractor.space, tuple(meta["raw_shape"]))
+    candidates: dict[str, Tensor] = {
+        f"vm encoder ({cfg['views']})": extract_features(extractor, loaded.x, dev),
+        "random encoder": extract_features(FeatureExtractor(extractor.space, random_encoder), loaded.x, dev),
+    }
+    candidates.update(modality.raw_baselines(loaded, extractor.space))
+
+    tr, te = torch.tensor(train_idx), torch.tensor(test_idx)
+    rows = []
+    for name, feats in candidates.items():
+        row: dict[str, Any] = {"features": name, "dim": int(feats.shape[1])}
+        if linear:
+            row["linear"] = linear_probe(feats[tr], y[tr], feats[te], y[te], seed)["accuracy"]
+        if knn:
+            row["knn"] = knn_accuracy(feats[tr], y[tr], feats[te], y[te])
+        rows.append(row)
+    result = {
+        "run": str(run_dir),
+        "data": str(root),
+        "split": split_desc,
+        "classes": len(classes),
+        "chance": float(torch.bincount(y[te]).max()) / len(te),
+        "train_samples": len(train_idx),
+        "test_samples": len(test_idx),
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+    }
+    runs.write_json(run_dir / "eval.json", result)
+    return result

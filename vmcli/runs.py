@@ -1,0 +1,160 @@
+"""Run folders: numbering, atomic writes, checkpoints and safetensors exports.
+
+A run folder (`runs/train`, `runs/train-2`, ...) is never overwritten. Every file in it is
+written to a temporary name and renamed into place, so a crash or Ctrl-C never leaves a
+half-written file. Shipped weights are safetensors (no pickle) with everything needed to
+rebuild the module in the header metadata; the resumable checkpoint is a torch file holding
+only tensors and plain containers, loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vmcli import __version__
+from vmcli.errors import CheckpointError
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.csv"
+CHECKPOINT = "checkpoint.pt"
+VIEWMAKER = "viewmaker.safetensors"
+ENCODER = "encoder.safetensors"
+PREVIEW = "preview.png"
+
+
+@contextlib.contextmanager
+def atomic_write(dst: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `dst`; rename it onto `dst` only if the block succeeds."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(dst: Path, payload: dict[str, Any]) -> None:
+    with atomic_write(dst) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(src: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(src).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{src}: missing; is this a run folder made by `vm train`?") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{src}: not valid JSON ({e})") from None
+
+
+def new_run_dir(parent: Path, name: str = "train") -> Path:
+    """Create and return parent/name, or parent/name-2, -3... (the first that does not exist)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def is_run(path: Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def latest_run(parent: Path = Path("runs")) -> Path:
+    """The most recently started run folder under `parent`."""
+    parent = Path(parent)
+    runs = [p for p in parent.iterdir() if is_run(p)] if parent.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"no runs under {parent}/; train one with `vm train DATA` or name a run folder")
+    return max(runs, key=lambda p: (p / CONFIG).stat().st_mtime)
+
+
+def resolve_run(run: Path | None, parent: Path = Path("runs")) -> Path:
+    if run is None:
+        return latest_run(parent)
+    run = Path(run)
+    if run.is_file() and run.suffix == ".safetensors":
+        run = run.parent
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run folder")
+    if not is_run(run):
+        raise CheckpointError(f"{run}: not a run folder (no {CONFIG}); give a folder made by `vm train`")
+    return run
+
+
+# -- weights ---------------------------------------------------------------------------------
+
+
+def save_weights(module: nn.Module, dst: Path, metadata: dict[str, Any]) -> None:
+    """Save a module's state as safetensors; `metadata` values are JSON-encoded into the header."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    header = {k: json.dumps(v) for k, v in metadata.items()}
+    header["vmcli_version"] = json.dumps(__version__)
+    with atomic_write(dst) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def read_weights(src: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata of a safetensors file written by `save_weights`."""
+    src = Path(src)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: missing; the run may not have finished (try `vm train --resume`)")
+    try:
+        tensors = load_file(str(src))
+        from safetensors import safe_open
+
+        with safe_open(str(src), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{src}: not a readable safetensors file ({e})") from None
+    try:
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{src}: metadata is not valid JSON ({e})") from None
+    return tensors, meta
+
+
+def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], src: Path) -> None:
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{src}: weights do not fit the architecture in its metadata ({e})") from None
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def save_checkpoint(dst: Path, state: dict[str, Any]) -> None:
+    with atomic_write(dst) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(src: Path) -> dict[str, Any]:
+    if not Path(src).is_file():
+        raise CheckpointError(f"{src}: no checkpoint to resume from")
+    try:
+        return torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {e})") from None

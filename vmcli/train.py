@@ -1,0 +1,550 @@
+"""Training: `fit()` is the one loop; `train()` sets a run up around it.
+
+One step (default, `alternating=False`):
+    raw batch → [handcrafted views] → view space → viewmaker (δ with reversed gradient) →
+    encoder → symmetric NT-Xent; one backward; both optimizers step.
+The gradient-reversal layer on δ gives the viewmaker exactly −∂L/∂φ, so it ascends the loss
+the encoder descends: the paper's adversarial objective (viewmaker loss = −encoder loss) in one
+pass. `alternating=True` is the paper's exact schedule: an encoder step on fresh views, then a
+viewmaker step on fresh views with the encoder frozen (two forward/backward passes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from vmcli import runs
+from vmcli.config import TrainConfig
+from vmcli.console import TrainProgress, info
+from vmcli.data import MODALITIES, LoadOptions, Modality, TensorData, ViewSpace, get_modality, scan
+from vmcli.data.base import Handcrafted
+from vmcli.data.discover import DataIndex
+from vmcli.errors import ConfigError, DataError, TrainingInterrupted
+from vmcli.losses import nt_xent
+from vmcli.nn.encoders import Encoder
+from vmcli.nn.viewmaker import Viewmaker, grad_reverse, project_to_budget
+from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
+
+METRIC_FIELDS = ["epoch", "step", "samples", "loss", "delta_l1", "view_l1", "samples_per_s", "elapsed_s"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)") from None
+
+
+@dataclass
+class Job:
+    """Everything `fit()` needs, built by `train()` (or by a test)."""
+
+    cfg: TrainConfig
+    data: Tensor  # raw training samples, N × C × ...
+    space: ViewSpace
+    encoder: Encoder
+    viewmaker: Viewmaker | None
+    handcrafted: Handcrafted | None
+    device: torch.device
+    run_dir: Path | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # from a checkpoint when resuming
+
+
+@dataclass
+class _Optimizers:
+    encoder: torch.optim.Optimizer
+    viewmaker: torch.optim.Optimizer | None
+
+    def zero_grad(self) -> None:
+        self.encoder.zero_grad(set_to_none=True)
+        if self.viewmaker is not None:
+            self.viewmaker.zero_grad(set_to_none=True)
+
+
+def make_optimizers(job: Job) -> _Optimizers:
+    """Paper settings: encoder SGD (lr 0.03, momentum 0.9, wd 1e-4), viewmaker Adam (lr 1e-3)."""
+    cfg, fused = job.cfg, job.device.type == "cuda"
+    enc = torch.optim.SGD(
+        job.encoder.parameters(),
+        lr=cfg.encoder_lr,
+        momentum=cfg.encoder_momentum,
+        weight_decay=cfg.encoder_weight_decay,
+        **({"fused": True} if fused else {}),
+    )
+    vm = None
+    if job.viewmaker is not None:
+        vm = torch.optim.Adam(job.viewmaker.parameters(), lr=cfg.viewmaker_lr, **({"fused": True} if fused else {}))
+    return _Optimizers(enc, vm)
+
+
+class Views(NamedTuple):
+    views: Tensor  # 2B × ...: view 1 of every sample, then view 2 (view space)
+    delta: Tensor | None  # the viewmaker's perturbation (None without a viewmaker)
+    inputs: Tensor  # what the viewmaker perturbed (after handcrafted views, view space)
+
+
+def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool, raw_fn=None) -> Views:
+    """Two views of each sample, stacked. Both go through the viewmaker as one batch."""
+    if job.handcrafted is not None:
+        x = torch.cat([job.handcrafted(raw, gen), job.handcrafted(raw, gen)])
+    else:
+        x = torch.cat([raw, raw])
+    inputs = job.space.to_view(x)
+    if job.viewmaker is None:
+        return Views(inputs, None, inputs)
+    vm = job.viewmaker
+    noise = vm.sample_noise(inputs, gen)
+    delta = project_to_budget((raw_fn or vm.raw_output)(inputs, noise), vm.budget)
+    if reverse:
+        delta = grad_reverse(delta)
+    return Views(vm.apply_perturbation(inputs, delta), delta, inputs)
+
+
+def _contrastive_loss(job: Job, views: Tensor, encoder_fn) -> Tensor:
+    e = job.space.to_encoder(views)
+    if job.device.type == "cuda" and job.cfg.channels_last and e.ndim == 4:
+        e = e.contiguous(memory_format=torch.channels_last)
+    z = encoder_fn(e)
+    b = z.shape[0] // 2
+    return nt_xent(z[:b], z[b:], job.cfg.temperature, gather=True)
+
+
+class _GracefulStop:
+    """Ctrl-C during training: finish the current step, checkpoint, stop. A second Ctrl-C aborts.
+
+    Stopping only at a step boundary keeps the checkpoint consistent (never an encoder that has
+    stepped with a viewmaker that has not). Signal handlers only work in the main thread; in
+    another thread a KeyboardInterrupt simply propagates.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train_step(job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, encoder_fn, raw_fn, autocast) -> tuple[Tensor, Views]:
+    """One update of both networks on one batch; returns the encoder's loss and the views."""
+    if job.cfg.alternating and job.viewmaker is not None:
+        return _alternating_step(job, raw, gen, opt, encoder_fn, raw_fn, autocast)
+    with autocast:
+        made = make_views(job, raw, gen, reverse=True, raw_fn=raw_fn)
+        loss = _contrastive_loss(job, made.views, encoder_fn)
+    opt.zero_grad()
+    loss.backward()
+    opt.encoder.step()
+    if opt.viewmaker is not None:
+        opt.viewmaker.step()
+    return loss, made
+
+
+def fit(job: Job, progress: bool = True) -> dict[str, Any]:
+    """Train `job.encoder` (and `job.viewmaker`) on `job.data`; returns the final metrics.
+
+    The dataset stays resident on the device; batches are index gathers (no DataLoader, no
+    host round trip). Metrics accumulate on the device and are read (one host sync) every
+    `log_every` steps. Ctrl-C stops at the next step boundary, writes a resumable checkpoint
+    (when there is a run folder) and raises TrainingInterrupted.
+    """
+    cfg, device, space = job.cfg, job.device, job.space
+    x_all = job.data.to(device)
+    n, b = x_all.shape[0], int(cfg.batch_size or 2)
+    steps_per_epoch = n // b
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch size {b} is larger than the {n} training samples")
+    encoder, viewmaker = job.encoder.to(device), job.viewmaker
+    space.to(device)
+    if viewmaker is not None:
+        viewmaker.to(device)
+    if device.type == "cuda" and cfg.channels_last and space.encoder_dims == 2:
+        encoder.to(memory_format=torch.channels_last)
+    encoder_fn, raw_fn = encoder, viewmaker.raw_output if viewmaker is not None else None
+    if cfg.compile:
+        encoder_fn = torch.compile(encoder)
+        raw_fn = torch.compile(viewmaker.raw_output) if viewmaker is not None else None
+    opt = make_optimizers(job)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    order_gen = torch.Generator(device).manual_seed(cfg.seed)  # batch order
+    view_gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # noise and handcrafted views
+    st = job.state
+    epoch, step = st.get("epoch", 0), st.get("step", 0)
+    samples_seen, elapsed0 = st.get("samples", 0), st.get("elapsed_s", 0.0)
+    metrics: list[dict[str, Any]] = list(st.get("metrics", []))
+    if st:
+        encoder.load_state_dict(st["encoder"])
+        opt.encoder.load_state_dict(st["encoder_opt"])
+        if viewmaker is not None:
+            viewmaker.load_state_dict(st["viewmaker"])
+            opt.viewmaker.load_state_dict(st["viewmaker_opt"])
+        try:
+            order_gen.set_state(st["order_gen"])
+            view_gen.set_state(st["view_gen"])
+        except RuntimeError:  # checkpoint from another device type: its RNG states do not fit
+            info("random streams restarted (checkpoint came from another device type)")
+    encoder.train()
+
+    t_start = time.perf_counter()
+
+    def checkpoint(order_state: Tensor) -> None:
+        """Save at a step boundary: `order_state` regenerates this epoch's batch order."""
+        if job.run_dir is None:
+            return
+        runs.save_checkpoint(
+            job.run_dir / runs.CHECKPOINT,
+            {
+                "epoch": epoch,
+                "step": step,
+                "samples": samples_seen,
+                "elapsed_s": elapsed0 + time.perf_counter() - t_start,
+                "encoder": encoder.state_dict(),
+                "encoder_opt": opt.encoder.state_dict(),
+                "viewmaker": viewmaker.state_dict() if viewmaker is not None else {},
+                "viewmaker_opt": opt.viewmaker.state_dict() if opt.viewmaker is not None else {},
+                "order_gen": order_state,
+                "view_gen": view_gen.get_state(),
+                "metrics": metrics,
+            },
+        )
+
+    bar = TrainProgress(cfg.epochs * steps_per_epoch, epoch * steps_per_epoch + step, enabled=progress)
+    sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
+    window_steps, t_window, last = 0, time.perf_counter(), {}
+    with _GracefulStop() as stop:
+        try:
+            while epoch < cfg.epochs:
+                epoch_order_state = order_gen.get_state()
+                perm = torch.randperm(n, generator=order_gen, device=device)
+                while step < steps_per_epoch:
+                    raw = x_all[perm[step * b : (step + 1) * b]]
+                    loss, made = train_step(job, raw, view_gen, opt, encoder_fn, raw_fn, autocast)
+                    with torch.no_grad():
+                        sums[0] += loss.detach()
+                        if made.delta is not None:
+                            sums[1] += made.delta.detach().abs().mean()
+                            sums[2] += (made.views.detach().float() - made.inputs.float()).abs().mean()
+                    step, samples_seen, window_steps = step + 1, samples_seen + b, window_steps + 1
+                    if window_steps == cfg.log_every or step == steps_per_epoch:
+                        now = time.perf_counter()
+                        last = _log_window(sums / window_steps, epoch, epoch * steps_per_epoch + step, samples_seen,
+                                           window_steps * b / max(now - t_window, 1e-9), elapsed0 + now - t_start, job, bar)
+                        sums.zero_()
+                        window_steps, t_window = 0, time.perf_counter()
+                    if stop.requested and step < steps_per_epoch:
+                        checkpoint(epoch_order_state)
+                        raise KeyboardInterrupt
+                metrics.append(dict(last))
+                epoch, step = epoch + 1, 0
+                if job.run_dir is not None:
+                    write_metrics(job.run_dir / runs.METRICS, metrics)
+                    checkpoint(order_gen.get_state())
+                if stop.requested and epoch < cfg.epochs:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close()
+            where = f"; resume with: vm train --resume {job.run_dir}" if job.run_dir else ""
+            raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step}{where}") from None
+        finally:
+            bar.close()
+    return {**last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
+
+
+def _log_window(means: Tensor, epoch: int, done: int, samples: int, rate: float, elapsed: float, job: Job, bar: TrainProgress) -> dict[str, Any]:
+    """Read the window's device-side sums (the host sync) into a metrics row; update progress."""
+    loss, delta_l1, view_l1 = means.tolist()
+    has_vm = job.viewmaker is not None
+    if not math.isfinite(loss):
+        raise DataError(
+            f"training diverged at step {done} (loss {loss}); check the data for extreme values "
+            "or lower --budget / learning rates"
+        )
+    status = f"epoch {epoch + 1}/{job.cfg.epochs}  loss {loss:.4f}"
+    if has_vm:
+        status += f"  |δ| {delta_l1:.4f} (ε {job.viewmaker.budget:g})"
+    bar.update(done, status + f"  {rate:,.0f} samples/s")
+    return {
+        "epoch": epoch + 1,
+        "step": done,
+        "samples": samples,
+        "loss": loss,
+        "delta_l1": delta_l1 if has_vm else math.nan,
+        "view_l1": view_l1 if has_vm else math.nan,
+        "samples_per_s": rate,
+        "elapsed_s": elapsed,
+    }
+
+
+def _alternating_step(job: Job, raw: Tensor, gen, opt: _Optimizers, encoder_fn, raw_fn, autocast):
+    """The paper's schedule: encoder step on fresh views, then viewmaker step (encoder frozen)."""
+    with torch.no_grad(), autocast:
+        made = make_views(job, raw, gen, reverse=False, raw_fn=raw_fn)
+    with autocast:
+        loss = _contrastive_loss(job, made.views, encoder_fn)
+    opt.encoder.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.encoder.step()
+    job.encoder.requires_grad_(False)
+    try:
+        with autocast:
+            fresh = make_views(job, raw, gen, reverse=False, raw_fn=raw_fn)
+            vm_loss = -_contrastive_loss(job, fresh.views, encoder_fn)
+        opt.viewmaker.zero_grad(set_to_none=True)
+        vm_loss.backward()
+        opt.viewmaker.step()
+    finally:
+        job.encoder.requires_grad_(True)
+    return loss, made
+
+
+def write_metrics(dst: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with runs.atomic_write(dst) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+# -- setting a run up around fit() ---------------------------------------------------------------
+
+
+def _training_items(index: DataIndex) -> list:
+    """Self-supervised training uses the train split (or everything, without split folders)."""
+    items = [it for it in index.items if it.split in ("train", "")]
+    if not items:
+        info(f"no train/ split in {index.root}; training on all {len(index.items)} files")
+        items = index.items
+    return items
+
+
+def _resolve(cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device) -> TrainConfig:
+    """A copy of `cfg` with every automatic choice made concrete (what config.json records)."""
+    r = TrainConfig.from_dict(cfg.to_dict())
+    r.modality = modality.name
+    r.view_space = cfg.view_space or modality.view_spaces[0]
+    if r.view_space not in modality.view_spaces:
+        raise ConfigError(
+            f"--view-space {r.view_space!r} does not apply to {modality.name} data; "
+            f"choose one of {', '.join(modality.view_spaces)}"
+        )
+    r.device = str(device)
+    if r.encoder == "auto":
+        r.encoder = "resnet18" if device.type == "cuda" else "small"
+        info(f"encoder: {r.encoder} (auto: {'GPU' if device.type == 'cuda' else 'CPU'} run; set --encoder to change)")
+    if r.viewmaker_width is None:
+        r.viewmaker_width = 32 if device.type == "cuda" else 16
+    if r.precision == "auto":
+        r.precision = "bf16" if device.type == "cuda" else "fp32"
+    batch = cfg.batch_size or modality.default_batch_size
+    if batch > n_train:
+        info(f"batch size {batch} > {n_train} training samples: using {n_train}")
+        batch = n_train
+    if batch < 2:
+        raise DataError(f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2")
+    r.batch_size = batch
+    r.data = str(Path(cfg.data).resolve())
+    return r
+
+
+def _build_job(cfg: TrainConfig, modality: Modality, data: TensorData, space: ViewSpace, device: torch.device) -> Job:
+    raw_shape = tuple(data.x.shape[1:])
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg.encoder, space, raw_shape)
+        viewmaker = (
+            build_viewmaker(space, cfg.budget, cfg.viewmaker_width, cfg.viewmaker_blocks) if cfg.uses_viewmaker else None
+        )
+    handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
+    return Job(cfg, data.x, space, encoder, viewmaker, handcrafted, device)
+
+
+def _header(cfg: TrainConfig, index: DataIndex | None, n: int, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from vmcli.console import console
+
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("run", str(run_dir))
+    t.add_row("data", f"{cfg.data}  ({cfg.modality}, {n} training samples)")
+    t.add_row("views", f"{cfg.views}" + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else ""))
+    t.add_row("schedule", "alternating (paper, 2 passes)" if cfg.alternating else "one pass, gradient reversal")
+    t.add_row("model", f"encoder {cfg.encoder}" + (f", viewmaker width {cfg.viewmaker_width}×{cfg.viewmaker_blocks} blocks" if cfg.uses_viewmaker else ""))
+    t.add_row("training", f"{cfg.epochs} epochs, batch {cfg.batch_size}, τ={cfg.temperature:g}, seed {cfg.seed}")
+    t.add_row("device", f"{cfg.device}, {cfg.precision}" + (", compiled" if cfg.compile else ""))
+    console.print(t)
+
+
+def write_preview(job: Job, raw_all: Tensor, dst: Path) -> list[Path]:
+    """Original, K views and δ for a few evenly spaced samples, rendered by the modality."""
+    cfg = job.cfg
+    n = raw_all.shape[0]
+    idx = torch.linspace(0, n - 1, min(cfg.preview_samples, n)).round().long()
+    raw = raw_all[idx].to(job.device)
+    gen = torch.Generator(job.device).manual_seed(cfg.seed + 2)
+    views, deltas = [], []
+    with torch.no_grad():
+        for _ in range(cfg.preview_views):
+            made = make_views(job, raw, gen, reverse=False)
+            views.append(made.views[: len(idx)].float().cpu())
+            if made.delta is not None:
+                deltas.append(made.delta[: len(idx)].float().cpu())
+    modality = get_modality(cfg.modality)
+    return modality.preview(raw.cpu(), views, deltas, job.space.cpu(), dst)
+
+
+def train(
+    cfg: TrainConfig,
+    out: Path = Path("runs"),
+    resume: Path | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a viewmaker and encoder on `cfg.data`; returns the run's summary (also summary.json).
+
+    With `resume`, continue the run in that folder from its checkpoint (optionally to a new
+    number of `epochs`); the data is re-read with the run's stored shapes and statistics.
+    """
+    state: dict[str, Any] = {}
+    index: DataIndex | None = None
+    if resume is not None:
+        run_dir = runs.resolve_run(resume)
+        saved = runs.read_json(run_dir / runs.CONFIG)
+        cfg = TrainConfig.from_dict(saved["train"])
+        if epochs is not None:
+            cfg.epochs = epochs
+        cfg.validate()
+        state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+        if state["epoch"] >= cfg.epochs:
+            raise ConfigError(
+                f"{run_dir} already finished {state['epoch']} epochs; pass --epochs N (N > {state['epoch']}) to train on"
+            )
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            info(f"{run_dir} was trained on {cfg.device}; no GPU here, resuming on the CPU")
+            cfg.device = "cpu"
+        device = resolve_device(cfg.device)
+        modality = get_modality(cfg.modality or "")
+        index = scan(Path(cfg.data), MODALITIES, cfg.modality)
+        data = modality.load(index.root, _training_items(index), cfg.load, meta=saved["data_meta"])
+        space = modality.build_space(cfg.view_space or "", saved["data_meta"], saved["space_stats"])
+        meta, stats = saved["data_meta"], saved["space_stats"]
+        info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+        saved["train"]["epochs"] = cfg.epochs
+        runs.write_json(run_dir / runs.CONFIG, saved)
+    else:
+        cfg.validate()
+        device = resolve_device(cfg.device)
+        index = scan(Path(cfg.data), MODALITIES, cfg.modality)
+        _describe(index)
+        modality = get_modality(index.modality)
+        data = modality.load(index.root, _training_items(index), cfg.load)
+        cfg = _resolve(cfg, modality, len(data), device)
+        space = modality.build_space(cfg.view_space or "", data.meta)
+        stats = space.fit(data.x)
+        meta = {**data.meta, "raw_shape": list(data.x.shape[1:])}
+        run_dir = runs.new_run_dir(out)
+        runs.write_json(
+            run_dir / runs.CONFIG,
+            {
+                "vmcli_version": _version(),
+                "train": cfg.to_dict(),
+                "data_meta": meta,
+                "space_stats": stats,
+                "data": {
+                    "root": cfg.data,
+                    "modality": index.modality,
+                    "samples": len(data),
+                    "skipped": [[str(p), r] for p, r in data.skipped],
+                    "classes": data.classes,
+                    "splits": sorted(s for s in data.splits if s),
+                },
+            },
+        )
+    _header(cfg, index, len(data), run_dir)
+    job = _build_job(cfg, modality, data, space, device)
+    job.run_dir, job.state = run_dir, state
+    result = fit(job, progress=progress)
+
+    metadata = export_metadata(cfg.to_dict(), meta, stats)
+    if job.viewmaker is not None:
+        runs.save_weights(job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata})
+    runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
+    previews = write_preview(job, data.x, run_dir / runs.PREVIEW)
+    last = result.get("metrics", [{}])[-1] if result.get("metrics") else {}
+    summary = {
+        "run": str(run_dir),
+        "modality": cfg.modality,
+        "view_space": cfg.view_space,
+        "views": cfg.views,
+        "budget": cfg.budget if cfg.uses_viewmaker else None,
+        "encoder": cfg.encoder,
+        "device": cfg.device,
+        "precision": cfg.precision,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "train_samples": len(data),
+        "final_loss": last.get("loss"),
+        "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
+        "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,
+        "samples_per_s": last.get("samples_per_s"),
+        "train_s": last.get("elapsed_s"),
+        "files": sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")),
+        "previews": [p.name for p in previews],
+    }
+    runs.write_json(run_dir / runs.SUMMARY, summary)
+    summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    return summary
+
+
+def _version() -> str:
+    from vmcli import __version__
+
+    return __version__
+
+
+def _describe(index: DataIndex) -> None:
+    n = len(index.items)
+    parts = [f"{n} {index.modality} files"]
+    if index.splits:
+        per = {s: sum(it.split == s for it in index.items) for s in index.splits}
+        parts.append("splits " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    classes = {it.label for it in index.items if it.label is not None}
+    parts.append(f"{len(classes)} classes" if classes else "unlabeled")
+    if index.unrecognized:
+        parts.append(f"{index.unrecognized} other files ignored")
+    info(f"detected {index.root}: " + "; ".join(parts))
+    for note in index.notes:
+        info(f"note: {note}")
+
+
+__all__ = ["Job", "LoadOptions", "TrainConfig", "fit", "make_views", "train"]
