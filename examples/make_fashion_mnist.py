@@ -18,7 +18,18 @@ import numpy as np
 from PIL import Image
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
+CLASSES = [
+    "T-shirt_top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle_boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -44,7 +55,9 @@ def write_split(images: np.ndarray, labels: np.ndarray, out: Path, per_class: in
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--source", type=Path, default=SOURCE)
     p.add_argument("--train-per-class", type=int, default=80)
@@ -52,8 +65,13 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="write the whole dataset")
     a = p.parse_args()
     if not (a.source / "train-images-idx3-ubyte.gz").is_file():
-        raise SystemExit(f"{a.source}: Fashion-MNIST not found; install it with: apt-get install dataset-fashion-mnist")
-    for split, prefix, per in (("train", "train", a.train_per_class), ("test", "t10k", a.test_per_class)):
+        raise SystemExit(
+            f"{a.source}: Fashion-MNIST not found; install it with: apt-get install dataset-fashion-mnist"
+        )
+    for split, prefix, per in (
+        ("train", "train", a.train_per_class),
+        ("test", "t10k", a.test_per_class),
+    ):
         images = read_idx(a.source / f"{prefix}-images-idx3-ubyte.gz")
         labels = read_idx(a.source / f"{prefix}-labels-idx1-ubyte.gz")
         n = write_split(images, labels, a.out / split, None if a.full else per)

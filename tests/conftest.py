@@ -11,7 +11,9 @@ from PIL import Image
 from vmcli.config import TrainConfig
 
 
-def make_image_folder(root: Path, classes=("circle", "square"), per_class=(8, 4), size=16, mode="L", seed=0) -> Path:
+def make_image_folder(
+    root: Path, classes=("circle", "square"), per_class=(8, 4), size=16, mode="L", seed=0
+) -> Path:
     """train/<class>/*.png and test/<class>/*.png with two easily told-apart shapes."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -26,7 +28,9 @@ def make_image_folder(root: Path, classes=("circle", "square"), per_class=(8, 4)
                     mask = (yy - c[0]) ** 2 + (xx - c[1]) ** 2 < r**2
                 else:
                     mask = (abs(yy - c[0]) < r) & (abs(xx - c[1]) < r)
-                img = (mask * rng.uniform(150, 255) + rng.uniform(0, 30, (size, size))).astype(np.uint8)
+                img = (mask * rng.uniform(150, 255) + rng.uniform(0, 30, (size, size))).astype(
+                    np.uint8
+                )
                 if mode == "RGB":
                     img = np.stack([img, img // 2, 255 - img], axis=-1)
                 Image.fromarray(img, mode).save(folder / f"{i:03d}.png")

@@ -19,10 +19,16 @@ def load(root: Path, **opts):
 
 def test_odd_files_are_decoded_or_skipped_by_name(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (20, 30, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (20, 30, 4), dtype=np.uint8), "RGBA").save(
+        tmp_path / "rgba.png"
+    )
     Image.fromarray(rng.integers(0, 65535, (24, 24), dtype=np.uint16)).save(tmp_path / "deep.png")
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("P").save(tmp_path / "pal.gif")
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("P").save(
+        tmp_path / "pal.gif"
+    )
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert("CMYK").save(
+        tmp_path / "cmyk.jpg"
+    )
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.bmp")
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.webp")
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.tiff")
@@ -39,7 +45,9 @@ def test_odd_files_are_decoded_or_skipped_by_name(tmp_path, capsys):
     assert sorted(p.name for p, _ in data.skipped) == ["empty.png", "text.jpg", "truncated.png"]
     err = capsys.readouterr().err
     assert "truncated.png" in err and "skipped 3" in err
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, "input files must not change"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, (
+        "input files must not change"
+    )
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
@@ -88,4 +96,7 @@ def test_write_keeps_format_mode_size_and_alpha(tmp_path, name, mode, make):
     if mode == "RGBA":
         assert np.array_equal(np.asarray(out)[..., 3], arr[..., 3])
     if mode in ("L", "RGBA"):  # lossless formats round-trip the pixels
-        assert np.array_equal(np.asarray(out)[..., :3] if mode == "RGBA" else np.asarray(out), arr[..., :3] if mode == "RGBA" else arr)
+        assert np.array_equal(
+            np.asarray(out)[..., :3] if mode == "RGBA" else np.asarray(out),
+            arr[..., :3] if mode == "RGBA" else arr,
+        )

@@ -35,7 +35,9 @@ def single_thread():
     torch.set_num_threads(n)
 
 
-def test_gradient_reversal_gives_viewmaker_exactly_the_negated_gradient(image_folder, single_thread):
+def test_gradient_reversal_gives_viewmaker_exactly_the_negated_gradient(
+    image_folder, single_thread
+):
     job = small_job(image_folder)
     raw = job.data[:6]
 
@@ -62,8 +64,12 @@ def test_fit_trains_and_reports_budget(image_folder):
     result = fit(job, progress=False)
     assert result["delta_l1"] == pytest.approx(0.05, rel=1e-4)
     assert 0 < result["view_l1"] <= 0.05 + 1e-6  # clamping to [0, 1] can only shrink it
-    assert len(result["metrics"]) == 2 and all(torch.isfinite(torch.tensor(m["loss"])) for m in result["metrics"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, job.viewmaker.parameters(), strict=True))
+    assert len(result["metrics"]) == 2 and all(
+        torch.isfinite(torch.tensor(m["loss"])) for m in result["metrics"]
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, job.viewmaker.parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("views", ["handcrafted", "both", "none"])
@@ -89,7 +95,15 @@ def test_run_folder_and_load_viewmaker_reproduces_training_module(image_folder, 
     run = tmp_path / "runs" / "train"
     assert summary["run"] == str(run)
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.json", "summary.json", "metrics.csv", "checkpoint.pt", "viewmaker.safetensors", "encoder.safetensors", "preview.png"]
+        [
+            "config.json",
+            "summary.json",
+            "metrics.csv",
+            "checkpoint.pt",
+            "viewmaker.safetensors",
+            "encoder.safetensors",
+            "preview.png",
+        ]
     )
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
@@ -113,7 +127,9 @@ def test_run_folder_and_load_viewmaker_reproduces_training_module(image_folder, 
 def test_resume_continues_exactly(image_folder, tmp_path, single_thread):
     straight = train(fast_config(image_folder, epochs=2), out=tmp_path / "a", progress=False)
     train(fast_config(image_folder, epochs=1), out=tmp_path / "b", progress=False)
-    resumed = train(fast_config(image_folder), resume=tmp_path / "b" / "train", epochs=2, progress=False)
+    resumed = train(
+        fast_config(image_folder), resume=tmp_path / "b" / "train", epochs=2, progress=False
+    )
     a = runs.load_checkpoint(tmp_path / "a" / "train" / "checkpoint.pt")
     b = runs.load_checkpoint(tmp_path / "b" / "train" / "checkpoint.pt")
     for k in a["encoder"]:
@@ -123,7 +139,9 @@ def test_resume_continues_exactly(image_folder, tmp_path, single_thread):
         train(fast_config(image_folder), resume=tmp_path / "b" / "train", progress=False)
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(image_folder, tmp_path, monkeypatch, single_thread):
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(
+    image_folder, tmp_path, monkeypatch, single_thread
+):
     import os
     import signal
 

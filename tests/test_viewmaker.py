@@ -4,13 +4,17 @@ import torch
 from vmcli.nn.viewmaker import Viewmaker, grad_reverse, project_to_budget, upsample_nearest2x
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 32, 32), (2, 1, 28, 30), (3, 6, 127), (1, 2, 7, 5), (5, 1, 9)])
+@pytest.mark.parametrize(
+    "shape", [(4, 3, 32, 32), (2, 1, 28, 30), (3, 6, 127), (1, 2, 7, 5), (5, 1, 9)]
+)
 @pytest.mark.parametrize("budget", [0.01, 0.05, 0.3])
 def test_projection_has_exact_mean_abs_budget(shape, budget):
     raw = torch.randn(shape) * 3
     delta = project_to_budget(raw, budget)
     dims = tuple(range(1, len(shape)))
-    torch.testing.assert_close(delta.abs().mean(dim=dims), torch.full((shape[0],), budget), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        delta.abs().mean(dim=dims), torch.full((shape[0],), budget), rtol=1e-5, atol=0
+    )
     # direction is tanh(raw): same signs, same ordering
     assert torch.equal(torch.sign(delta), torch.sign(torch.tanh(raw)))
 
@@ -21,14 +25,18 @@ def test_projection_is_float32_under_bf16_input():
     torch.testing.assert_close(delta.abs().mean(dim=(1, 2, 3)), torch.full((2,), 0.05))
 
 
-@pytest.mark.parametrize("dims,shape", [(2, (3, 3, 28, 30)), (2, (2, 1, 5, 9)), (1, (2, 6, 127)), (1, (2, 2, 3))])
+@pytest.mark.parametrize(
+    "dims,shape", [(2, (3, 3, 28, 30)), (2, (2, 1, 5, 9)), (1, (2, 6, 127)), (1, (2, 2, 3))]
+)
 def test_viewmaker_keeps_shape_and_budget_for_any_size(dims, shape):
     vm = Viewmaker(channels=shape[1], dims=dims, budget=0.07, width=8)
     x = torch.rand(shape)
     delta = vm.perturbation(x)
     assert delta.shape == x.shape
     red = tuple(range(1, len(shape)))
-    torch.testing.assert_close(delta.abs().mean(dim=red), torch.full((shape[0],), 0.07), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        delta.abs().mean(dim=red), torch.full((shape[0],), 0.07), rtol=1e-5, atol=0
+    )
 
 
 def test_images_are_clamped_and_views_differ():
@@ -67,7 +75,10 @@ def test_every_parameter_gets_a_gradient(dims):
 
 def test_upsample_matches_interpolate():
     for x in (torch.randn(2, 3, 5, 7), torch.randn(2, 3, 9)):
-        torch.testing.assert_close(upsample_nearest2x(x), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+        torch.testing.assert_close(
+            upsample_nearest2x(x),
+            torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"),
+        )
 
 
 def test_grad_reverse_negates_gradient_only():

@@ -21,7 +21,9 @@ def test_randomness_is_per_sample():
 
 def test_full_crop_without_flip_is_identity():
     x = torch.rand(2, 1, 12, 12)
-    out = random_resized_crop(x, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0)
+    out = random_resized_crop(
+        x, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0
+    )
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 

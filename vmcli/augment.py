@@ -42,7 +42,9 @@ def _check_folders(src: Path, out: Path) -> None:
         raise DataError(f"{src}: no such folder")
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
-        raise ConfigError(f"--out {out} is inside the input folder {src}; choose a folder outside it")
+        raise ConfigError(
+            f"--out {out} is inside the input folder {src}; choose a folder outside it"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
 
@@ -66,7 +68,9 @@ def augment_folder(
     if not (run_dir / runs.VIEWMAKER).is_file():
         trained = runs.read_json(run_dir / runs.CONFIG)["train"]
         if trained.get("views") in ("handcrafted", "none"):
-            raise CheckpointError(f"{run_dir} was trained with --views {trained['views']}: it has no viewmaker to apply")
+            raise CheckpointError(
+                f"{run_dir} was trained with --views {trained['views']}: it has no viewmaker to apply"
+            )
     _check_folders(src, out)
     if run is None:
         info(f"using the newest run: {run_dir}")
@@ -77,7 +81,9 @@ def augment_folder(
     modality = get_modality(cfg["modality"])
     index = scan(src, MODALITIES, modality=cfg["modality"])
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
-    options = LoadOptions(**{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__})
+    options = LoadOptions(
+        **{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__}
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -97,7 +103,9 @@ def augment_folder(
                 gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
                 with torch.no_grad():
                     view = augmenter(sample.raw.to(dev), generator=gen).cpu()
-                rel = modality.output_path(view_path(item.path, k, views_per_input), cfg["view_space"])
+                rel = modality.output_path(
+                    view_path(item.path, k, views_per_input), cfg["view_space"]
+                )
                 dst = tmp / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 modality.write_file(view, sample, dst)

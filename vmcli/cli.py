@@ -28,7 +28,9 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RunsOpt = Annotated[Path, typer.Option("--runs", help="Folder that holds run folders (for the newest-run default).")]
+RunsOpt = Annotated[
+    Path, typer.Option("--runs", help="Folder that holds run folders (for the newest-run default).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
 
@@ -58,7 +60,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     pass
 
@@ -72,28 +76,111 @@ def main_options(
 )
 @handle_errors
 def train(
-    data: Annotated[Path | None, typer.Argument(help="Folder of images, audio clips or CSV sensor windows.", show_default=False)] = None,
-    budget: Annotated[float, typer.Option(help="Distortion budget ε: mean |δ| per example, in view-space units.")] = 0.05,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.  [default: 100]", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (pairs of views). [default: 256 images, 128 audio/sensors]", show_default=False)] = None,
-    views: Annotated[str, typer.Option(help="viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.")] = "viewmaker",
-    view_space: Annotated[str | None, typer.Option(help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors). [default: per modality]", show_default=False)] = None,
-    modality: Annotated[str | None, typer.Option(help="image | audio | sensor (needed only for folders that mix them).", show_default=False)] = None,
-    encoder: Annotated[str, typer.Option(help="resnet18 | small | auto (resnet18 on a GPU, small on the CPU).")] = "auto",
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of images, audio clips or CSV sensor windows.", show_default=False
+        ),
+    ] = None,
+    budget: Annotated[
+        float, typer.Option(help="Distortion budget ε: mean |δ| per example, in view-space units.")
+    ] = 0.05,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs.  [default: 100]", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Batch size (pairs of views). [default: 256 images, 128 audio/sensors]",
+            show_default=False,
+        ),
+    ] = None,
+    views: Annotated[
+        str,
+        typer.Option(help="viewmaker | handcrafted | both (handcrafted, then viewmaker) | none."),
+    ] = "viewmaker",
+    view_space: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors). [default: per modality]",
+            show_default=False,
+        ),
+    ] = None,
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            help="image | audio | sensor (needed only for folders that mix them).",
+            show_default=False,
+        ),
+    ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="resnet18 | small | auto (resnet18 on a GPU, small on the CPU).")
+    ] = "auto",
     device: DeviceOpt = "auto",
-    out: Annotated[Path, typer.Option(help="Parent folder: each run gets a new numbered folder in it.")] = Path("runs"),
+    out: Annotated[
+        Path, typer.Option(help="Parent folder: each run gets a new numbered folder in it.")
+    ] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batch order and views.")] = 0,
-    resume: Annotated[Path | None, typer.Option(help="Continue this run folder from its checkpoint.", show_default=False)] = None,
-    alternating: Annotated[bool, typer.Option(help="The paper's two-pass schedule instead of one pass with gradient reversal.")] = False,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
-    compile: Annotated[bool, typer.Option(help="torch.compile the networks (pays off on long GPU runs).")] = False,
-    image_size: Annotated[int | None, typer.Option(help="Images: side of the square training crop. [default: median shorter side, 16..224]", show_default=False)] = None,
-    sample_rate: Annotated[int | None, typer.Option(help="Audio: resample to this rate in Hz. [default: 16000]", show_default=False)] = None,
-    clip_seconds: Annotated[float | None, typer.Option(help="Audio: clip length in seconds. [default: median length]", show_default=False)] = None,
-    window: Annotated[int | None, typer.Option(help="Sensors: window length in rows (cuts long recordings with --stride). [default: median length]", show_default=False)] = None,
-    stride: Annotated[int | None, typer.Option(help="Sensors: hop between windows cut from long recordings, in rows.", show_default=False)] = None,
-    columns: Annotated[str | None, typer.Option(help="Sensors: comma-separated channel columns to use.", show_default=False)] = None,
-    viewmaker_width: Annotated[int | None, typer.Option(help="Viewmaker first-layer width. [default: 32 on a GPU as in the paper, 16 on the CPU]", show_default=False)] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run folder from its checkpoint.", show_default=False),
+    ] = None,
+    alternating: Annotated[
+        bool,
+        typer.Option(
+            help="The paper's two-pass schedule instead of one pass with gradient reversal."
+        ),
+    ] = False,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")
+    ] = "auto",
+    compile: Annotated[
+        bool, typer.Option(help="torch.compile the networks (pays off on long GPU runs).")
+    ] = False,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Images: side of the square training crop. [default: median shorter side, 16..224]",
+            show_default=False,
+        ),
+    ] = None,
+    sample_rate: Annotated[
+        int | None,
+        typer.Option(
+            help="Audio: resample to this rate in Hz. [default: 16000]", show_default=False
+        ),
+    ] = None,
+    clip_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Audio: clip length in seconds. [default: median length]", show_default=False
+        ),
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            help="Sensors: window length in rows (cuts long recordings with --stride). [default: median length]",
+            show_default=False,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            help="Sensors: hop between windows cut from long recordings, in rows.",
+            show_default=False,
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Sensors: comma-separated channel columns to use.", show_default=False),
+    ] = None,
+    viewmaker_width: Annotated[
+        int | None,
+        typer.Option(
+            help="Viewmaker first-layer width. [default: 32 on a GPU as in the paper, 16 on the CPU]",
+            show_default=False,
+        ),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -139,12 +226,18 @@ def train(
     summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
     if as_json:
         print_json(summary)
-    delta = f", mean |δ| {summary['delta_l1']:.4f} (ε {summary['budget']:g})" if summary.get("delta_l1") is not None else ""
+    delta = (
+        f", mean |δ| {summary['delta_l1']:.4f} (ε {summary['budget']:g})"
+        if summary.get("delta_l1") is not None
+        else ""
+    )
     console.print(
         f"[green]done[/green]: {summary['run']}  loss {summary['final_loss']:.4f}{delta}, "
         f"{summary['samples_per_s']:,.0f} samples/s"
     )
-    console.print(f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear")
+    console.print(
+        f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear"
+    )
 
 
 @app.command(
@@ -154,12 +247,29 @@ def train(
 )
 @handle_errors
 def augment(
-    input: Annotated[Path, typer.Argument(help="Folder to augment (only read, never modified).", show_default=False)],
-    out: Annotated[Path, typer.Option(help="New folder for the views (mirrors the input tree).", show_default=False)],
-    run: Annotated[Path | None, typer.Option(help="Run folder whose viewmaker to apply. [default: newest under --runs]", show_default=False)] = None,
-    views_per_input: Annotated[int, typer.Option(help="Views per input file (K > 1 names them name_view0.ext ...).")] = 1,
+    input: Annotated[
+        Path,
+        typer.Argument(help="Folder to augment (only read, never modified).", show_default=False),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="New folder for the views (mirrors the input tree).", show_default=False),
+    ],
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder whose viewmaker to apply. [default: newest under --runs]",
+            show_default=False,
+        ),
+    ] = None,
+    views_per_input: Annotated[
+        int, typer.Option(help="Views per input file (K > 1 names them name_view0.ext ...).")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Same seed → same views.")] = 0,
-    to_wav: Annotated[bool, typer.Option(help="Audio, spectrogram space: also write an approximate WAV (Griffin-Lim).")] = False,
+    to_wav: Annotated[
+        bool,
+        typer.Option(help="Audio, spectrogram space: also write an approximate WAV (Griffin-Lim)."),
+    ] = False,
     device: DeviceOpt = "auto",
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,
@@ -182,12 +292,27 @@ def augment(
 )
 @handle_errors
 def eval_(
-    run: Annotated[Path | None, typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False)] = None,
-    linear: Annotated[bool, typer.Option("--linear/--no-linear", help="Linear probe (logistic regression).")] = True,
-    knn: Annotated[bool, typer.Option("--knn", help="Also a kNN classifier (k=20, cosine).")] = False,
-    data: Annotated[Path | None, typer.Option(help="Labelled data folder. [default: the run's training data]", show_default=False)] = None,
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False),
+    ] = None,
+    linear: Annotated[
+        bool, typer.Option("--linear/--no-linear", help="Linear probe (logistic regression).")
+    ] = True,
+    knn: Annotated[
+        bool, typer.Option("--knn", help="Also a kNN classifier (k=20, cosine).")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled data folder. [default: the run's training data]", show_default=False
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for the split (when the data has none) and the random baseline.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed for the split (when the data has none) and the random baseline."),
+    ] = 0,
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -199,7 +324,9 @@ def eval_(
     result = evaluate(run, data, linear, knn, device, seed, runs_parent)
     if as_json:
         print_json(result)
-    table = Table(title=f"{result['run']}: {result['classes']} classes, chance {result['chance']:.3f}")
+    table = Table(
+        title=f"{result['run']}: {result['classes']} classes, chance {result['chance']:.3f}"
+    )
     table.add_column("features")
     table.add_column("dim", justify="right")
     if linear:
@@ -220,7 +347,10 @@ def eval_(
 @app.command()
 @handle_errors
 def info(
-    run: Annotated[Path | None, typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False)] = None,
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False),
+    ] = None,
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -231,8 +361,16 @@ def info(
 
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_json(run_dir / runs.CONFIG)
-    summary = json.loads((run_dir / runs.SUMMARY).read_text()) if (run_dir / runs.SUMMARY).is_file() else None
-    evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else None
+    summary = (
+        json.loads((run_dir / runs.SUMMARY).read_text())
+        if (run_dir / runs.SUMMARY).is_file()
+        else None
+    )
+    evaluation = (
+        json.loads((run_dir / "eval.json").read_text())
+        if (run_dir / "eval.json").is_file()
+        else None
+    )
     if as_json:
         print_json({"run": str(run_dir), "config": config, "summary": summary, "eval": evaluation})
         return
@@ -240,7 +378,19 @@ def info(
     t.add_column(style="bold")
     t.add_column()
     cfg = config["train"]
-    for key in ("data", "modality", "view_space", "views", "budget", "epochs", "batch_size", "encoder", "device", "precision", "seed"):
+    for key in (
+        "data",
+        "modality",
+        "view_space",
+        "views",
+        "budget",
+        "epochs",
+        "batch_size",
+        "encoder",
+        "device",
+        "precision",
+        "seed",
+    ):
         t.add_row(key, str(cfg.get(key)))
     t.add_row("samples", str(config.get("data", {}).get("samples")))
     if summary is None:
@@ -251,7 +401,10 @@ def info(
                 t.add_row(key, f"{summary[key]:.4g}")
     if evaluation is not None:
         for row in evaluation["rows"]:
-            t.add_row(f"eval: {row['features']}", "  ".join(f"{k} {row[k]:.4f}" for k in ("linear", "knn") if k in row))
+            t.add_row(
+                f"eval: {row['features']}",
+                "  ".join(f"{k} {row[k]:.4f}" for k in ("linear", "knn") if k in row),
+            )
     console.print(t)
 
 

@@ -50,13 +50,17 @@ class TrainConfig:
         if self.views not in VIEWS:
             raise ConfigError(f"--views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+            raise ConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
+            )
         if not self.budget > 0:
             raise ConfigError(f"--budget must be > 0 (the mean |δ| per example); got {self.budget}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1; got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 2:
-            raise ConfigError("--batch-size must be at least 2 (contrastive learning needs negatives)")
+            raise ConfigError(
+                "--batch-size must be at least 2 (contrastive learning needs negatives)"
+            )
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
 
@@ -75,5 +79,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
-        load = LoadOptions(**{k: v for k, v in d.pop("load", {}).items() if k in {f.name for f in dataclasses.fields(LoadOptions)}})
+        load = LoadOptions(
+            **{
+                k: v
+                for k, v in d.pop("load", {}).items()
+                if k in {f.name for f in dataclasses.fields(LoadOptions)}
+            }
+        )
         return cls(load=load, **{k: v for k, v in d.items() if k in known})

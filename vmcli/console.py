@@ -57,7 +57,9 @@ class TrainProgress:
                 console=console,
                 transient=False,
             )
-            self._task = self._bar.add_task("train", total=total_steps, completed=done_steps, status="")
+            self._task = self._bar.add_task(
+                "train", total=total_steps, completed=done_steps, status=""
+            )
             self._bar.start()
 
     def update(self, done_steps: int, status: str) -> None:

@@ -40,10 +40,14 @@ def _standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
     return [(t - mean) / std for t in (train, *others)]
 
 
-def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 300) -> tuple[Tensor, Tensor]:
+def _fit_logreg(
+    x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 300
+) -> tuple[Tensor, Tensor]:
     w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
     b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -68,7 +72,9 @@ def _stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, 
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seed: int = 0) -> dict[str, float]:
+def linear_probe(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seed: int = 0
+) -> dict[str, float]:
     """Test accuracy of a logistic-regression probe; L2 picked on a held-out part of train."""
     train_x, test_x = _standardize(train_x.double(), test_x.double())
     num_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -86,7 +92,9 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
     return {"accuracy": acc, "l2": l2}
 
 
-def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20, tau: float = 0.07) -> float:
+def knn_accuracy(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20, tau: float = 0.07
+) -> float:
     train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, len(train_y))
@@ -94,7 +102,9 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
     for start in range(0, len(test_y), 1024):
         sims = test_x[start : start + 1024] @ train_x.T
         top, idx = sims.topk(k, dim=1)
-        votes = torch.zeros(len(top), num_classes).scatter_add_(1, train_y[idx], torch.exp(top / tau))
+        votes = torch.zeros(len(top), num_classes).scatter_add_(
+            1, train_y[idx], torch.exp(top / tau)
+        )
         correct += (votes.argmax(1) == test_y[start : start + 1024]).sum().item()
     return correct / len(test_y)
 
@@ -103,9 +113,14 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
 
 
 @torch.no_grad()
-def extract_features(extractor: FeatureExtractor, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
+def extract_features(
+    extractor: FeatureExtractor, x: Tensor, device: torch.device, batch_size: int = 256
+) -> Tensor:
     extractor.eval().to(device)
-    out = [extractor.features(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        extractor.features(x[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -120,7 +135,11 @@ def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str
     classes = sorted({it.label for it in items})
     y = torch.tensor([classes.index(it.label) for it in items])
     keep, held = _stratified_holdout(y, 0.2, seed)
-    return keep.tolist(), held.tolist(), f"a stratified 80/20 split, seed {seed} (train {len(keep)} / test {len(held)})"
+    return (
+        keep.tolist(),
+        held.tolist(),
+        f"a stratified 80/20 split, seed {seed} (train {len(keep)} / test {len(held)})",
+    )
 
 
 def evaluate(
@@ -150,21 +169,29 @@ def evaluate(
         )
     from vmcli.data import LoadOptions
 
-    options = LoadOptions(**{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__})
+    options = LoadOptions(
+        **{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__}
+    )
     loaded: TensorData = modality.load(index.root, labeled, options, meta=meta)
     train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
     if not train_idx or not test_idx:
-        raise DataError(f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable)")
+        raise DataError(
+            f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable)"
+        )
     classes = sorted({it.label for it in loaded.items})
     y = torch.tensor([classes.index(it.label) for it in loaded.items])
-    info(f"evaluating {run_dir} on {root}: {len(loaded)} samples, {len(classes)} classes, {split_desc}")
+    info(
+        f"evaluating {run_dir} on {root}: {len(loaded)} samples, {len(classes)} classes, {split_desc}"
+    )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         random_encoder = build_encoder(cfg["encoder"], extractor.space, tuple(meta["raw_shape"]))
     candidates: dict[str, Tensor] = {
         f"vm encoder ({cfg['views']})": extract_features(extractor, loaded.x, dev),
-        "random encoder": extract_features(FeatureExtractor(extractor.space, random_encoder), loaded.x, dev),
+        "random encoder": extract_features(
+            FeatureExtractor(extractor.space, random_encoder), loaded.x, dev
+        ),
     }
     candidates.update(modality.raw_baselines(loaded, extractor.space))
 

@@ -32,7 +32,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07, gather: bool = Fa
     >>> loss = nt_xent(z1, z2)   # scalar; ≈ log(2B − 1) for unrelated embeddings
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"expected two B×D tensors of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"expected two B×D tensors of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     z1 = F.normalize(z1.float(), dim=1)
     z2 = F.normalize(z2.float(), dim=1)
     b = z1.shape[0]

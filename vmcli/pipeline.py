@@ -23,7 +23,12 @@ from vmcli.nn.viewmaker import Viewmaker
 
 def build_viewmaker(space: ViewSpace, budget: float, width: int = 32, blocks: int = 3) -> Viewmaker:
     return Viewmaker(
-        channels=space.channels, dims=space.dims, budget=budget, width=width, num_res_blocks=blocks, clamp=space.clamp
+        channels=space.channels,
+        dims=space.dims,
+        budget=budget,
+        width=width,
+        num_res_blocks=blocks,
+        clamp=space.clamp,
     )
 
 
@@ -69,7 +74,9 @@ class FeatureExtractor(nn.Module):
         return self.encoder(self.encoder_input(raw))
 
 
-def export_metadata(config: dict[str, Any], meta: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+def export_metadata(
+    config: dict[str, Any], meta: dict[str, Any], stats: dict[str, Any]
+) -> dict[str, Any]:
     """What a safetensors header needs to rebuild either module without the run folder."""
     return {
         "modality": config["modality"],
@@ -86,7 +93,9 @@ def export_metadata(config: dict[str, Any], meta: dict[str, Any], stats: dict[st
 def _space_from(header: dict[str, Any], src: Path) -> ViewSpace:
     try:
         modality = get_modality(header["modality"])
-        return modality.build_space(header["view_space"], header["data_meta"], header["space_stats"])
+        return modality.build_space(
+            header["view_space"], header["data_meta"], header["space_stats"]
+        )
     except KeyError as e:
         raise CheckpointError(f"{src}: metadata lacks {e}; was it written by vm?") from None
 
@@ -103,7 +112,9 @@ def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augme
     src = _weights_path(run, runs.VIEWMAKER)
     tensors, header = runs.read_weights(src)
     space = _space_from(header, src)
-    vm = build_viewmaker(space, header["budget"], header["viewmaker"]["width"], header["viewmaker"]["blocks"])
+    vm = build_viewmaker(
+        space, header["budget"], header["viewmaker"]["width"], header["viewmaker"]["blocks"]
+    )
     runs.load_state(vm, tensors, src)
     return Augmenter(space, vm).to(device).eval()
 

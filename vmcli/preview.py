@@ -58,7 +58,9 @@ def grid(rows: list[list[np.ndarray]], column_labels: list[str], pad: int = 2) -
         draw.text((pad + c * (tw + pad) + 2, 1), label, fill=(0, 0, 0))
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
-            canvas.paste(Image.fromarray(tile), (pad + c * (tw + pad), LABEL_HEIGHT + pad + r * (th + pad)))
+            canvas.paste(
+                Image.fromarray(tile), (pad + c * (tw + pad), LABEL_HEIGHT + pad + r * (th + pad))
+            )
     return canvas
 
 

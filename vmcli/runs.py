@@ -87,7 +87,9 @@ def latest_run(parent: Path = Path("runs")) -> Path:
     parent = Path(parent)
     runs = [p for p in parent.iterdir() if is_run(p)] if parent.is_dir() else []
     if not runs:
-        raise CheckpointError(f"no runs under {parent}/; train one with `vm train DATA` or name a run folder")
+        raise CheckpointError(
+            f"no runs under {parent}/; train one with `vm train DATA` or name a run folder"
+        )
     return max(runs, key=lambda p: (p / CONFIG).stat().st_mtime)
 
 
@@ -100,7 +102,9 @@ def resolve_run(run: Path | None, parent: Path = Path("runs")) -> Path:
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run folder")
     if not is_run(run):
-        raise CheckpointError(f"{run}: not a run folder (no {CONFIG}); give a folder made by `vm train`")
+        raise CheckpointError(
+            f"{run}: not a run folder (no {CONFIG}); give a folder made by `vm train`"
+        )
     return run
 
 
@@ -120,7 +124,9 @@ def read_weights(src: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and decoded metadata of a safetensors file written by `save_weights`."""
     src = Path(src)
     if not src.is_file():
-        raise CheckpointError(f"{src}: missing; the run may not have finished (try `vm train --resume`)")
+        raise CheckpointError(
+            f"{src}: missing; the run may not have finished (try `vm train --resume`)"
+        )
     try:
         tensors = load_file(str(src))
         from safetensors import safe_open
@@ -140,7 +146,9 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], src: Path) -
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{src}: weights do not fit the architecture in its metadata ({e})") from None
+        raise CheckpointError(
+            f"{src}: weights do not fit the architecture in its metadata ({e})"
+        ) from None
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -157,4 +165,6 @@ def load_checkpoint(src: Path) -> dict[str, Any]:
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {e})"
+        ) from None

@@ -36,7 +36,16 @@ from vmcli.nn.encoders import Encoder
 from vmcli.nn.viewmaker import Viewmaker, grad_reverse, project_to_budget
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 
-METRIC_FIELDS = ["epoch", "step", "samples", "loss", "delta_l1", "view_l1", "samples_per_s", "elapsed_s"]
+METRIC_FIELDS = [
+    "epoch",
+    "step",
+    "samples",
+    "loss",
+    "delta_l1",
+    "view_l1",
+    "samples_per_s",
+    "elapsed_s",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,7 +56,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)") from None
+        raise ConfigError(
+            f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)"
+        ) from None
 
 
 @dataclass
@@ -88,7 +99,9 @@ def make_optimizers(job: Job) -> _Optimizers:
     )
     vm = None
     if job.viewmaker is not None:
-        vm = torch.optim.Adam(job.viewmaker.parameters(), lr=cfg.viewmaker_lr, **({"fused": True} if fused else {}))
+        vm = torch.optim.Adam(
+            job.viewmaker.parameters(), lr=cfg.viewmaker_lr, **({"fused": True} if fused else {})
+        )
     return _Optimizers(enc, vm)
 
 
@@ -151,7 +164,9 @@ class _GracefulStop:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train_step(job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, encoder_fn, raw_fn, autocast) -> tuple[Tensor, Views]:
+def train_step(
+    job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, encoder_fn, raw_fn, autocast
+) -> tuple[Tensor, Views]:
     """One update of both networks on one batch; returns the encoder's loss and the views."""
     if job.cfg.alternating and job.viewmaker is not None:
         return _alternating_step(job, raw, gen, opt, encoder_fn, raw_fn, autocast)
@@ -235,7 +250,9 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
             },
         )
 
-    bar = TrainProgress(cfg.epochs * steps_per_epoch, epoch * steps_per_epoch + step, enabled=progress)
+    bar = TrainProgress(
+        cfg.epochs * steps_per_epoch, epoch * steps_per_epoch + step, enabled=progress
+    )
     sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
     window_steps, t_window, last = 0, time.perf_counter(), {}
     with _GracefulStop() as stop:
@@ -250,12 +267,22 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                         sums[0] += loss.detach()
                         if made.delta is not None:
                             sums[1] += made.delta.detach().abs().mean()
-                            sums[2] += (made.views.detach().float() - made.inputs.float()).abs().mean()
+                            sums[2] += (
+                                (made.views.detach().float() - made.inputs.float()).abs().mean()
+                            )
                     step, samples_seen, window_steps = step + 1, samples_seen + b, window_steps + 1
                     if window_steps == cfg.log_every or step == steps_per_epoch:
                         now = time.perf_counter()
-                        last = _log_window(sums / window_steps, epoch, epoch * steps_per_epoch + step, samples_seen,
-                                           window_steps * b / max(now - t_window, 1e-9), elapsed0 + now - t_start, job, bar)
+                        last = _log_window(
+                            sums / window_steps,
+                            epoch,
+                            epoch * steps_per_epoch + step,
+                            samples_seen,
+                            window_steps * b / max(now - t_window, 1e-9),
+                            elapsed0 + now - t_start,
+                            job,
+                            bar,
+                        )
                         sums.zero_()
                         window_steps, t_window = 0, time.perf_counter()
                     if stop.requested and step < steps_per_epoch:
@@ -271,13 +298,24 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         except KeyboardInterrupt:
             bar.close()
             where = f"; resume with: vm train --resume {job.run_dir}" if job.run_dir else ""
-            raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step}{where}") from None
+            raise TrainingInterrupted(
+                f"interrupted at epoch {epoch + 1}, step {step}{where}"
+            ) from None
         finally:
             bar.close()
     return {**last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
 
 
-def _log_window(means: Tensor, epoch: int, done: int, samples: int, rate: float, elapsed: float, job: Job, bar: TrainProgress) -> dict[str, Any]:
+def _log_window(
+    means: Tensor,
+    epoch: int,
+    done: int,
+    samples: int,
+    rate: float,
+    elapsed: float,
+    job: Job,
+    bar: TrainProgress,
+) -> dict[str, Any]:
     """Read the window's device-side sums (the host sync) into a metrics row; update progress."""
     loss, delta_l1, view_l1 = means.tolist()
     has_vm = job.viewmaker is not None
@@ -346,7 +384,9 @@ def _training_items(index: DataIndex) -> list:
     return items
 
 
-def _resolve(cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device) -> TrainConfig:
+def _resolve(
+    cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device
+) -> TrainConfig:
     """A copy of `cfg` with every automatic choice made concrete (what config.json records)."""
     r = TrainConfig.from_dict(cfg.to_dict())
     r.modality = modality.name
@@ -359,7 +399,9 @@ def _resolve(cfg: TrainConfig, modality: Modality, n_train: int, device: torch.d
     r.device = str(device)
     if r.encoder == "auto":
         r.encoder = "resnet18" if device.type == "cuda" else "small"
-        info(f"encoder: {r.encoder} (auto: {'GPU' if device.type == 'cuda' else 'CPU'} run; set --encoder to change)")
+        info(
+            f"encoder: {r.encoder} (auto: {'GPU' if device.type == 'cuda' else 'CPU'} run; set --encoder to change)"
+        )
     if r.viewmaker_width is None:
         r.viewmaker_width = 32 if device.type == "cuda" else 16
     if r.precision == "auto":
@@ -369,19 +411,25 @@ def _resolve(cfg: TrainConfig, modality: Modality, n_train: int, device: torch.d
         info(f"batch size {batch} > {n_train} training samples: using {n_train}")
         batch = n_train
     if batch < 2:
-        raise DataError(f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2")
+        raise DataError(
+            f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2"
+        )
     r.batch_size = batch
     r.data = str(Path(cfg.data).resolve())
     return r
 
 
-def _build_job(cfg: TrainConfig, modality: Modality, data: TensorData, space: ViewSpace, device: torch.device) -> Job:
+def _build_job(
+    cfg: TrainConfig, modality: Modality, data: TensorData, space: ViewSpace, device: torch.device
+) -> Job:
     raw_shape = tuple(data.x.shape[1:])
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg.encoder, space, raw_shape)
         viewmaker = (
-            build_viewmaker(space, cfg.budget, cfg.viewmaker_width, cfg.viewmaker_blocks) if cfg.uses_viewmaker else None
+            build_viewmaker(space, cfg.budget, cfg.viewmaker_width, cfg.viewmaker_blocks)
+            if cfg.uses_viewmaker
+            else None
         )
     handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
     return Job(cfg, data.x, space, encoder, viewmaker, handcrafted, device)
@@ -397,10 +445,28 @@ def _header(cfg: TrainConfig, index: DataIndex | None, n: int, run_dir: Path) ->
     t.add_column()
     t.add_row("run", str(run_dir))
     t.add_row("data", f"{cfg.data}  ({cfg.modality}, {n} training samples)")
-    t.add_row("views", f"{cfg.views}" + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else ""))
-    t.add_row("schedule", "alternating (paper, 2 passes)" if cfg.alternating else "one pass, gradient reversal")
-    t.add_row("model", f"encoder {cfg.encoder}" + (f", viewmaker width {cfg.viewmaker_width}×{cfg.viewmaker_blocks} blocks" if cfg.uses_viewmaker else ""))
-    t.add_row("training", f"{cfg.epochs} epochs, batch {cfg.batch_size}, τ={cfg.temperature:g}, seed {cfg.seed}")
+    t.add_row(
+        "views",
+        f"{cfg.views}"
+        + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else ""),
+    )
+    t.add_row(
+        "schedule",
+        "alternating (paper, 2 passes)" if cfg.alternating else "one pass, gradient reversal",
+    )
+    t.add_row(
+        "model",
+        f"encoder {cfg.encoder}"
+        + (
+            f", viewmaker width {cfg.viewmaker_width}×{cfg.viewmaker_blocks} blocks"
+            if cfg.uses_viewmaker
+            else ""
+        ),
+    )
+    t.add_row(
+        "training",
+        f"{cfg.epochs} epochs, batch {cfg.batch_size}, τ={cfg.temperature:g}, seed {cfg.seed}",
+    )
     t.add_row("device", f"{cfg.device}, {cfg.precision}" + (", compiled" if cfg.compile else ""))
     console.print(t)
 
@@ -497,7 +563,9 @@ def train(
 
     metadata = export_metadata(cfg.to_dict(), meta, stats)
     if job.viewmaker is not None:
-        runs.save_weights(job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata})
+        runs.save_weights(
+            job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata}
+        )
     runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
     previews = write_preview(job, data.x, run_dir / runs.PREVIEW)
     last = result.get("metrics", [{}])[-1] if result.get("metrics") else {}

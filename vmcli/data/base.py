@@ -152,11 +152,19 @@ class Modality(ABC):
         """True if the first bytes look like this modality's format (header check)."""
 
     @abstractmethod
-    def load(self, root: Path, items: list[Item], options: LoadOptions, meta: dict[str, Any] | None = None) -> TensorData:
+    def load(
+        self,
+        root: Path,
+        items: list[Item],
+        options: LoadOptions,
+        meta: dict[str, Any] | None = None,
+    ) -> TensorData:
         """Decode every item once. With `meta` (from a run), reproduce that run's shapes."""
 
     @abstractmethod
-    def build_space(self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None) -> ViewSpace: ...
+    def build_space(
+        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
+    ) -> ViewSpace: ...
 
     @abstractmethod
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
@@ -173,7 +181,9 @@ class Modality(ABC):
         return rel
 
     @abstractmethod
-    def preview(self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path) -> list[Path]:
+    def preview(
+        self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path
+    ) -> list[Path]:
         """Write files a person can look at (and listen to); returns their paths."""
 
     def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
@@ -182,8 +192,20 @@ class Modality(ABC):
         feats = []
         with torch.no_grad():
             for i in range(0, len(data.x), 512):
-                feats.append(_pool_flat(space.to_encoder(space.to_view(data.x[i : i + 512]))).float())
+                feats.append(
+                    _pool_flat(space.to_encoder(space.to_view(data.x[i : i + 512]))).float()
+                )
         return {"raw inputs": torch.cat(feats)}
+
+
+def report_skipped(skipped: list[tuple[Path, str]], total: int, what: str) -> None:
+    """One warning per skipped file (naming it), then the count: what a user needs to fix."""
+    from vmcli.console import warn
+
+    for path, reason in skipped:
+        warn(f"skipped {path}: {reason}")
+    if skipped:
+        warn(f"skipped {len(skipped)} unusable {what} file(s) of {total}")
 
 
 def _pool_flat(x: Tensor, max_dims: int = 4096) -> Tensor:

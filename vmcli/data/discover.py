@@ -16,7 +16,13 @@ from pathlib import Path
 from vmcli.data.base import Item, Modality
 from vmcli.errors import DataError
 
-SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "test": "test",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
 HEAD_BYTES = 64
 
 
@@ -101,7 +107,9 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
         )
     if modality is None:
         if len(counts) > 1:
-            listing = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+            listing = ", ".join(
+                f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+            )
             raise DataError(
                 f"{root}: mixes modalities ({listing}); pick one with --modality "
                 f"{'|'.join(sorted(counts))}"
@@ -112,7 +120,9 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
         raise DataError(f"{root}: no {modality} files (found: {counts})")
 
     rels = [p.relative_to(root) for p in chosen]
-    split_dirs = {r.parts[0] for r in rels if len(r.parts) > 1 and r.parts[0].lower() in SPLIT_FOLDERS}
+    split_dirs = {
+        r.parts[0] for r in rels if len(r.parts) > 1 and r.parts[0].lower() in SPLIT_FOLDERS
+    }
     has_splits = any(SPLIT_FOLDERS[d.lower()] in ("train", "test") for d in split_dirs) or (
         len(split_dirs) > 1
     )

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from vmcli import preview as pv
-from vmcli.console import info, warn
+from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
     Handcrafted,
@@ -29,13 +29,21 @@ from vmcli.data.base import (
     Modality,
     TensorData,
     ViewSpace,
+    report_skipped,
 )
 from vmcli.errors import DataError
 from vmcli.views import simclr_image_views
 
 GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-READ_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError, EOFError)
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    EOFError,
+)
 MIN_SIZE, MAX_SIZE = 16, 224
 
 
@@ -55,7 +63,9 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
 
 
 def _alpha(img: Image.Image) -> np.ndarray | None:
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
         return np.asarray(img.convert("RGBA"))[..., 3].copy()
     return None
 
@@ -83,7 +93,9 @@ def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
         mode = "L" if arr.shape[2] == 1 else "RGB"
-        img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).resize((nw, nh), Image.BICUBIC)
+        img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).resize(
+            (nw, nh), Image.BICUBIC
+        )
         arr = np.asarray(img)
         arr = arr[..., None] if arr.ndim == 2 else arr
         top, left = (nh - size) // 2, (nw - size) // 2
@@ -105,8 +117,12 @@ class PixelSpace(ViewSpace):
         self.channels = int(meta["channels"])
         mean = self.stats.get("mean", [0.5] * self.channels)
         std = self.stats.get("std", [0.25] * self.channels)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def fit(self, raw: Tensor) -> dict[str, Any]:
         x = raw.float() / 255 if raw.dtype == torch.uint8 else raw.float()
@@ -148,7 +164,13 @@ class ImageModality(Modality):
         except READ_ERRORS as e:
             return f"{type(e).__name__}: {e}"
 
-    def load(self, root: Path, items: list[Item], options: LoadOptions, meta: dict[str, Any] | None = None) -> TensorData:
+    def load(
+        self,
+        root: Path,
+        items: list[Item],
+        options: LoadOptions,
+        meta: dict[str, Any] | None = None,
+    ) -> TensorData:
         paths = [root / it.path for it in items]
         with ThreadPoolExecutor(max_workers=8) as pool:
             probes = list(pool.map(self._probe, paths))
@@ -170,7 +192,11 @@ class ImageModality(Modality):
             else:
                 median = int(np.median([min(p[0], p[1]) for _, _, p in ok]))
                 size = int(np.clip(median, MIN_SIZE, MAX_SIZE))
-                note = "" if size == median else f" (median shorter side {median}, clamped to {MIN_SIZE}..{MAX_SIZE})"
+                note = (
+                    ""
+                    if size == median
+                    else f" (median shorter side {median}, clamped to {MIN_SIZE}..{MAX_SIZE})"
+                )
                 info(f"image size {size}×{size}{note}; set --image-size to change it")
         if size < 8:
             raise DataError(f"--image-size {size} is too small; use at least 8 pixels")
@@ -191,16 +217,15 @@ class ImageModality(Modality):
             else:
                 kept_items.append(it)
                 kept.append(arr)
-        for path, reason in skipped:
-            warn(f"skipped {path}: {reason}")
-        if skipped:
-            warn(f"skipped {len(skipped)} unreadable image file(s) of {len(items)}")
+        report_skipped(skipped, len(items), "image")
         if not kept:
             raise DataError(f"{root}: none of the {len(items)} image files could be decoded")
         x = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2).contiguous()  # N × C × H × W uint8
         return TensorData(x, kept_items, {"size": size, "channels": channels}, skipped)
 
-    def build_space(self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None) -> ViewSpace:
+    def build_space(
+        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
+    ) -> ViewSpace:
         return PixelSpace(meta, stats)
 
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
@@ -212,7 +237,9 @@ class ImageModality(Modality):
             img = _open(path)
             arr = to_channels(img, int(meta["channels"]))
         except READ_ERRORS as e:
-            raise DataError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"{path}: cannot be read as an image ({type(e).__name__}: {e})"
+            ) from None
         if img.mode in WIDE_MODES and int(meta["channels"]) == 1:  # keep 16-bit precision
             raw = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
         else:
@@ -238,7 +265,9 @@ class ImageModality(Modality):
             u8 = np.round(v * 255).astype(np.uint8)
             if u8.shape[2] == 3 and ctx["gray_input"]:
                 u8 = u8.mean(axis=2, keepdims=True).round().astype(np.uint8)
-            img = Image.fromarray(u8[..., 0], "L") if u8.shape[2] == 1 else Image.fromarray(u8, "RGB")
+            img = (
+                Image.fromarray(u8[..., 0], "L") if u8.shape[2] == 1 else Image.fromarray(u8, "RGB")
+            )
             alpha = ctx["alpha"]
             if alpha is not None and dst.suffix.lower() not in (".jpg", ".jpeg", ".bmp"):
                 img.putalpha(Image.fromarray(alpha, "L"))
@@ -251,11 +280,17 @@ class ImageModality(Modality):
         img.save(dst, format=fmt, **kwargs)
 
     # -- preview ----------------------------------------------------------------------------
-    def preview(self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path) -> list[Path]:
+    def preview(
+        self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path
+    ) -> list[Path]:
         """Rows: original | views | δ of the first view (blue −, red +, scaled to its max)."""
 
         def tile(x: Tensor) -> np.ndarray:
-            a = (x.float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            a = (
+                (x.float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255)
+                .round()
+                .astype(np.uint8)
+            )
             return pv.upscale(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a, 96)
 
         original = space.to_view(raw)
@@ -265,5 +300,9 @@ class ImageModality(Modality):
             if deltas:
                 row.append(pv.upscale(pv.diverging(deltas[0][i].float().mean(0).cpu().numpy()), 96))
             rows.append(row)
-        labels = ["original"] + [f"view {k + 1}" for k in range(len(views))] + (["delta"] if deltas else [])
+        labels = (
+            ["original"]
+            + [f"view {k + 1}" for k in range(len(views))]
+            + (["delta"] if deltas else [])
+        )
         return [pv.save_png(pv.grid(rows, labels), dst)]

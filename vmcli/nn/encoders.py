@@ -66,7 +66,9 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
 
 
-def _resnet_backbone(dims: int, in_channels: int, small_input: bool, blocks: Sequence[int]) -> nn.Module:
+def _resnet_backbone(
+    dims: int, in_channels: int, small_input: bool, blocks: Sequence[int]
+) -> nn.Module:
     Conv, Norm, Pool, _ = _layers(dims)
     if small_input:  # CIFAR stem: keep resolution
         stem: list[nn.Module] = [Conv(in_channels, 64, 3, 1, 1, bias=False), Norm(64), nn.ReLU()]

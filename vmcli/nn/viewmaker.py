@@ -90,7 +90,9 @@ def _norm(dims: int, channels: int) -> nn.Module:
 class _ConvBlock(nn.Module):
     """conv → instance norm → ReLU, optionally after a nearest ×2 upsample."""
 
-    def __init__(self, dims: int, cin: int, cout: int, kernel: int, stride: int = 1, upsample: bool = False):
+    def __init__(
+        self, dims: int, cin: int, cout: int, kernel: int, stride: int = 1, upsample: bool = False
+    ):
         super().__init__()
         self.upsample = upsample
         self.conv = _conv(dims, cin, cout, kernel, stride)
