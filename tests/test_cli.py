@@ -4,13 +4,26 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from vmcli.cli import app
 
 runner = CliRunner()
-FAST = ["--epochs", "1", "--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8", "--device", "cpu", "-q"]
+FAST = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--encoder",
+    "small",
+    "--viewmaker-width",
+    "8",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def invoke(*args):
@@ -33,26 +46,61 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
     summary = json.loads(r.stdout)
     run = Path(summary["run"])
     assert run == runs / "train"
-    assert {"config.json", "viewmaker.safetensors", "encoder.safetensors", "preview.png", "metrics.csv", "summary.json", "checkpoint.pt"} <= set(os_names(run))
+    assert {
+        "config.json",
+        "viewmaker.safetensors",
+        "encoder.safetensors",
+        "preview.png",
+        "metrics.csv",
+        "summary.json",
+        "checkpoint.pt",
+    } <= set(os_names(run))
     assert Image.open(run / "preview.png").size[0] > 100
 
     r = invoke("train", image_folder, *FAST, "--out", runs)
-    assert r.exit_code == 0 and (runs / "train-2").is_dir(), "a second run never overwrites the first"
+    assert r.exit_code == 0 and (runs / "train-2").is_dir(), (
+        "a second run never overwrites the first"
+    )
 
     out = tmp_path / "views"
-    r = invoke("augment", image_folder / "test", "--out", out, "--run", run, "--views-per-input", "2", "--json")
+    r = invoke(
+        "augment",
+        image_folder / "test",
+        "--out",
+        out,
+        "--run",
+        run,
+        "--views-per-input",
+        "2",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
-    src = sorted(p.relative_to(image_folder / "test") for p in (image_folder / "test").rglob("*.png"))
+    src = sorted(
+        p.relative_to(image_folder / "test") for p in (image_folder / "test").rglob("*.png")
+    )
     got = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert got == sorted(p.with_name(f"{p.stem}_view{k}{p.suffix}") for p in src for k in (0, 1))
     first = Image.open(out / got[0])
     assert first.mode == "L" and first.size == (16, 16)
-    assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()} == before, "input untouched"
+    assert {p: p.read_bytes() for p in image_folder.rglob("*") if p.is_file()} == before, (
+        "input untouched"
+    )
 
     # same seed → same views; another seed → other views
     out2, out3 = tmp_path / "v2", tmp_path / "v3"
     invoke("augment", image_folder / "test", "--out", out2, "--run", run, "--views-per-input", "2")
-    invoke("augment", image_folder / "test", "--out", out3, "--run", run, "--views-per-input", "2", "--seed", "7")
+    invoke(
+        "augment",
+        image_folder / "test",
+        "--out",
+        out3,
+        "--run",
+        run,
+        "--views-per-input",
+        "2",
+        "--seed",
+        "7",
+    )
     assert (out / got[0]).read_bytes() == (out2 / got[0]).read_bytes()
     assert (out / got[0]).read_bytes() != (out3 / got[0]).read_bytes()
 
@@ -135,7 +183,152 @@ def test_eval_without_labels_says_so(tmp_path):
 
 def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):
     runs = tmp_path / "runs"
-    assert invoke("train", image_folder, *FAST, "--views", "handcrafted", "--out", runs).exit_code == 0
+    assert (
+        invoke("train", image_folder, *FAST, "--views", "handcrafted", "--out", runs).exit_code == 0
+    )
     assert not (runs / "train" / "viewmaker.safetensors").exists()
     r = invoke("augment", image_folder, "--out", tmp_path / "v", "--runs", runs)
     assert r.exit_code == 4 and "no viewmaker" in r.output
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _sorted_files(root: Path):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_audio_folder_end_to_end_both_view_spaces(tmp_path):
+    import soundfile as sf
+
+    data = EXAMPLES / "instruments"
+    runs = tmp_path / "runs"
+    for space in ("spectrogram", "waveform"):
+        r = invoke(
+            "train",
+            data,
+            *FAST[:2],
+            "--batch-size",
+            "16",
+            *FAST[4:],
+            "--view-space",
+            space,
+            "--out",
+            runs,
+            "--json",
+        )
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert summary["modality"] == "audio" and summary["view_space"] == space
+        assert summary["delta_l1"] == pytest.approx(0.05, rel=1e-3)
+        run = Path(summary["run"])
+        wavs = sorted(p.name for p in (run / "preview_audio").iterdir())
+        assert "sample0_original.wav" in wavs and len(wavs) == 9
+
+        out = tmp_path / f"views-{space}"
+        extra = ["--to-wav"] if space == "spectrogram" else []
+        r = invoke("augment", data / "test", "--out", out, "--run", run, *extra)
+        assert r.exit_code == 0, r.output
+        inputs = _sorted_files(data / "test")
+        if space == "waveform":  # real audio, same files, same format and length
+            assert _sorted_files(out) == inputs
+            src, dst = data / "test" / inputs[0], out / inputs[0]
+            a, b = sf.info(str(src)), sf.info(str(dst))
+            assert (a.format, a.samplerate, a.channels, a.frames) == (
+                b.format,
+                b.samplerate,
+                b.channels,
+                b.frames,
+            )
+        else:  # log-mel arrays, plus approximate WAVs on request
+            expected = sorted(
+                [p.with_suffix(".npy") for p in inputs] + [p.with_suffix(".wav") for p in inputs]
+            )
+            assert _sorted_files(out) == expected
+            assert np.load(out / inputs[0].with_suffix(".npy")).shape[0] == 64
+
+        r = invoke("eval", run, "--json")
+        assert r.exit_code == 0, r.output
+        rows = json.loads(r.stdout)["rows"]
+        assert [row["features"] for row in rows] == [
+            "vm encoder (viewmaker)",
+            "random encoder",
+            "raw inputs",
+        ]
+
+
+def test_sensor_folder_end_to_end_both_view_spaces(tmp_path):
+    import pandas as pd
+
+    data = EXAMPLES / "watch"
+    runs = tmp_path / "runs"
+    for space in ("signal", "spectrogram"):
+        r = invoke(
+            "train",
+            data,
+            *FAST[:2],
+            "--batch-size",
+            "16",
+            *FAST[4:],
+            "--view-space",
+            space,
+            "--out",
+            runs,
+            "--json",
+        )
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert (summary["modality"], summary["view_space"]) == ("sensor", space)
+        run = Path(summary["run"])
+        out = tmp_path / f"views-{space}"
+        r = invoke("augment", data / "test", "--out", out, "--run", run)
+        assert r.exit_code == 0, r.output
+        inputs = _sorted_files(data / "test")
+        if space == "signal":
+            assert _sorted_files(out) == inputs
+            a, b = pd.read_csv(data / "test" / inputs[0]), pd.read_csv(out / inputs[0])
+            assert list(a.columns) == list(b.columns) and a.shape == b.shape
+            assert 0 < (a - b).abs().to_numpy().mean() < a.abs().to_numpy().mean()
+        else:
+            assert _sorted_files(out) == sorted(p.with_suffix(".npy") for p in inputs)
+        r = invoke("eval", run, "--json", "--knn")
+        assert r.exit_code == 0, r.output
+        names = [row["features"] for row in json.loads(r.stdout)["rows"]]
+        assert names == [
+            "vm encoder (viewmaker)",
+            "random encoder",
+            "raw windows",
+            "channel mean/std/min/max",
+        ]
+
+
+def test_sensor_long_recordings_with_window_and_stride(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 1)):
+        for cls in ("walk", "run"):
+            for i in range(n):
+                folder = tmp_path / "rec" / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                t = np.arange(300)
+                sig = np.sin(t / (3 if cls == "run" else 12))[:, None] + 0.1 * rng.normal(
+                    size=(300, 2)
+                )
+                rows = "\n".join(f"{k * 10},{a:.5f},{b:.5f}" for k, (a, b) in enumerate(sig))
+                (folder / f"r{i}.csv").write_text("time_ms,x,y\n" + rows + "\n")
+    runs = tmp_path / "runs"
+    r = invoke(
+        "train",
+        tmp_path / "rec",
+        *FAST,
+        "--window",
+        "64",
+        "--stride",
+        "32",
+        "--out",
+        runs,
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["train_samples"] == 6 * 8  # 6 recordings × 8 windows
+    r = invoke("eval", "--runs", runs, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["test_samples"] == 2 * 8

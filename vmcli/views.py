@@ -55,7 +55,9 @@ def random_resized_crop(
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def _gray(x: Tensor) -> Tensor:
@@ -93,10 +95,14 @@ def color_jitter(
     out = x * _uniform(b, 1 - brightness, 1 + brightness, x, g).view(b, 1, 1, 1)
     out = out.clamp(0, 1)
     mean = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * _uniform(b, 1 - contrast, 1 + contrast, x, g).view(b, 1, 1, 1) + mean).clamp(0, 1)
+    out = (
+        (out - mean) * _uniform(b, 1 - contrast, 1 + contrast, x, g).view(b, 1, 1, 1) + mean
+    ).clamp(0, 1)
     if x.shape[1] == 3:
         gray = _gray(out)
-        out = ((out - gray) * _uniform(b, 1 - saturation, 1 + saturation, x, g).view(b, 1, 1, 1) + gray).clamp(0, 1)
+        out = (
+            (out - gray) * _uniform(b, 1 - saturation, 1 + saturation, x, g).view(b, 1, 1, 1) + gray
+        ).clamp(0, 1)
         out = _rotate_hue(out, 2 * math.pi * _uniform(b, -hue, hue, x, g)).clamp(0, 1)
     return torch.where(apply, out, x)
 
@@ -116,3 +122,133 @@ def simclr_image_views(x: Tensor, g: torch.Generator | None = None) -> Tensor:
     x = random_resized_crop(x, g)
     x = color_jitter(x, g)
     return random_grayscale(x, g)
+
+
+# --------------------------------------------------------------------------------------------
+# Audio: the usual waveform recipe (gain, shift, noise) plus SpecAugment-style masking done in
+# the waveform domain (a zeroed time span; a zeroed frequency band via the FFT), so the same
+# views feed either view space.
+# --------------------------------------------------------------------------------------------
+
+
+def _shift(x: Tensor, shift: Tensor) -> Tensor:
+    """Shift each B × C × T sample by `shift[b]` steps (positive = later), zero-filled."""
+    t = x.shape[-1]
+    src = torch.arange(t, device=x.device)[None, :] - shift[:, None]  # B × T
+    valid = (src >= 0) & (src < t)
+    gathered = torch.gather(x, 2, src.clamp(0, t - 1)[:, None, :].expand(-1, x.shape[1], -1))
+    return gathered * valid[:, None, :].to(x.dtype)
+
+
+def _span_mask(
+    b: int, t: int, max_fraction: float, like: Tensor, g: torch.Generator | None
+) -> Tensor:
+    """B × T boolean masks, each one random span of up to `max_fraction` of T."""
+    width = (torch.rand(b, device=like.device, generator=g) * max_fraction * t).long()
+    start = (torch.rand(b, device=like.device, generator=g) * (t - width + 1)).long()
+    pos = torch.arange(t, device=like.device)[None, :]
+    return (pos >= start[:, None]) & (pos < (start + width)[:, None])
+
+
+def audio_views(
+    x: Tensor,
+    g: torch.Generator | None = None,
+    gain_db: float = 6.0,
+    max_shift: float = 0.1,
+    min_snr_db: float = 10.0,
+    max_snr_db: float = 30.0,
+    time_masks: int = 2,
+    max_time_mask: float = 0.1,
+    max_freq_mask: float = 0.15,
+) -> Tensor:
+    """Random gain (± `gain_db`), time shift (up to `max_shift` of the clip, zero-filled), white
+    noise at an SNR in [`min_snr_db`, `max_snr_db`] of each clip's RMS, `time_masks` zeroed
+    spans (each up to `max_time_mask` of the clip) and one zeroed frequency band (up to
+    `max_freq_mask` of the spectrum). `x`: B × 1 × T waveforms; per-sample parameters."""
+    b, c, t = x.shape
+    x = x.float() * (10 ** (_uniform(b, -gain_db, gain_db, x, g) / 20)).view(b, 1, 1)
+    x = _shift(x, ((2 * torch.rand(b, device=x.device, generator=g) - 1) * max_shift * t).long())
+    rms = x.square().mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-8)
+    snr = _uniform(b, min_snr_db, max_snr_db, x, g).view(b, 1, 1)
+    noise = torch.randn(x.shape, device=x.device, generator=g)
+    x = x + noise * rms / (10 ** (snr / 20))
+    for _ in range(time_masks):
+        x = x * (~_span_mask(b, t, max_time_mask, x, g))[:, None, :].to(x.dtype)
+    spec = torch.fft.rfft(x, dim=-1)
+    band = _span_mask(b, spec.shape[-1], max_freq_mask, x, g)
+    spec = spec * (~band)[:, None, :].to(spec.real.dtype)
+    return torch.fft.irfft(spec, n=t, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Sensors: the standard time-series recipe (Um et al. 2017; tsaug): random crop-resize, time
+# warp, segment permutation, magnitude warp, scaling and jitter. Amplitudes are relative to
+# each window's own per-channel spread, so the recipe needs no units.
+# --------------------------------------------------------------------------------------------
+
+
+def _resample_positions(x: Tensor, pos: Tensor) -> Tensor:
+    """Linearly interpolate B × C × T signals at fractional positions `pos` (B × T')."""
+    t = x.shape[-1]
+    pos = pos.clamp(0, t - 1)
+    lo = pos.floor().long().clamp(max=t - 1)
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (pos - lo.to(pos.dtype))[:, None, :]
+    c = x.shape[1]
+    take = lambda idx: torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))  # noqa: E731
+    return take(lo) * (1 - w) + take(hi) * w
+
+
+def _smooth_curve(
+    b: int, c: int, t: int, knots: int, sigma: float, like: Tensor, g: torch.Generator | None
+) -> Tensor:
+    """B × C × T smooth random curves around 1 (linear through `knots` N(1, sigma) points)."""
+    k = 1 + sigma * torch.randn(b * c, 1, knots, device=like.device, generator=g)
+    return F.interpolate(k, size=t, mode="linear", align_corners=True).view(b, c, t)
+
+
+def sensor_views(
+    x: Tensor,
+    g: torch.Generator | None = None,
+    min_crop: float = 0.8,
+    warp_sigma: float = 0.2,
+    permute_p: float = 0.5,
+    segments: int = 4,
+    magnitude_sigma: float = 0.2,
+    scale_sigma: float = 0.1,
+    jitter: float = 0.05,
+) -> Tensor:
+    """Crop a random span of at least `min_crop` of the window and stretch it back; warp time
+    smoothly (speed ~ N(1, `warp_sigma`)); with probability `permute_p` shuffle `segments`
+    equal segments; multiply by a smooth curve ~ N(1, `magnitude_sigma`) and a per-channel
+    factor ~ N(1, `scale_sigma`); add noise of `jitter` × each channel's std. `x`: B × C × T."""
+    x = x.float()
+    b, c, t = x.shape
+    base = torch.linspace(0, 1, t, device=x.device)[None, :]
+    # random crop-resize
+    span = _uniform(b, min_crop, 1.0, x, g)[:, None]
+    start = torch.rand(b, 1, device=x.device, generator=g) * (1 - span)
+    x = _resample_positions(x, (start + span * base) * (t - 1))
+    # time warp: integrate a smooth positive speed curve, rescale to the window
+    speed = _smooth_curve(b, 1, t, 4, warp_sigma, x, g).view(b, t).clamp_min(0.1)
+    warp = torch.cumsum(speed, dim=1)
+    warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
+    x = _resample_positions(x, warp * (t - 1))
+    # segment permutation (equal segments; the tail shorter than a segment stays in place)
+    seg = t // segments
+    if seg > 0:
+        order = torch.argsort(torch.rand(b, segments, device=x.device, generator=g), dim=1)
+        idx = (order[:, :, None] * seg + torch.arange(seg, device=x.device)).reshape(b, -1)
+        idx = torch.cat(
+            [idx, torch.arange(seg * segments, t, device=x.device).expand(b, -1)], dim=1
+        )
+        keep = (torch.rand(b, device=x.device, generator=g) >= permute_p)[:, None]
+        idx = torch.where(keep, torch.arange(t, device=x.device).expand(b, -1), idx)
+        x = torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))
+    # magnitude warp and scaling around each channel's mean, then jitter
+    mean = x.mean(dim=2, keepdim=True)
+    std = x.std(dim=2, keepdim=True).clamp_min(1e-6)
+    curve = _smooth_curve(b, c, t, 4, magnitude_sigma, x, g)
+    scale = 1 + scale_sigma * torch.randn(b, c, 1, device=x.device, generator=g)
+    x = mean + (x - mean) * curve * scale
+    return x + jitter * std * torch.randn(x.shape, device=x.device, generator=g)

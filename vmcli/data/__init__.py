@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from vmcli.data.audio import AudioModality
 from vmcli.data.base import FileSample, Item, LoadOptions, Modality, TensorData, ViewSpace
 from vmcli.data.discover import DataIndex, scan
 from vmcli.data.image import ImageModality
+from vmcli.data.sensor import SensorModality
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (ImageModality(),)}
+MODALITIES: dict[str, Modality] = {
+    m.name: m for m in (ImageModality(), AudioModality(), SensorModality())
+}
 
 
 def get_modality(name: str) -> Modality:

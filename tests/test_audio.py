@@ -1,0 +1,157 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vmcli.data import MODALITIES, LoadOptions, scan
+from vmcli.data.audio import AudioModality, LogMelSpace, WaveformSpace
+from vmcli.errors import DataError
+from vmcli.spectral import LogMel, griffin_lim
+from vmcli.views import audio_views
+
+M = AudioModality()
+
+
+def tone(freq: float, seconds: float, rate: int, amp: float = 0.3, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def load(root: Path, **opts):
+    index = scan(root, MODALITIES)
+    assert index.modality == "audio"
+    return M.load(root, index.items, LoadOptions(**opts))
+
+
+def test_mixed_rates_and_channels_become_mono_fixed_length(tmp_path):
+    sf.write(tmp_path / "a.wav", tone(440, 0.5, 8000), 8000)
+    sf.write(tmp_path / "b.flac", tone(440, 1.0, 22050, channels=2), 22050)
+    sf.write(tmp_path / "c.ogg", tone(440, 0.75, 44100), 44100)
+    data = load(tmp_path)
+    assert data.x.shape == (3, 1, 12000)  # median 0.75 s at 16 kHz
+    assert data.meta == {"sample_rate": 16000, "clip_samples": 12000, "n_mels": 64}
+    # the 0.5 s clip is zero-padded symmetrically; the 1 s clip centre-cropped
+    a = data.x[[it.path.name for it in data.items].index("a.wav"), 0]
+    assert a[:1900].abs().max() == 0 and a[2100:9900].abs().max() > 0.25
+    data = load(tmp_path, sample_rate=8000, clip_seconds=0.25)
+    assert data.x.shape == (3, 1, 2000)
+
+
+def test_bad_audio_is_skipped_by_name(tmp_path, capsys):
+    rate = 16000
+    sf.write(tmp_path / "good.wav", tone(300, 0.5, rate), rate)
+    sf.write(tmp_path / "good2.wav", tone(600, 0.5, rate), rate)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), rate)  # header only
+    sf.write(tmp_path / "silent.wav", np.zeros(8000, np.float32), rate)
+    nan = tone(300, 0.5, rate)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, rate, subtype="FLOAT")
+    whole = (tmp_path / "good.wav").read_bytes()
+    (tmp_path / "truncated.wav").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "zero.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("RIFF but not really")
+    sf.write(tmp_path / "long.wav", tone(300, 3.0, rate), rate)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    data = load(tmp_path, max_clip_seconds=2.0)
+    assert sorted(it.path.name for it in data.items) == ["good.wav", "good2.wav"]
+    reasons = {p.name: r for p, r in data.skipped}
+    assert set(reasons) == {
+        "empty.wav",
+        "silent.wav",
+        "nan.wav",
+        "truncated.wav",
+        "zero.wav",
+        "text.wav",
+        "long.wav",
+    }
+    assert "no audio samples" in reasons["empty.wav"]
+    assert "silent" in reasons["silent.wav"]
+    assert "NaN" in reasons["nan.wav"]
+    assert "truncated" in reasons["truncated.wav"]
+    assert "cut long recordings" in reasons["long.wav"]
+    err = capsys.readouterr().err
+    assert "truncated.wav" in err and "skipped 7" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros(800, np.float32), 16000)
+    with pytest.raises(DataError, match="none of the 1 audio files"):
+        load(tmp_path)
+
+
+def test_log_mel_puts_a_tone_in_the_right_band():
+    mel = LogMel(16000, 64)
+    for freq in (200.0, 1000.0, 5000.0):
+        wav = torch.from_numpy(tone(freq, 0.5, 16000))[None, None]
+        spec = mel(wav)[0, 0]  # 64 × frames
+        assert spec.shape == (64, 51)
+        band = int(spec.mean(1).argmax())
+        centres = torch.linspace(0, 8000, 201) @ (mel.filters / mel.filters.sum(0))
+        assert abs(float(centres[band]) - freq) / freq < 0.15
+
+
+def test_spaces_round_trip_and_normalise():
+    meta = {"sample_rate": 8000, "clip_samples": 4000, "n_mels": 32}
+    raw = torch.randn(6, 1, 4000) * 0.1
+    wave = WaveformSpace(meta)
+    stats = wave.fit(raw)
+    torch.testing.assert_close(wave.from_view(wave.to_view(raw)), raw)
+    assert stats["wav_rms"] == pytest.approx(float(raw.square().mean().sqrt()), rel=1e-4)
+    enc = wave.to_encoder(wave.to_view(raw))
+    assert enc.shape == (6, 1, 32, 51)
+    torch.testing.assert_close(enc.mean(dim=(0, 1, 3)), torch.zeros(32), atol=1e-3, rtol=0)
+    spec = LogMelSpace(meta, stats)
+    v = spec.to_view(raw)
+    torch.testing.assert_close(v, enc)
+    torch.testing.assert_close(spec.from_view(v), spec.frontend(raw), rtol=1e-5, atol=1e-4)
+
+
+def test_audio_views_are_seeded_per_sample_and_keep_shape():
+    x = torch.from_numpy(tone(440, 0.5, 8000))[None, None].repeat(4, 1, 1)
+    a = audio_views(x, torch.Generator().manual_seed(0))
+    b = audio_views(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert len({round(float(s), 4) for s in a.abs().sum(dim=(1, 2))}) == 4
+
+
+def test_griffin_lim_sounds_like_the_target():
+    mel = LogMel(8000, 32)
+    wav = torch.from_numpy(tone(500, 0.5, 8000) + tone(1500, 0.5, 8000, amp=0.1))
+    target = mel(wav[None, None])[0, 0]
+    rebuilt = griffin_lim(target, mel, n_iter=16)
+    assert rebuilt.shape[0] == mel.stft.hop * (target.shape[1] - 1)
+    again = mel(rebuilt[None, None])[0, 0]
+    corr = torch.corrcoef(torch.stack([target.flatten(), again.flatten()]))[0, 1]
+    assert corr > 0.8
+    same_peak = (target.argmax(0) == again.argmax(0)).float().mean()
+    assert same_peak > 0.9  # the loudest band of (nearly) every frame is where it should be
+
+
+def test_waveform_view_written_at_input_rate_channels_and_format(tmp_path):
+    src = tmp_path / "in.flac"
+    stereo = tone(440, 0.4, 22050, channels=2)
+    sf.write(src, stereo, 22050, subtype="PCM_16")
+    meta = {"sample_rate": 16000, "clip_samples": 8000, "n_mels": 64}
+    sample = M.read_file(src, meta, LoadOptions())
+    assert sample.raw.shape == (1, 1, 6400)
+    delta = 0.01 * torch.sign(torch.randn(1, 1, 6400))
+    dst = tmp_path / "out.flac"
+    M.write_file(sample.raw + delta, sample, dst)
+    info_in, info_out = sf.info(str(src)), sf.info(str(dst))
+    assert (
+        info_out.samplerate,
+        info_out.channels,
+        info_out.frames,
+        info_out.format,
+        info_out.subtype,
+    ) == (info_in.samplerate, info_in.channels, info_in.frames, info_in.format, info_in.subtype)
+    out, _ = sf.read(dst, dtype="float32")
+    ref, _ = sf.read(src, dtype="float32")
+    diff = out - ref
+    assert np.allclose(diff[:, 0], diff[:, 1], atol=1e-4), "the same perturbation on both channels"
+    assert 0.005 < np.abs(diff).mean() < 0.02

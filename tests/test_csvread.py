@@ -1,0 +1,325 @@
+"""Sensor CSVs as people export them: delimiters, BOM, CRLF, headers, timestamps, gaps, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vmcli.data.csvread import CsvRecording, read_csv_recording, write_csv_like
+from vmcli.errors import DataError
+
+
+def put(
+    tmp_path: Path, text: str, name: str = "rec.csv", bom: bool = False, crlf: bool = False
+) -> Path:
+    """Write `text` (lines joined by '\\n') as real bytes, optionally with a BOM and CRLF."""
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    path = tmp_path / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def read_error(path: Path, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        read_csv_recording(path, **kwargs)
+    return str(info.value)
+
+
+# -- layouts ------------------------------------------------------------------------------------
+
+
+def test_header_comma(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "ax,ay,az\n1,2,3\n4,5,6\n-1.5,0,2e-3\n"))
+    assert isinstance(rec, CsvRecording)
+    lay = rec.layout
+    assert (lay.delimiter, lay.has_header, lay.bom, lay.line_ending) == (",", True, False, "\n")
+    assert lay.header == lay.channel_columns == ["ax", "ay", "az"]
+    assert lay.dropped_columns == [] and rec.interpolated == 0
+    assert rec.values.dtype == np.float32 and rec.values.shape == (3, 3)
+    np.testing.assert_array_equal(rec.values, np.float32([[1, 2, 3], [4, 5, 6], [-1.5, 0, 2e-3]]))
+
+
+def test_no_header_names_columns_by_position(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "0.5,2\n-0.25,3\n0.125,1\n"))
+    assert not rec.layout.has_header
+    assert rec.layout.header == rec.layout.channel_columns == ["c0", "c1"]
+    np.testing.assert_array_equal(rec.values, np.float32([[0.5, 2], [-0.25, 3], [0.125, 1]]))
+
+
+@pytest.mark.parametrize("delim", [",", ";", "\t"])
+@pytest.mark.parametrize("header", [True, False])
+def test_each_delimiter(tmp_path, delim, header):
+    lines = [delim.join(r) for r in (["3.5", "-1", "0"], ["2", "7.25", "1"], ["9", "0.5", "-2"])]
+    if header:
+        lines.insert(0, delim.join(["acc x", "acc y", "acc z"]))
+    rec = read_csv_recording(put(tmp_path, "\n".join(lines) + "\n"))
+    assert rec.layout.delimiter == delim and rec.layout.has_header == header
+    assert rec.layout.channel_columns == (
+        ["acc x", "acc y", "acc z"] if header else ["c0", "c1", "c2"]
+    )
+    np.testing.assert_array_equal(
+        rec.values, np.float32([[3.5, -1, 0], [2, 7.25, 1], [9, 0.5, -2]])
+    )
+
+
+def test_semicolon_with_commas_in_text_column(tmp_path):
+    text = "ax;note;ay\n1;a, b;2\n3;c, d;4\n5;e, f;6\n"
+    rec = read_csv_recording(put(tmp_path, text))
+    assert rec.layout.delimiter == ";"
+    assert rec.layout.channel_columns == ["ax", "ay"] and rec.layout.dropped_columns == ["note"]
+
+
+def test_tab_file_with_commas_in_text_and_excel_sep_line(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "ax\tnote\n1\ta, b\n2\tc, d\n3\te, f\n"))
+    assert rec.layout.delimiter == "\t" and rec.layout.channel_columns == ["ax"]
+    rec = read_csv_recording(put(tmp_path, "sep=;\nax;ay\n1;2\n3;4\n"))
+    assert rec.layout.delimiter == ";" and rec.layout.header == ["ax", "ay"]
+    assert "line 4" in read_error(put(tmp_path, "sep=;\nax;ay\n1;2\n3;x\n5;6\n"))
+
+
+def test_bom_crlf_whitespace_quotes_and_trailing_blank_lines(tmp_path):
+    text = ' "ax" , "ay" ,"az"\n 1 , 2 ,3\n4,  5,6 \n7,8,9\n\n\n'
+    rec = read_csv_recording(put(tmp_path, text, bom=True, crlf=True))
+    assert rec.layout.bom and rec.layout.line_ending == "\r\n"
+    assert rec.layout.header == ["ax", "ay", "az"], "no BOM or quotes left in the first name"
+    np.testing.assert_array_equal(rec.values, np.float32([[1, 2, 3], [4, 5, 6], [7, 8, 9]]))
+
+
+def test_trailing_empty_rows_and_trailing_delimiters(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "ax,ay,\n1,2,\n3,4,\n5,6,\n,,\n,,\n"))
+    assert rec.layout.channel_columns == ["ax", "ay"]
+    assert rec.layout.dropped_columns == [""], (
+        "the empty trailing column is kept aside, not a channel"
+    )
+    assert rec.values.shape == (3, 2)
+
+
+# -- timestamp, index and text columns ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["timestamp", "Time", " time_ms ", "t", "TimeStamp_UTC", "index", "frame"]
+)
+def test_named_timestamp_column_dropped(tmp_path, name):
+    rec = read_csv_recording(put(tmp_path, f"{name},ax,ay\n1000,1,2\n1020,3,4\n1040,5,6\n"))
+    assert rec.layout.channel_columns == ["ax", "ay"]
+    assert rec.layout.dropped_columns == [name.strip()]
+    assert rec.other[name.strip()].tolist() == ["1000", "1020", "1040"]
+    np.testing.assert_array_equal(rec.values, np.float32([[1, 2], [3, 4], [5, 6]]))
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        ["0.00", "0.01", "0.02", "0.03"],  # seconds at 100 Hz
+        ["0", "1", "2", "3"],  # a row index
+        ["1600000000.000", "1600000000.020", "1600000000.041", "1600000000.060"],  # jittery clock
+    ],
+)
+def test_unnamed_monotonic_first_column_dropped(tmp_path, first):
+    chans = ["1,2", "3,1", "-2,0", "4,4"]
+    text = "".join(f"{t},{c}\n" for t, c in zip(first, chans, strict=True))
+    rec = read_csv_recording(put(tmp_path, text))
+    assert rec.layout.header == ["c0", "c1", "c2"]
+    assert rec.layout.channel_columns == ["c1", "c2"] and rec.layout.dropped_columns == ["c0"]
+    assert rec.other["c0"].tolist() == first
+    np.testing.assert_array_equal(rec.values[:, 0], np.float32([1, 3, -2, 4]))
+
+
+def test_monotonic_first_column_kept_when_it_is_a_channel(tmp_path):
+    # a non-steady rise is a signal, and a lone column is never dropped as a clock
+    rec = read_csv_recording(put(tmp_path, "0.1,5\n0.2,4\n3.0,3\n3.1,2\n"))
+    assert rec.layout.channel_columns == ["c0", "c1"]
+    rec = read_csv_recording(put(tmp_path, "0\n1\n2\n3\n"))
+    assert rec.layout.channel_columns == ["c0"]
+
+
+def test_pandas_index_column_dropped(tmp_path):
+    df = pd.DataFrame({"ax": [0.5, 1.5, 2.5], "ay": [3.0, 2.0, 1.0]})
+    df.to_csv(tmp_path / "rec.csv")  # ",ax,ay" then "0,0.5,3.0" ...
+    rec = read_csv_recording(tmp_path / "rec.csv")
+    assert rec.layout.header == ["", "ax", "ay"] and rec.layout.channel_columns == ["ax", "ay"]
+    np.testing.assert_array_equal(rec.values, df.to_numpy(np.float32))
+
+
+def test_text_columns_dropped(tmp_path):
+    rows = ["2024-01-01 10:00,1,walk,2", "2024-01-01 10:01,3,walk,4", "2024-01-01 10:02,5,run,6"]
+    text = "date,ax,label,ay\n" + "\n".join(rows) + "\n"
+    rec = read_csv_recording(put(tmp_path, text))
+    assert rec.layout.channel_columns == ["ax", "ay"]
+    assert rec.layout.dropped_columns == ["date", "label"]
+    assert rec.other["label"].tolist() == ["walk", "walk", "run"]
+    # the same without a header: the text columns are still told apart from the numbers
+    rec = read_csv_recording(put(tmp_path, "\n".join(text.splitlines()[1:]) + "\n"))
+    assert not rec.layout.has_header
+    assert rec.layout.channel_columns == ["c1", "c3"] and rec.layout.dropped_columns == ["c0", "c2"]
+
+
+def test_no_numeric_columns_empty_and_short_files(tmp_path):
+    assert "no numeric channel" in read_error(put(tmp_path, "a,b\nx,y\nz,w\n"))
+    assert "empty" in read_error(put(tmp_path, "\n\n"))
+    assert "empty" in read_error(put(tmp_path, ""))
+    assert "at least 2" in read_error(put(tmp_path, "ax,ay\n1,2\n"))
+    assert "at least 2" in read_error(put(tmp_path, "ax,ay\n"))
+    assert "no numeric channel" in read_error(put(tmp_path, "time,ax\n0,\n1,\n2,\n"))
+
+
+# -- missing values -----------------------------------------------------------------------------
+
+
+def test_short_gaps_interpolated_exactly(tmp_path):
+    ax = ["NA", "2", "", "NaN", "5", "null", "7", "nan", "9", "10", "11"]
+    ay = ["0", "1", "0", "1", "0", "1", "0", "1", "0", "3", "NaN"]
+    text = "ax,ay\n" + "".join(f"{a},{b}\n" for a, b in zip(ax, ay, strict=True))
+    rec = read_csv_recording(put(tmp_path, text))
+    np.testing.assert_array_equal(rec.values[:, 0], np.float32([2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]))
+    np.testing.assert_array_equal(rec.values[:, 1], np.float32([0, 1, 0, 1, 0, 1, 0, 1, 0, 3, 3]))
+    assert rec.interpolated == 6
+    ramp = read_csv_recording(
+        put(tmp_path, "ax,ay\n0,1\n,1\n,1\n,1\n1,1\n2,1\n3,1\n", name="r.csv")
+    )
+    np.testing.assert_array_equal(ramp.values[:, 0], np.float32([0, 0.25, 0.5, 0.75, 1, 2, 3]))
+
+
+def test_too_long_gap_names_file_column_and_line(tmp_path):
+    rows = ["1,0", "2,0", ",0", ",0", ",0", "6,0", "7,0", "8,0", "9,0", "10,0"]
+    path = put(tmp_path, "ax,ay\n" + "\n".join(rows) + "\n", name="walk_03.csv")
+    msg = read_error(path, max_gap=2)
+    assert "walk_03.csv" in msg and "line 4" in msg and "'ax'" in msg
+    assert read_csv_recording(path, max_gap=3).values[3, 0] == np.float32(4)
+
+
+def test_too_many_missing_cells(tmp_path):
+    path = put(tmp_path, "ax,ay\n1,1\n,2\n3,3\n,4\n5,5\n,6\n7,7\n,8\n", name="sparse.csv")
+    msg = read_error(path, max_missing=0.25)
+    assert "sparse.csv" in msg and "'ax'" in msg and "line 3" in msg
+    assert read_csv_recording(path).interpolated == 4
+
+
+def test_inf_and_junk_cells_name_the_line(tmp_path):
+    msg = read_error(put(tmp_path, "ax,ay\n1,2\n3,inf\n5,6\n", name="inf.csv"))
+    assert "inf.csv" in msg and "line 3" in msg and "'ay'" in msg and "infinite" in msg
+    assert "line 2" in read_error(put(tmp_path, "ax,ay\n1,-Infinity\n3,4\n5,6\n"))
+    assert "too large" in read_error(put(tmp_path, "ax,ay\n1,2\n1e39,4\n5,6\n"))
+    for junk in ("abc", "1.2.3"):
+        msg = read_error(put(tmp_path, f"ax,ay\n1,2\n3,4\n\n5,{junk}\n7,8\n", name="junk.csv"))
+        assert "junk.csv" in msg and "line 5" in msg and repr(junk) in msg, (
+            "blank lines still count"
+        )
+
+
+def test_decimal_comma_gets_a_hint(tmp_path):
+    assert "decimal" in read_error(put(tmp_path, "ax;ay\n1,5;2\n3;4,25\n5;6\n"))
+
+
+def test_ragged_short_row_interpolated(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "ax,ay,az\n1,2,3\n4,5\n7,8,9\n"))
+    np.testing.assert_array_equal(rec.values, np.float32([[1, 2, 3], [4, 5, 6], [7, 8, 9]]))
+    assert rec.interpolated == 1
+
+
+def test_ragged_long_row_is_an_error(tmp_path):
+    msg = read_error(put(tmp_path, "ax,ay\n1,2\n3,4\n5,6,7\n8,9\n", name="long.csv"))
+    assert "long.csv" in msg and "line 4" in msg
+    msg = read_error(put(tmp_path, "1,2\n3,4\n5,6,7\n8,9\n", name="long.csv"))
+    assert "line 3" in msg
+
+
+# -- choosing columns ---------------------------------------------------------------------------
+
+
+def test_columns_override(tmp_path):
+    path = put(tmp_path, "time,ax,ay,az\n0,1,2,3\n1,4,5,6\n2,7,8,9\n")
+    rec = read_csv_recording(path, columns=["az", "ax"])
+    assert rec.layout.channel_columns == ["az", "ax"]
+    assert rec.layout.dropped_columns == ["time", "ay"]
+    np.testing.assert_array_equal(rec.values, np.float32([[3, 1], [6, 4], [9, 7]]))
+    assert read_csv_recording(path, columns=["AY"]).layout.channel_columns == ["ay"]
+    assert read_csv_recording(path, columns="az, ax").layout.channel_columns == ["az", "ax"]
+
+    msg = read_error(path, columns=["ax", "gx"])
+    assert "'gx'" in msg and all(name in msg for name in ("'time'", "'ax'", "'ay'", "'az'"))
+    assert "twice" in read_error(path, columns=["ax", "ax"])
+
+
+def test_columns_override_without_header(tmp_path):
+    path = put(tmp_path, "0,1,2\n1,4,5\n2,7,8\n")
+    assert read_csv_recording(path).layout.channel_columns == ["c1", "c2"]
+    rec = read_csv_recording(path, columns=["2", "c0"])
+    assert rec.layout.channel_columns == ["c2", "c0"]
+    np.testing.assert_array_equal(rec.values, np.float32([[2, 0], [5, 1], [8, 2]]))
+    assert "c3" in read_error(path, columns=["c3"])
+
+
+# -- writing back -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "bom", "crlf"),
+    [
+        (
+            "timestamp;ax;ay;label\n0.00;1;-2.5;walk\n0.02;0.1;3;walk\n0.04;7;0.001;run\n",
+            True,
+            True,
+        ),
+        ("ax\tay\n1\t2\n3\t4\n5\t6\n", False, False),
+        ("0,0.5,1\n1,0.25,2\n2,-1,3\n", False, True),
+        (",ax,ay\n0,1.5,2\n1,2.5,3\n2,3.5,4\n", False, False),
+    ],
+)
+def test_round_trip_is_identical(tmp_path, text, bom, crlf):
+    src = put(tmp_path, text, bom=bom, crlf=crlf)
+    rec = read_csv_recording(src)
+    dst = tmp_path / "out" / "view.csv"
+    write_csv_like(rec, rec.values, dst)
+    again = read_csv_recording(dst)
+    np.testing.assert_array_equal(again.values, rec.values)
+    assert again.layout == rec.layout
+    assert again.other.equals(rec.other)
+    assert dst.read_bytes() == src.read_bytes(), "a plainly written file comes back byte for byte"
+
+
+def test_round_trip_of_arbitrary_float32(tmp_path):
+    rng = np.random.default_rng(0)
+    rec = read_csv_recording(put(tmp_path, "ax,ay,az\n1,2,3\n4,5,6\n7,8,9\n"))
+    view = np.concatenate([rng.standard_normal((3, 3)), rng.standard_normal((3, 3)) * 1e-7])
+    view = (view * [1, 1e6, 1e-30]).astype(np.float32)
+    view[0, 0] = np.float32(16777217.0)
+    rec2 = CsvRecording(rec.path, rec.layout, view, rec.other.reindex(range(6)), 0)
+    write_csv_like(rec2, view, tmp_path / "v.csv")
+    np.testing.assert_array_equal(read_csv_recording(tmp_path / "v.csv").values, view)
+
+
+def test_window_carries_its_timestamps(tmp_path):
+    rows = [f"{i * 0.01:.2f},{i},{-i},{'walk' if i < 5 else 'run'}" for i in range(8)]
+    src = put(tmp_path, "time,ax,ay,label\n" + "\n".join(rows) + "\n")
+    rec = read_csv_recording(src)
+    window = rec.values[3:6] * 2
+    dst = tmp_path / "w.csv"
+    write_csv_like(rec, window, dst, start=3)
+    assert dst.read_text().splitlines() == [
+        "time,ax,ay,label",
+        "0.03,6,-6,walk",
+        "0.04,8,-8,walk",
+        "0.05,10,-10,run",
+    ]
+    back = read_csv_recording(dst)
+    np.testing.assert_array_equal(back.values, window)
+    assert back.other["time"].tolist() == ["0.03", "0.04", "0.05"]
+
+
+def test_write_refuses_bad_views(tmp_path):
+    rec = read_csv_recording(put(tmp_path, "ax,ay\n1,2\n3,4\n5,6\n"))
+    with pytest.raises(DataError, match="shape"):
+        write_csv_like(rec, np.zeros((2, 3)), tmp_path / "a.csv")
+    with pytest.raises(DataError, match="outside"):
+        write_csv_like(rec, np.zeros((2, 2)), tmp_path / "a.csv", start=2)
+    bad = np.zeros((2, 2), dtype=np.float32)
+    bad[1, 0] = np.nan
+    with pytest.raises(DataError, match="not finite"):
+        write_csv_like(rec, bad, tmp_path / "a.csv")
+    assert not (tmp_path / "a.csv").exists()

@@ -1,0 +1,392 @@
+"""Audio folders: whatever libsndfile reads, mixed to mono, resampled, cut to one length.
+
+Loading (once per run, in parallel): mono mix; resampling to `--sample-rate` (default 16 kHz)
+with soxr; every clip centre-cropped or zero-padded to `--clip-seconds` (default: the median
+duration). Empty, header-only, truncated, NaN/inf-holding, silent and absurdly long files are
+skipped with a warning that names them. Mixed sample rates and channel counts are normal.
+
+Two view spaces:
+- `spectrogram` (the paper's route): the 2-D viewmaker perturbs the normalised log-mel
+  spectrogram (64 bands, 25 ms windows, 10 ms hop; per-band mean/std from the training data);
+  ε is in those normalised units. `vm augment` writes log-mel arrays (.npy) and, with
+  `--to-wav`, an approximate waveform (Griffin-Lim).
+- `waveform`: the 1-D viewmaker perturbs the waveform (scaled by the dataset's RMS, so ε is
+  relative to typical loudness); the encoder sees the normalised log-mel of the perturbed
+  waveform, so views are real audio and `vm augment` writes audio files.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch import Tensor
+
+from vmcli import preview as pv
+from vmcli.console import info
+from vmcli.data.base import (
+    FileSample,
+    Handcrafted,
+    Item,
+    LoadOptions,
+    Modality,
+    TensorData,
+    ViewSpace,
+    report_skipped,
+)
+from vmcli.errors import ConfigError, DataError
+from vmcli.runs import atomic_write
+from vmcli.spectral import LogMel, griffin_lim
+from vmcli.views import audio_views
+
+DEFAULT_RATE = 16_000
+N_MELS = 64
+SILENCE_PEAK = 1e-5
+MIN_SECONDS, MAX_DEFAULT_SECONDS = 0.1, 30.0
+
+
+class _LogMelNormalised(ViewSpace):
+    """Shared by both audio spaces: log-mel of a waveform, z-scored per band."""
+
+    encoder_dims = 2
+
+    def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
+        super().__init__(meta, stats)
+        self.frontend = LogMel(int(meta["sample_rate"]), int(meta.get("n_mels", N_MELS)))
+        n = self.frontend.n_mels
+        self.register_buffer(
+            "mel_mean",
+            torch.tensor(self.stats.get("mel_mean", [0.0] * n)).view(1, 1, n, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "mel_std",
+            torch.tensor(self.stats.get("mel_std", [1.0] * n)).view(1, 1, n, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "wav_rms", torch.tensor(float(self.stats.get("wav_rms", 1.0))), persistent=False
+        )
+
+    def fit(self, raw: Tensor) -> dict[str, Any]:
+        s, s2, count = 0.0, 0.0, 0
+        sq = 0.0
+        with torch.no_grad():
+            for i in range(0, len(raw), 256):
+                chunk = raw[i : i + 256].float()
+                sq += float(chunk.square().sum())
+                mel = self.frontend(chunk)
+                s = s + mel.sum(dim=(0, 1, 3))
+                s2 = s2 + mel.square().sum(dim=(0, 1, 3))
+                count += mel.shape[0] * mel.shape[3]
+        mean = s / count
+        std = (s2 / count - mean.square()).clamp_min(1e-6).sqrt()
+        rms = max((sq / raw.numel()) ** 0.5, 1e-6)
+        self.stats = {"mel_mean": mean.tolist(), "mel_std": std.tolist(), "wav_rms": rms}
+        self.mel_mean.copy_(mean.view(self.mel_mean.shape))
+        self.mel_std.copy_(std.view(self.mel_std.shape))
+        self.wav_rms.fill_(rms)
+        return self.stats
+
+    def normalised_log_mel(self, wav: Tensor) -> Tensor:
+        return (self.frontend(wav) - self.mel_mean) / self.mel_std
+
+    def log_mel(self, view: Tensor) -> Tensor:
+        """A view as plain log-mel (natural log of mel power): what previews and .npy files show."""
+        return self.to_encoder(view) * self.mel_std + self.mel_mean
+
+
+class LogMelSpace(_LogMelNormalised):
+    name = "spectrogram"
+    dims = 2
+    channels = 1
+    invertible = False
+
+    def to_view(self, raw: Tensor) -> Tensor:
+        return self.normalised_log_mel(raw)
+
+    def from_view(self, view: Tensor) -> Tensor:
+        return view * self.mel_std + self.mel_mean
+
+
+class WaveformSpace(_LogMelNormalised):
+    name = "waveform"
+    dims = 1
+    channels = 1
+    invertible = True
+
+    def to_view(self, raw: Tensor) -> Tensor:
+        return raw.float() / self.wav_rms
+
+    def to_encoder(self, view: Tensor) -> Tensor:
+        return self.normalised_log_mel(view * self.wav_rms)
+
+    def from_view(self, view: Tensor) -> Tensor:
+        return view * self.wav_rms
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int, int] | str:
+    """(mono float32 at `rate`, original rate, original channels) or the reason to skip."""
+    try:
+        meta = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
+        return f"cannot be read as audio ({e})"
+    if meta.frames <= 0 or meta.samplerate <= 0:
+        return "holds no audio samples (empty or header only)"
+    truncated = [line.strip() for line in meta.extra_info.splitlines() if "(should be" in line]
+    if truncated:  # libsndfile notices chunk sizes larger than the file: an incomplete copy
+        return f"is truncated (header vs file: {'; '.join(truncated)})"
+    if meta.duration > max_seconds:
+        return f"is {meta.duration:.0f} s long (over {max_seconds:.0f} s); cut long recordings into clips first"
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        return f"cannot be decoded ({e})"
+    if len(data) == 0:
+        return "holds no audio samples (empty or header only)"
+    if not np.isfinite(data).all():
+        return "holds NaN or infinite samples"
+    mono = _mono(data)
+    if float(np.abs(mono).max()) < SILENCE_PEAK:
+        return "is silent (peak below 1e-5)"
+    if sr != rate:
+        mono = soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32)
+    return mono, sr, meta.channels
+
+
+def fit_length(wav: np.ndarray, length: int) -> np.ndarray:
+    """Centre-crop or zero-pad (both ends evenly) to `length` samples."""
+    n = len(wav)
+    if n >= length:
+        start = (n - length) // 2
+        return wav[start : start + length]
+    out = np.zeros(length, dtype=np.float32)
+    start = (length - n) // 2
+    out[start : start + n] = wav
+    return out
+
+
+class AudioModality(Modality):
+    name = "audio"
+    extensions = frozenset(
+        {
+            "wav",
+            "wave",
+            "flac",
+            "ogg",
+            "oga",
+            "opus",
+            "mp3",
+            "aif",
+            "aiff",
+            "aifc",
+            "au",
+            "snd",
+            "w64",
+            "caf",
+            "rf64",
+        }
+    )
+    view_spaces = ("spectrogram", "waveform")
+    default_batch_size = 128
+    output_suffix = {"spectrogram": ".npy"}
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return (
+            (head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE")
+            or head.startswith(b"fLaC")
+            or head.startswith(b"OggS")
+            or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))
+            or head.startswith(b".snd")
+            or head.startswith(b"ID3")
+            or head.startswith(b"caff")
+            or head.startswith(b"riff\x2e\x91\xcf\x11")  # W64
+            or (
+                len(head) > 1
+                and head[0] == 0xFF
+                and (head[1] & 0xE0) == 0xE0
+                and path.suffix.lower() == ".mp3"
+            )
+        )
+
+    def load(
+        self,
+        root: Path,
+        items: list[Item],
+        options: LoadOptions,
+        meta: dict[str, Any] | None = None,
+    ) -> TensorData:
+        rate = int(meta["sample_rate"]) if meta else int(options.sample_rate or DEFAULT_RATE)
+        if rate < 1000:
+            raise ConfigError(f"--sample-rate {rate} Hz is too low for audio (use ≥ 1000)")
+        paths = [root / it.path for it in items]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            decoded = list(pool.map(lambda p: _decode(p, rate, options.max_clip_seconds), paths))
+        skipped: list[tuple[Path, str]] = []
+        kept_items, waves, rates = [], [], set()
+        for it, path, d in zip(items, paths, decoded, strict=True):
+            if isinstance(d, str):
+                skipped.append((path, d))
+            else:
+                kept_items.append(it)
+                waves.append(d[0])
+                rates.add(d[1])
+        report_skipped(skipped, len(items), "audio")
+        if not waves:
+            raise DataError(f"{root}: none of the {len(items)} audio files could be used")
+        lengths = np.array([len(w) for w in waves])
+        if meta is not None:
+            length = int(meta["clip_samples"])
+        else:
+            if options.clip_seconds is not None:
+                if options.clip_seconds < MIN_SECONDS:
+                    raise ConfigError(
+                        f"--clip-seconds {options.clip_seconds} is too short (use ≥ {MIN_SECONDS})"
+                    )
+                length = int(round(options.clip_seconds * rate))
+                how = "--clip-seconds"
+            else:
+                median = float(np.median(lengths)) / rate
+                seconds = float(np.clip(median, MIN_SECONDS, MAX_DEFAULT_SECONDS))
+                length = int(round(seconds * rate))
+                how = "the median duration" + (
+                    "" if seconds == median else f" {median:.2f} s, clamped"
+                )
+            longer, shorter = int((lengths > length).sum()), int((lengths < length).sum())
+            info(
+                f"audio: {len(waves)} clips at {rate} Hz (source rates: {', '.join(str(r) for r in sorted(rates))}); "
+                f"clip length {length / rate:.2f} s ({how}); {longer} centre-cropped, {shorter} zero-padded; "
+                "set --clip-seconds / --sample-rate to change"
+            )
+        x = torch.from_numpy(np.stack([fit_length(w, length) for w in waves]))[
+            :, None, :
+        ]  # N × 1 × T
+        return TensorData(
+            x, kept_items, {"sample_rate": rate, "clip_samples": length, "n_mels": N_MELS}, skipped
+        )
+
+    def build_space(
+        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
+    ) -> ViewSpace:
+        if name == "waveform":
+            return WaveformSpace(meta, stats)
+        if name == "spectrogram":
+            return LogMelSpace(meta, stats)
+        raise ConfigError(f"audio has view spaces {', '.join(self.view_spaces)}; got {name!r}")
+
+    def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
+        return audio_views
+
+    # -- augment ------------------------------------------------------------------------------
+    def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
+        rate = int(meta["sample_rate"])
+        decoded = _decode(path, rate, options.max_clip_seconds)
+        if isinstance(decoded, str):
+            raise DataError(f"{path}: {decoded}")
+        mono, source_rate, _ = decoded
+        original, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        info_ = sf.info(str(path))
+        return FileSample(
+            torch.from_numpy(mono.copy())[None, None],
+            {
+                "rate": rate,
+                "source_rate": source_rate,
+                "original": original,
+                "format": info_.format,
+                "subtype": info_.subtype,
+            },
+        )
+
+    def output_path(self, rel: Path, view_space: str) -> Path:
+        return (
+            rel.with_suffix(self.output_suffix[view_space])
+            if view_space in self.output_suffix
+            else rel
+        )
+
+    def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
+        ctx = sample.context
+        if dst.suffix == ".npy":  # spectrogram space: the view's log-mel (n_mels × frames)
+            log_mel = raw[0, 0].float().cpu()
+            np.save(dst, log_mel.numpy())
+            if ctx.get("to_wav"):
+                frontend = LogMel(int(ctx["rate"]), log_mel.shape[0])
+                wav = griffin_lim(log_mel, frontend).numpy()
+                peak = max(1.0, float(np.abs(wav).max()))
+                sf.write(
+                    str(dst.with_suffix(".wav")), wav / peak, int(ctx["rate"]), subtype="PCM_16"
+                )
+            return
+        # waveform space: add the perturbation (resampled to the file's rate) to every channel,
+        # so stereo stays stereo and content above the model's band is kept.
+        view = raw[0, 0].float().cpu().numpy()
+        mono = sample.raw[0, 0].numpy()
+        delta = view - mono
+        if ctx["source_rate"] != ctx["rate"]:
+            delta = soxr.resample(delta, ctx["rate"], ctx["source_rate"], quality="HQ")
+        original = ctx["original"]
+        n = len(original)
+        delta = np.pad(delta, (0, max(0, n - len(delta))))[:n]
+        out = original + delta[:, None].astype(np.float32)
+        subtype = ctx["subtype"] if ctx["subtype"] in sf.available_subtypes(ctx["format"]) else None
+        if subtype and subtype.startswith("PCM"):
+            out = np.clip(out, -1.0, 1.0)
+        fmt = ctx["format"] if ctx["format"] in sf.available_formats() else "WAV"
+        sf.write(str(dst), out, int(ctx["source_rate"]), format=fmt, subtype=subtype)
+
+    # -- preview ------------------------------------------------------------------------------
+    def preview(
+        self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path
+    ) -> list[Path]:
+        """preview.png (log-mel of original | views | δ) and preview_audio/*.wav to listen to."""
+        assert isinstance(space, _LogMelNormalised)
+        with torch.no_grad():
+            original = space.log_mel(space.to_view(raw))
+            shown = [space.log_mel(v) for v in views]
+            lo, hi = float(original.min()), float(original.max())
+            rows = []
+            for i in range(raw.shape[0]):
+                row = [pv.upscale(pv.colormap(original[i, 0].flip(0).numpy(), lo, hi), 64)]
+                row += [pv.upscale(pv.colormap(v[i, 0].flip(0).numpy(), lo, hi), 64) for v in shown]
+                if deltas:
+                    d = deltas[0][i : i + 1]
+                    if space.dims == 1:  # waveform δ: show the perturbation's own spectrogram
+                        tile = pv.colormap(space.frontend(d * space.wav_rms)[0, 0].flip(0).numpy())
+                    else:
+                        tile = pv.diverging(d[0, 0].flip(0).numpy())
+                    row.append(pv.upscale(tile, 64))
+                rows.append(row)
+        labels = (
+            ["original"]
+            + [f"view {k + 1}" for k in range(len(views))]
+            + (["delta"] if deltas else [])
+        )
+        paths = [pv.save_png(pv.grid(rows, labels), dst)]
+        folder = dst.parent / "preview_audio"
+        folder.mkdir(exist_ok=True)
+        rate = int(space.meta["sample_rate"])
+        for i in range(min(3, raw.shape[0])):
+            clips = {"original": raw[i, 0].numpy()}
+            for k, v in enumerate(views[:2]):
+                if space.invertible:
+                    clips[f"view{k + 1}"] = space.from_view(v[i : i + 1])[0, 0].numpy()
+                else:
+                    clips[f"view{k + 1}_approx"] = griffin_lim(
+                        space.from_view(v[i : i + 1])[0, 0], space.frontend
+                    ).numpy()
+            for name, wav in clips.items():
+                target = folder / f"sample{i}_{name}.wav"
+                peak = max(1.0, float(np.abs(wav).max()))
+                with atomic_write(target) as tmp:
+                    sf.write(str(tmp), wav / peak, rate, format="WAV", subtype="PCM_16")
+                paths.append(target)
+        return paths

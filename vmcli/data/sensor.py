@@ -1,0 +1,350 @@
+"""Wearable-sensor CSV folders: one file per window, or long recordings cut into windows.
+
+Reading a file (header or not, comma/semicolon/tab, BOM, CRLF, timestamp columns, short gaps
+of missing values) is `csvread`'s job; this module makes a dataset of the files:
+- every window must share one channel set: files with other columns are skipped by name, and
+  if most files disagree it is an error that lists the column sets (use `--columns`);
+- without `--stride`, one file is one window, centre-cropped or edge-padded to `--window`
+  rows (default: the median length); with `--window N --stride M`, each file is a recording
+  cut into windows of N rows every M rows (labels still come from class folders);
+- per-channel mean/std are computed on the training data and stored in the run.
+
+Two view spaces:
+- `signal`: the 1-D viewmaker perturbs the per-channel z-scored window; a 1-D encoder reads it.
+  `vm augment` writes CSVs with the input's header, delimiter, timestamps and units.
+- `spectrogram` (the paper's PAMAP2 route): per-channel log spectrograms stacked as channels,
+  the 2-D viewmaker and a 2-D encoder on them; `vm augment` writes the perturbed spectrograms
+  as .npy arrays (channels × frequency bins × frames, natural-log power).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vmcli import preview as pv
+from vmcli.console import info, warn
+from vmcli.data.base import (
+    FileSample,
+    Handcrafted,
+    Item,
+    LoadOptions,
+    Modality,
+    TensorData,
+    ViewSpace,
+    report_skipped,
+)
+from vmcli.data.csvread import CsvRecording, read_csv_recording, write_csv_like
+from vmcli.errors import ConfigError, DataError
+from vmcli.spectral import LogSpectrogram
+from vmcli.views import sensor_views
+
+MIN_WINDOW = 8
+
+
+class SignalSpace(ViewSpace):
+    """Per-channel z-scored windows; ε is in channel standard deviations."""
+
+    name = "signal"
+    dims = 1
+    encoder_dims = 1
+    invertible = True
+
+    def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
+        super().__init__(meta, stats)
+        self.channels = len(meta["columns"])
+        c = self.channels
+        self.register_buffer(
+            "mean", torch.tensor(self.stats.get("mean", [0.0] * c)).view(1, c, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(self.stats.get("std", [1.0] * c)).view(1, c, 1), persistent=False
+        )
+
+    def fit(self, raw: Tensor) -> dict[str, Any]:
+        mean = raw.float().mean(dim=(0, 2))
+        std = raw.float().std(dim=(0, 2)).clamp_min(1e-6)
+        self.stats = {"mean": mean.tolist(), "std": std.tolist()}
+        self.mean.copy_(mean.view(self.mean.shape))
+        self.std.copy_(std.view(self.std.shape))
+        return self.stats
+
+    def to_view(self, raw: Tensor) -> Tensor:
+        return (raw.float() - self.mean) / self.std
+
+    def from_view(self, view: Tensor) -> Tensor:
+        return view * self.std + self.mean
+
+
+def spectrogram_params(window: int) -> tuple[int, int]:
+    """(n_fft, hop) giving about 32 frequency bins and 32 frames (the paper used 32 × 32)."""
+    n_fft = max(4, min(62, 2 * (window // 4)))
+    return n_fft, max(1, window // 32)
+
+
+class SensorSpectrogramSpace(SignalSpace):
+    """Per-channel log spectrograms of the z-scored signal, z-scored per (channel, bin)."""
+
+    name = "spectrogram"
+    dims = 2
+    encoder_dims = 2
+    invertible = False
+
+    def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
+        super().__init__(meta, stats)
+        n_fft, hop = spectrogram_params(int(meta["window"]))
+        self.frontend = LogSpectrogram(n_fft, hop)
+        shape = (1, self.channels, n_fft // 2 + 1, 1)
+        self.register_buffer(
+            "spec_mean",
+            torch.tensor(self.stats.get("spec_mean", np.zeros(shape[1:3]).tolist())).view(shape),
+            persistent=False,
+        )
+        self.register_buffer(
+            "spec_std",
+            torch.tensor(self.stats.get("spec_std", np.ones(shape[1:3]).tolist())).view(shape),
+            persistent=False,
+        )
+
+    def fit(self, raw: Tensor) -> dict[str, Any]:
+        super().fit(raw)
+        spec = torch.cat(
+            [
+                self.frontend(super(SensorSpectrogramSpace, self).to_view(raw[i : i + 512]))
+                for i in range(0, len(raw), 512)
+            ]
+        )
+        mean, std = spec.mean(dim=(0, 3)), spec.std(dim=(0, 3)).clamp_min(1e-6)
+        self.stats.update({"spec_mean": mean.tolist(), "spec_std": std.tolist()})
+        self.spec_mean.copy_(mean.view(self.spec_mean.shape))
+        self.spec_std.copy_(std.view(self.spec_std.shape))
+        return self.stats
+
+    def to_view(self, raw: Tensor) -> Tensor:
+        return (self.frontend(super().to_view(raw)) - self.spec_mean) / self.spec_std
+
+    def from_view(self, view: Tensor) -> Tensor:
+        return view * self.spec_std + self.spec_mean
+
+
+def _fit_window(values: np.ndarray, window: int) -> np.ndarray:
+    """T × C → window × C: centre crop, or pad by repeating the edge rows (a zero would be a
+    fake reading in sensor units; the edge value is the least surprising one)."""
+    t = len(values)
+    if t >= window:
+        start = (t - window) // 2
+        return values[start : start + window]
+    before = (window - t) // 2
+    return np.pad(values, ((before, window - t - before), (0, 0)), mode="edge")
+
+
+class SensorModality(Modality):
+    name = "sensor"
+    extensions = frozenset({"csv", "tsv"})
+    has_magic = False
+    view_spaces = ("signal", "spectrogram")
+    default_batch_size = 128
+    output_suffix = {"spectrogram": ".npy"}
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return b"\x00" not in head
+
+    def _read(self, path: Path, columns: list[str] | None) -> CsvRecording | str:
+        try:
+            return read_csv_recording(path, columns=columns)
+        except DataError as e:  # csvread names the file first; keep the rest as the reason
+            return str(e).removeprefix(str(path)).lstrip(":, ")
+
+    def load(
+        self,
+        root: Path,
+        items: list[Item],
+        options: LoadOptions,
+        meta: dict[str, Any] | None = None,
+    ) -> TensorData:
+        columns = list(meta["columns"]) if meta else options.columns
+        paths = [root / it.path for it in items]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            recs = list(pool.map(lambda p: self._read(p, columns), paths))
+        skipped: list[tuple[Path, str]] = [
+            (p, r) for p, r in zip(paths, recs, strict=True) if isinstance(r, str)
+        ]
+        good = [(it, r) for it, r in zip(items, recs, strict=True) if not isinstance(r, str)]
+        if not good:
+            report_skipped(skipped, len(items), "CSV")
+            raise DataError(f"{root}: none of the {len(items)} CSV files could be used")
+        sets = Counter(tuple(r.layout.channel_columns) for _, r in good)
+        chosen, count = sets.most_common(1)[0]
+        if len(sets) > 1:
+            if count <= len(good) / 2:
+                listing = "; ".join(
+                    f"{n} files: {','.join(cols)}" for cols, n in sets.most_common(5)
+                )
+                raise DataError(
+                    f"{root}: the CSV files disagree on their channels ({listing}); choose with --columns"
+                )
+            for _, r in good:
+                if tuple(r.layout.channel_columns) != chosen:
+                    skipped.append(
+                        (
+                            r.path,
+                            f"has channels {','.join(r.layout.channel_columns)}, not {','.join(chosen)}",
+                        )
+                    )
+            good = [(it, r) for it, r in good if tuple(r.layout.channel_columns) == chosen]
+        report_skipped(skipped, len(items), "CSV")
+
+        stride = (meta or {}).get("stride") if meta else options.stride
+        window = int(meta["window"]) if meta else options.window
+        lengths = np.array([len(r.values) for _, r in good])
+        out_items, windows = [], []
+        if stride is not None:
+            if window is None:
+                raise ConfigError("--stride cuts long recordings into windows: give --window too")
+            if stride < 1:
+                raise ConfigError("--stride must be at least 1")
+            short = 0
+            for it, r in good:
+                starts = range(0, len(r.values) - window + 1, stride)
+                short += len(starts) == 0
+                for s in starts:
+                    out_items.append(Item(it.path, it.split, it.label, offset=s))
+                    windows.append(r.values[s : s + window])
+            if short:
+                warn(f"{short} recording(s) shorter than --window {window} gave no windows")
+            if not meta:
+                info(
+                    f"sensor: cut {len(good)} recordings into {len(windows)} windows of {window} rows every {stride} rows"
+                )
+        else:
+            if window is None:
+                window = int(np.median(lengths))
+                how = "the median length"
+            else:
+                how = "--window"
+            if not meta:
+                longer, shorter = int((lengths > window).sum()), int((lengths < window).sum())
+                info(
+                    f"sensor: {len(good)} windows × {len(chosen)} channels ({', '.join(chosen)}); window {window} rows "
+                    f"({how}); {longer} centre-cropped, {shorter} edge-padded; set --window to change"
+                )
+            for it, r in good:
+                out_items.append(it)
+                windows.append(_fit_window(r.values, window))
+        if window < MIN_WINDOW:
+            raise DataError(f"{root}: windows of {window} rows are too short (need ≥ {MIN_WINDOW})")
+        if not windows:
+            raise DataError(f"{root}: no windows of {window} rows could be cut")
+        x = (
+            torch.from_numpy(np.stack(windows).astype(np.float32)).permute(0, 2, 1).contiguous()
+        )  # N × C × T
+        return TensorData(
+            x,
+            out_items,
+            {"columns": list(chosen), "window": int(window), "stride": stride},
+            skipped,
+        )
+
+    def build_space(
+        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
+    ) -> ViewSpace:
+        if name == "signal":
+            return SignalSpace(meta, stats)
+        if name == "spectrogram":
+            return SensorSpectrogramSpace(meta, stats)
+        raise ConfigError(
+            f"sensor data has view spaces {', '.join(self.view_spaces)}; got {name!r}"
+        )
+
+    def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
+        return sensor_views
+
+    def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
+        x = data.x.float()
+        z = (x - x.mean(dim=(0, 2), keepdim=True)) / x.std(dim=(0, 2), keepdim=True).clamp_min(1e-6)
+        stats = torch.cat([x.mean(2), x.std(2), x.amin(2), x.amax(2)], dim=1)
+        return {"raw windows": z.flatten(1), "channel mean/std/min/max": stats}
+
+    # -- augment ------------------------------------------------------------------------------
+    def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
+        rec = read_csv_recording(path, columns=list(meta["columns"]))
+        if len(rec.values) < MIN_WINDOW:
+            raise DataError(f"{path}: only {len(rec.values)} rows; need at least {MIN_WINDOW}")
+        raw = torch.from_numpy(rec.values.astype(np.float32).T.copy())[None]  # 1 × C × T
+        return FileSample(raw, {"recording": rec})
+
+    def output_path(self, rel: Path, view_space: str) -> Path:
+        return (
+            rel.with_suffix(self.output_suffix[view_space])
+            if view_space in self.output_suffix
+            else rel
+        )
+
+    def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
+        if dst.suffix == ".npy":
+            np.save(dst, raw[0].float().cpu().numpy())
+            return
+        write_csv_like(sample.context["recording"], raw[0].float().cpu().numpy().T, dst)
+
+    # -- preview ------------------------------------------------------------------------------
+    def preview(
+        self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path
+    ) -> list[Path]:
+        """Line plots per channel (signal space) or stacked spectrograms (spectrogram space)."""
+        with torch.no_grad():
+            original = space.to_view(raw)
+        rows = []
+        for i in range(raw.shape[0]):
+            if space.dims == 1:
+                limits = (float(original[i].min()) - 0.5, float(original[i].max()) + 0.5)
+                row = [_channel_plots(original[i], None, limits)]
+                row += [_channel_plots(original[i], v[i], limits) for v in views]
+                if deltas:
+                    row.append(_channel_plots(None, deltas[0][i], None, colour=(178, 24, 43)))
+            else:
+                lo, hi = float(original[i].min()), float(original[i].max())
+                row = [_stack_spectrograms(original[i], lo, hi)] + [
+                    _stack_spectrograms(v[i], lo, hi) for v in views
+                ]
+                if deltas:
+                    row.append(
+                        np.concatenate(
+                            [pv.upscale(pv.diverging(d.flip(0).numpy()), 64) for d in deltas[0][i]],
+                            axis=0,
+                        )
+                    )
+            rows.append(row)
+        labels = (
+            ["original"]
+            + [f"view {k + 1}" for k in range(len(views))]
+            + (["delta"] if deltas else [])
+        )
+        return [pv.save_png(pv.grid(rows, labels), dst)]
+
+
+def _channel_plots(
+    base: Tensor | None, view: Tensor | None, limits, colour=(33, 102, 172)
+) -> np.ndarray:
+    """One tile: a small line plot per channel; the original in grey under the view."""
+    channels = (base if base is not None else view).shape[0]
+    plots = []
+    for ch in range(channels):
+        series = []
+        if base is not None:
+            series.append((base[ch].numpy(), (150, 150, 150) if view is not None else (0, 0, 0)))
+        if view is not None:
+            series.append((view[ch].float().numpy(), colour))
+        plots.append(pv.line_plot(series, size=(200, 36), limits=limits))
+    return np.concatenate(plots, axis=0)
+
+
+def _stack_spectrograms(spec: Tensor, lo: float, hi: float) -> np.ndarray:
+    return np.concatenate(
+        [pv.upscale(pv.colormap(s.flip(0).float().numpy(), lo, hi), 64) for s in spec], axis=0
+    )
