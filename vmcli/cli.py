@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,19 @@ RunsOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
+
+
+def _without_devices(argv: list[str]) -> list[str]:
+    """argv minus `--devices N` / `--devices=N` (the relaunched processes are the devices)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            out.append(arg)
+    return out
 
 
 def handle_errors(fn: F) -> F:
@@ -182,6 +196,12 @@ def train(
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
+    devices: Annotated[
+        int,
+        typer.Option(
+            help="Processes for data-parallel training (GPUs, or CPU processes); re-launches under torchrun. --batch-size is the global batch."
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -197,6 +217,10 @@ def train(
 
     if data is None and resume is None:
         raise ConfigError("give a DATA folder to train on, or --resume RUN")
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        from vmcli.distributed import launch
+
+        raise typer.Exit(launch(devices, _without_devices(sys.argv[1:])))
     load = LoadOptions(
         image_size=image_size,
         sample_rate=sample_rate,
@@ -224,6 +248,10 @@ def train(
         load=load,
     )
     summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
+    from vmcli.distributed import world_from_env
+
+    if not world_from_env().is_main:  # under torchrun, rank 0 reports
+        return
     if as_json:
         print_json(summary)
     delta = (

@@ -12,24 +12,36 @@ viewmaker step on fresh views with the encoder frozen (two forward/backward pass
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
 from vmcli import runs
 from vmcli.config import TrainConfig
-from vmcli.console import TrainProgress, info
+from vmcli.console import TrainProgress, console, info
 from vmcli.data import MODALITIES, LoadOptions, Modality, TensorData, ViewSpace, get_modality, scan
 from vmcli.data.base import Handcrafted
 from vmcli.data.discover import DataIndex
+from vmcli.distributed import (
+    World,
+    all_reduce_mean,
+    broadcast,
+    setup,
+    synchronise_batchnorm,
+    teardown,
+    world_from_env,
+)
 from vmcli.errors import ConfigError, DataError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.encoders import Encoder
@@ -74,6 +86,22 @@ class Job:
     device: torch.device
     run_dir: Path | None = None
     state: dict[str, Any] = field(default_factory=dict)  # from a checkpoint when resuming
+    world: World = field(default_factory=World)
+    # what a step calls: the networks, or their compiled / DistributedDataParallel wrappers
+    encoder_fn: Callable[[Tensor], Tensor] | None = None
+    raw_fn: Callable[[Tensor, Any], Tensor] | None = None
+
+
+class _RawOutput(nn.Module):
+    """The viewmaker's unbounded output as a module's forward, so DDP and torch.compile wrap
+    the call the step makes (a bare method call would bypass DDP's gradient hooks)."""
+
+    def __init__(self, viewmaker: Viewmaker):
+        super().__init__()
+        self.viewmaker = viewmaker
+
+    def forward(self, x: Tensor, noise: Any) -> Tensor:
+        return self.viewmaker.raw_output(x, noise)
 
 
 @dataclass
@@ -111,30 +139,49 @@ class Views(NamedTuple):
     inputs: Tensor  # what the viewmaker perturbed (after handcrafted views, view space)
 
 
-def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool, raw_fn=None) -> Views:
-    """Two views of each sample, stacked. Both go through the viewmaker as one batch."""
+def _local_rows(world: World, b_local: int, b_global: int, device: torch.device) -> Tensor:
+    """This rank's rows of a stacked [view 1 of all B; view 2 of all B] global batch."""
+    mine = torch.arange(world.rank * b_local, (world.rank + 1) * b_local, device=device)
+    return torch.cat([mine, mine + b_global])
+
+
+def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool) -> Views:
+    """Two views of each sample, stacked (view 1 of all, then view 2 of all), and δ.
+
+    Both views go through the viewmaker as one batch. `raw` is the *global* batch: in
+    distributed training every rank draws the global batch's random numbers (the same on
+    every rank) and keeps its own rows, so N ranks make exactly the views one process would.
+    """
+    world = job.world
     if job.handcrafted is not None:
         x = torch.cat([job.handcrafted(raw, gen), job.handcrafted(raw, gen)])
     else:
         x = torch.cat([raw, raw])
+    rows = None
+    if world.distributed:
+        rows = _local_rows(world, raw.shape[0] // world.size, raw.shape[0], raw.device)
+        x = x[rows]
     inputs = job.space.to_view(x)
     if job.viewmaker is None:
         return Views(inputs, None, inputs)
     vm = job.viewmaker
-    noise = vm.sample_noise(inputs, gen)
-    delta = project_to_budget((raw_fn or vm.raw_output)(inputs, noise), vm.budget)
+    noise = vm.sample_noise(inputs, gen, batch=2 * raw.shape[0])
+    if rows is not None:
+        noise = (noise[0][rows], noise[1][:, rows])
+    raw_fn = job.raw_fn or vm.raw_output
+    delta = project_to_budget(raw_fn(inputs, noise), vm.budget)
     if reverse:
         delta = grad_reverse(delta)
     return Views(vm.apply_perturbation(inputs, delta), delta, inputs)
 
 
-def _contrastive_loss(job: Job, views: Tensor, encoder_fn) -> Tensor:
+def _contrastive_loss(job: Job, views: Tensor) -> Tensor:
     e = job.space.to_encoder(views)
     if job.device.type == "cuda" and job.cfg.channels_last and e.ndim == 4:
         e = e.contiguous(memory_format=torch.channels_last)
-    z = encoder_fn(e)
+    z = (job.encoder_fn or job.encoder)(e)
     b = z.shape[0] // 2
-    return nt_xent(z[:b], z[b:], job.cfg.temperature, gather=True)
+    return nt_xent(z[:b], z[b:], job.cfg.temperature, gather=job.world.distributed)
 
 
 class _GracefulStop:
@@ -165,20 +212,76 @@ class _GracefulStop:
 
 
 def train_step(
-    job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, encoder_fn, raw_fn, autocast
+    job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, autocast
 ) -> tuple[Tensor, Views]:
-    """One update of both networks on one batch; returns the encoder's loss and the views."""
+    """One update of both networks on one (global) batch; returns the loss and the views."""
     if job.cfg.alternating and job.viewmaker is not None:
-        return _alternating_step(job, raw, gen, opt, encoder_fn, raw_fn, autocast)
+        return _alternating_step(job, raw, gen, opt, autocast)
     with autocast:
-        made = make_views(job, raw, gen, reverse=True, raw_fn=raw_fn)
-        loss = _contrastive_loss(job, made.views, encoder_fn)
+        made = make_views(job, raw, gen, reverse=True)
+        loss = _contrastive_loss(job, made.views)
     opt.zero_grad()
     loss.backward()
     opt.encoder.step()
     if opt.viewmaker is not None:
         opt.viewmaker.step()
     return loss, made
+
+
+def _alternating_step(
+    job: Job, raw: Tensor, gen, opt: _Optimizers, autocast
+) -> tuple[Tensor, Views]:
+    """The paper's schedule: encoder step on fresh views, then viewmaker step (encoder frozen)."""
+    with torch.no_grad(), autocast:
+        made = make_views(job, raw, gen, reverse=False)
+    with autocast:
+        loss = _contrastive_loss(job, made.views)
+    opt.encoder.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.encoder.step()
+    job.encoder.requires_grad_(False)
+    try:
+        with autocast:
+            fresh = make_views(job, raw, gen, reverse=False)
+            vm_loss = -_contrastive_loss(job, fresh.views)
+        opt.viewmaker.zero_grad(set_to_none=True)
+        vm_loss.backward()
+        opt.viewmaker.step()
+    finally:
+        job.encoder.requires_grad_(True)
+    return loss, made
+
+
+def prepare(job: Job) -> _Optimizers:
+    """Put the job on its device and wrap what the step calls: channels-last memory, DDP
+    (with synchronised batch norm), torch.compile. Returns the optimizers."""
+    cfg, device, world = job.cfg, job.device, job.world
+    if world.distributed:
+        if cfg.alternating:
+            raise ConfigError(
+                "--alternating is not supported with several devices; use the default schedule"
+            )
+        job.encoder = synchronise_batchnorm(job.encoder, device.type)
+    job.encoder.to(device)
+    job.space.to(device)
+    if device.type == "cuda" and cfg.channels_last and job.space.encoder_dims == 2:
+        job.encoder.to(memory_format=torch.channels_last)
+    encoder_fn: nn.Module = job.encoder
+    raw_fn: nn.Module | None = None
+    if job.viewmaker is not None:
+        job.viewmaker.to(device)
+        raw_fn = _RawOutput(job.viewmaker)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        encoder_fn = DDP(encoder_fn, device_ids=ids)
+        raw_fn = DDP(raw_fn, device_ids=ids) if raw_fn is not None else None
+    if cfg.compile:
+        encoder_fn = torch.compile(encoder_fn)
+        raw_fn = torch.compile(raw_fn) if raw_fn is not None else None
+    job.encoder_fn, job.raw_fn = encoder_fn, raw_fn
+    return make_optimizers(job)
 
 
 def fit(job: Job, progress: bool = True) -> dict[str, Any]:
@@ -189,27 +292,23 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
     `log_every` steps. Ctrl-C stops at the next step boundary, writes a resumable checkpoint
     (when there is a run folder) and raises TrainingInterrupted.
     """
-    cfg, device, space = job.cfg, job.device, job.space
+    cfg, device, world = job.cfg, job.device, job.world
     x_all = job.data.to(device)
     n, b = x_all.shape[0], int(cfg.batch_size or 2)
     steps_per_epoch = n // b
     if steps_per_epoch < 1:
         raise ConfigError(f"batch size {b} is larger than the {n} training samples")
-    encoder, viewmaker = job.encoder.to(device), job.viewmaker
-    space.to(device)
-    if viewmaker is not None:
-        viewmaker.to(device)
-    if device.type == "cuda" and cfg.channels_last and space.encoder_dims == 2:
-        encoder.to(memory_format=torch.channels_last)
-    encoder_fn, raw_fn = encoder, viewmaker.raw_output if viewmaker is not None else None
-    if cfg.compile:
-        encoder_fn = torch.compile(encoder)
-        raw_fn = torch.compile(viewmaker.raw_output) if viewmaker is not None else None
-    opt = make_optimizers(job)
+    if b % world.size:
+        raise ConfigError(
+            f"--batch-size {b} (the global batch) must divide by the {world.size} devices"
+        )
+    opt = prepare(job)
+    encoder, viewmaker = job.encoder, job.viewmaker
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
-    order_gen = torch.Generator(device).manual_seed(cfg.seed)  # batch order
-    view_gen = torch.Generator(device).manual_seed(cfg.seed + 1)  # noise and handcrafted views
+    # the same streams on every rank: batch order, and the noise / handcrafted parameters
+    order_gen = torch.Generator(device).manual_seed(cfg.seed)
+    view_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     st = job.state
     epoch, step = st.get("epoch", 0), st.get("step", 0)
     samples_seen, elapsed0 = st.get("samples", 0), st.get("elapsed_s", 0.0)
@@ -226,12 +325,13 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         except RuntimeError:  # checkpoint from another device type: its RNG states do not fit
             info("random streams restarted (checkpoint came from another device type)")
     encoder.train()
+    writes = job.run_dir is not None and world.is_main
 
     t_start = time.perf_counter()
 
     def checkpoint(order_state: Tensor) -> None:
         """Save at a step boundary: `order_state` regenerates this epoch's batch order."""
-        if job.run_dir is None:
+        if not writes:
             return
         runs.save_checkpoint(
             job.run_dir / runs.CHECKPOINT,
@@ -251,7 +351,9 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         )
 
     bar = TrainProgress(
-        cfg.epochs * steps_per_epoch, epoch * steps_per_epoch + step, enabled=progress
+        cfg.epochs * steps_per_epoch,
+        epoch * steps_per_epoch + step,
+        enabled=progress and world.is_main,
     )
     sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
     window_steps, t_window, last = 0, time.perf_counter(), {}
@@ -262,7 +364,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                 perm = torch.randperm(n, generator=order_gen, device=device)
                 while step < steps_per_epoch:
                     raw = x_all[perm[step * b : (step + 1) * b]]
-                    loss, made = train_step(job, raw, view_gen, opt, encoder_fn, raw_fn, autocast)
+                    loss, made = train_step(job, raw, view_gen, opt, autocast)
                     with torch.no_grad():
                         sums[0] += loss.detach()
                         if made.delta is not None:
@@ -273,8 +375,9 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                     step, samples_seen, window_steps = step + 1, samples_seen + b, window_steps + 1
                     if window_steps == cfg.log_every or step == steps_per_epoch:
                         now = time.perf_counter()
+                        means = all_reduce_mean(sums / window_steps, world)
                         last = _log_window(
-                            sums / window_steps,
+                            means,
                             epoch,
                             epoch * steps_per_epoch + step,
                             samples_seen,
@@ -285,15 +388,16 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                         )
                         sums.zero_()
                         window_steps, t_window = 0, time.perf_counter()
-                    if stop.requested and step < steps_per_epoch:
+                    check = window_steps == 0 or not world.distributed  # ranks agree at log points
+                    if check and _stop_requested(stop, world) and step < steps_per_epoch:
                         checkpoint(epoch_order_state)
                         raise KeyboardInterrupt
                 metrics.append(dict(last))
                 epoch, step = epoch + 1, 0
-                if job.run_dir is not None:
+                if writes:
                     write_metrics(job.run_dir / runs.METRICS, metrics)
                     checkpoint(order_gen.get_state())
-                if stop.requested and epoch < cfg.epochs:
+                if _stop_requested(stop, world) and epoch < cfg.epochs:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
@@ -304,6 +408,18 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         finally:
             bar.close()
     return {**last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
+
+
+def _stop_requested(stop: _GracefulStop, world: World) -> bool:
+    """Ctrl-C on any rank stops every rank at the same step (when distributed, checked at log
+    points only, so it costs no per-step host sync)."""
+    if not world.distributed:
+        return stop.requested
+    flag = torch.tensor(
+        [float(stop.requested)], device="cuda" if dist.get_backend() == "nccl" else "cpu"
+    )
+    dist.all_reduce(flag)
+    return bool(flag.item())
 
 
 def _log_window(
@@ -340,28 +456,6 @@ def _log_window(
     }
 
 
-def _alternating_step(job: Job, raw: Tensor, gen, opt: _Optimizers, encoder_fn, raw_fn, autocast):
-    """The paper's schedule: encoder step on fresh views, then viewmaker step (encoder frozen)."""
-    with torch.no_grad(), autocast:
-        made = make_views(job, raw, gen, reverse=False, raw_fn=raw_fn)
-    with autocast:
-        loss = _contrastive_loss(job, made.views, encoder_fn)
-    opt.encoder.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.encoder.step()
-    job.encoder.requires_grad_(False)
-    try:
-        with autocast:
-            fresh = make_views(job, raw, gen, reverse=False, raw_fn=raw_fn)
-            vm_loss = -_contrastive_loss(job, fresh.views, encoder_fn)
-        opt.viewmaker.zero_grad(set_to_none=True)
-        vm_loss.backward()
-        opt.viewmaker.step()
-    finally:
-        job.encoder.requires_grad_(True)
-    return loss, made
-
-
 def write_metrics(dst: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
@@ -385,7 +479,7 @@ def _training_items(index: DataIndex) -> list:
 
 
 def _resolve(
-    cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device
+    cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device, world: World = World()
 ) -> TrainConfig:
     """A copy of `cfg` with every automatic choice made concrete (what config.json records)."""
     r = TrainConfig.from_dict(cfg.to_dict())
@@ -396,7 +490,7 @@ def _resolve(
             f"--view-space {r.view_space!r} does not apply to {modality.name} data; "
             f"choose one of {', '.join(modality.view_spaces)}"
         )
-    r.device = str(device)
+    r.device = device.type if world.distributed else str(device)
     if r.encoder == "auto":
         r.encoder = "resnet18" if device.type == "cuda" else "small"
         info(
@@ -409,7 +503,7 @@ def _resolve(
     batch = cfg.batch_size or modality.default_batch_size
     if batch > n_train:
         info(f"batch size {batch} > {n_train} training samples: using {n_train}")
-        batch = n_train
+        batch = n_train - n_train % world.size
     if batch < 2:
         raise DataError(
             f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2"
@@ -435,7 +529,7 @@ def _build_job(
     return Job(cfg, data.x, space, encoder, viewmaker, handcrafted, device)
 
 
-def _header(cfg: TrainConfig, index: DataIndex | None, n: int, run_dir: Path) -> None:
+def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
     from rich.table import Table
 
     from vmcli.console import console
@@ -467,7 +561,10 @@ def _header(cfg: TrainConfig, index: DataIndex | None, n: int, run_dir: Path) ->
         "training",
         f"{cfg.epochs} epochs, batch {cfg.batch_size}, τ={cfg.temperature:g}, seed {cfg.seed}",
     )
-    t.add_row("device", f"{cfg.device}, {cfg.precision}" + (", compiled" if cfg.compile else ""))
+    devices = f" × {world_from_env().size} processes" if world_from_env().distributed else ""
+    t.add_row(
+        "device", f"{cfg.device}{devices}, {cfg.precision}" + (", compiled" if cfg.compile else "")
+    )
     console.print(t)
 
 
@@ -478,6 +575,7 @@ def write_preview(job: Job, raw_all: Tensor, dst: Path) -> list[Path]:
     idx = torch.linspace(0, n - 1, min(cfg.preview_samples, n)).round().long()
     raw = raw_all[idx].to(job.device)
     gen = torch.Generator(job.device).manual_seed(cfg.seed + 2)
+    job = dataclasses.replace(job, world=World(), encoder_fn=None, raw_fn=None)
     views, deltas = [], []
     with torch.no_grad():
         for _ in range(cfg.preview_views):
@@ -500,9 +598,29 @@ def train(
 
     With `resume`, continue the run in that folder from its checkpoint (optionally to a new
     number of `epochs`); the data is re-read with the run's stored shapes and statistics.
+    Under torchrun every rank calls this; rank 0 alone writes and prints.
     """
+    world = world_from_env()
+    quiet_before = console.quiet
+    if not world.is_main:
+        console.quiet = True
+    try:
+        return _train(cfg, out, resume, epochs, progress, world)
+    finally:
+        console.quiet = quiet_before
+        if world.distributed:
+            teardown()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    resume: Path | None,
+    epochs: int | None,
+    progress: bool,
+    world: World,
+) -> dict[str, Any]:
     state: dict[str, Any] = {}
-    index: DataIndex | None = None
     if resume is not None:
         run_dir = runs.resolve_run(resume)
         saved = runs.read_json(run_dir / runs.CONFIG)
@@ -518,57 +636,83 @@ def train(
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             info(f"{run_dir} was trained on {cfg.device}; no GPU here, resuming on the CPU")
             cfg.device = "cpu"
-        device = resolve_device(cfg.device)
+        device = _rank_device(resolve_device(cfg.device), world)
+        setup(device.type)
         modality = get_modality(cfg.modality or "")
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         data = modality.load(index.root, _training_items(index), cfg.load, meta=saved["data_meta"])
-        space = modality.build_space(cfg.view_space or "", saved["data_meta"], saved["space_stats"])
         meta, stats = saved["data_meta"], saved["space_stats"]
+        space = modality.build_space(cfg.view_space or "", meta, stats)
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
-        saved["train"]["epochs"] = cfg.epochs
-        runs.write_json(run_dir / runs.CONFIG, saved)
+        if world.is_main:
+            saved["train"]["epochs"] = cfg.epochs
+            runs.write_json(run_dir / runs.CONFIG, saved)
     else:
         cfg.validate()
-        device = resolve_device(cfg.device)
+        device = _rank_device(resolve_device(cfg.device), world)
+        setup(device.type)
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _describe(index)
         modality = get_modality(index.modality)
         data = modality.load(index.root, _training_items(index), cfg.load)
-        cfg = _resolve(cfg, modality, len(data), device)
+        cfg = _resolve(cfg, modality, len(data), device, world)
         space = modality.build_space(cfg.view_space or "", data.meta)
         stats = space.fit(data.x)
         meta = {**data.meta, "raw_shape": list(data.x.shape[1:])}
-        run_dir = runs.new_run_dir(out)
-        runs.write_json(
-            run_dir / runs.CONFIG,
-            {
-                "vmcli_version": _version(),
-                "train": cfg.to_dict(),
-                "data_meta": meta,
-                "space_stats": stats,
-                "data": {
-                    "root": cfg.data,
-                    "modality": index.modality,
-                    "samples": len(data),
-                    "skipped": [[str(p), r] for p, r in data.skipped],
-                    "classes": data.classes,
-                    "splits": sorted(s for s in data.splits if s),
-                },
-            },
-        )
-    _header(cfg, index, len(data), run_dir)
+        run_dir = None
+        if world.is_main:
+            run_dir = runs.new_run_dir(out)
+            runs.write_json(run_dir / runs.CONFIG, _config_record(cfg, meta, stats, index, data))
+        run_dir = Path(broadcast(str(run_dir), world))
+    _header(cfg, len(data), run_dir)
     job = _build_job(cfg, modality, data, space, device)
-    job.run_dir, job.state = run_dir, state
+    job.run_dir, job.state, job.world = run_dir, state, world
     result = fit(job, progress=progress)
+    summary: dict[str, Any] = {}
+    if world.is_main:
+        summary = _finish(job, data.x, meta, stats, result)
+    return broadcast(summary, world)  # type: ignore[return-value]
 
+
+def _rank_device(device: torch.device, world: World) -> torch.device:
+    if world.distributed and device.type == "cuda":
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def _config_record(
+    cfg: TrainConfig, meta: dict, stats: dict, index: DataIndex, data: TensorData
+) -> dict[str, Any]:
+    """config.json: the resolved settings and everything needed to rebuild the run."""
+    return {
+        "vmcli_version": _version(),
+        "train": cfg.to_dict(),
+        "data_meta": meta,
+        "space_stats": stats,
+        "data": {
+            "root": cfg.data,
+            "modality": index.modality,
+            "samples": len(data),
+            "skipped": [[str(p), r] for p, r in data.skipped],
+            "classes": data.classes,
+            "splits": sorted(s for s in data.splits if s),
+        },
+    }
+
+
+def _finish(
+    job: Job, raw: Tensor, meta: dict, stats: dict, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Exports, preview and summary.json once training is done (rank 0)."""
+    cfg, run_dir = job.cfg, job.run_dir
     metadata = export_metadata(cfg.to_dict(), meta, stats)
     if job.viewmaker is not None:
         runs.save_weights(
             job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata}
         )
     runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
-    previews = write_preview(job, data.x, run_dir / runs.PREVIEW)
-    last = result.get("metrics", [{}])[-1] if result.get("metrics") else {}
+    previews = write_preview(job, raw, run_dir / runs.PREVIEW)
+    last = result["metrics"][-1] if result.get("metrics") else {}
     summary = {
         "run": str(run_dir),
         "modality": cfg.modality,
@@ -577,16 +721,16 @@ def train(
         "budget": cfg.budget if cfg.uses_viewmaker else None,
         "encoder": cfg.encoder,
         "device": cfg.device,
+        "devices": job.world.size,
         "precision": cfg.precision,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
-        "train_samples": len(data),
+        "train_samples": int(raw.shape[0]),
         "final_loss": last.get("loss"),
         "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
         "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,
         "samples_per_s": last.get("samples_per_s"),
         "train_s": last.get("elapsed_s"),
-        "files": sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")),
         "previews": [p.name for p in previews],
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)

@@ -172,11 +172,14 @@ class Viewmaker(nn.Module):
     def _padded_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(max(8, -(-s // 4) * 4) for s in size)
 
-    def sample_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Noise:
-        """Fresh uniform [0, 1) noise for one call on `x` (drawn on x's device)."""
+    def sample_noise(
+        self, x: Tensor, generator: torch.Generator | None = None, batch: int | None = None
+    ) -> Noise:
+        """Fresh uniform [0, 1) noise for one call on `x` (drawn on x's device); `batch`
+        overrides the batch size (distributed training draws the global batch's noise)."""
         size = self._padded_size(tuple(x.shape[2:]))
         small = tuple(s // 4 for s in size)
-        b = x.shape[0]
+        b = x.shape[0] if batch is None else batch
         kw = dict(device=x.device, dtype=torch.float32, generator=generator)
         return (
             torch.rand((b, 1, *size), **kw),

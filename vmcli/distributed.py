@@ -1,0 +1,147 @@
+"""Several processes, one training run (DistributedDataParallel).
+
+`vm train --devices N` re-launches itself under `torchrun --nproc_per_node N` (or start it under
+torchrun yourself). Every rank holds the dataset and draws the same global batch order and the
+same random streams; each rank computes views and gradients for its slice of the global batch,
+NT-Xent gathers negatives from all ranks with gradients, batch norm is synchronised, and DDP
+averages gradients. So N processes on a global batch of B make the same update as one process
+on that batch of B (up to float rounding; tested with 2 CPU processes). `--batch-size` is the
+global batch. Rank 0 alone writes the run folder and prints.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from vmcli.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    return World(
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def setup(device_type: str) -> World:
+    """Join the process group torchrun prepared (a no-op for a single process)."""
+    world = world_from_env()
+    if world.distributed and not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group(backend)
+    return world
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def broadcast(obj: object, world: World) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(t: Tensor, world: World) -> Tensor:
+    if world.distributed:
+        dist.all_reduce(t)
+        t /= world.size
+    return t
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose statistics span every rank, with exact gradients, on any backend.
+
+    torch's SyncBatchNorm needs CUDA; this one uses autograd-aware all_reduce so it also runs
+    on CPU processes (gloo). Same parameters and buffers as BatchNorm1d/2d.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, *range(2, x.ndim)]
+        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
+        moments = torch.stack([x.sum(dims), x.square().sum(dims)])  # 2 × C
+        moments = all_reduce(moments)
+        n = all_reduce(count)
+        mean = moments[0] / n
+        var = moments[1] / n - mean.square()
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
+            self.num_batches_tracked += 1
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def synchronise_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """Replace every batch norm by its cross-rank version (SyncBatchNorm on CUDA)."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            new = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new.to(child.weight.device if child.affine else "cpu"))
+        else:
+            synchronise_batchnorm(child, device_type)
+    return module
+
+
+def launch(devices: int, argv: list[str]) -> int:
+    """Re-run this `vm train` command under torchrun with `devices` processes."""
+    if devices < 1:
+        raise ConfigError("--devices must be at least 1")
+    if torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise ConfigError(f"--devices {devices}: only {torch.cuda.device_count()} GPU(s) visible")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={devices}",
+        "-m",
+        "vmcli",
+        *argv,
+    ]
+    return subprocess.call(cmd)
