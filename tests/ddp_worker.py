@@ -11,7 +11,14 @@ import torch
 from vmcli.config import TrainConfig
 from vmcli.data import MODALITIES, scan
 from vmcli.distributed import World, setup, teardown, world_from_env
-from vmcli.train import _build_job, _contrastive_loss, _resolve, make_views, prepare
+from vmcli.train import (
+    _build_job,
+    _contrastive_loss,
+    _resolve,
+    load_training_data,
+    make_views,
+    prepare,
+)
 
 
 def one_step(folder: Path, world: World, views: str) -> dict:
@@ -26,17 +33,17 @@ def one_step(folder: Path, world: World, views: str) -> dict:
     )
     index = scan(folder, MODALITIES)
     modality = MODALITIES[index.modality]
-    data = modality.load(folder, [it for it in index.items if it.split == "train"], cfg.load)
+    data = load_training_data(cfg, modality, index)
     cfg = _resolve(cfg, modality, len(data), torch.device("cpu"), world)
     space = modality.build_space(cfg.view_space, data.meta)
-    space.fit(data.x)
+    space.fit(data.sample)
     job = _build_job(cfg, modality, data, space, torch.device("cpu"))
     job.world = world
     prepare(job)
     job.encoder.train()
     gen = torch.Generator().manual_seed(1)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
-    made = make_views(job, data.x[perm[:8]], gen, reverse=True)
+    made = make_views(job, data.sample[perm[:8]], gen, reverse=True)
     loss = _contrastive_loss(job, made.views)
     loss.backward()
     global_loss = loss.detach().clone()

@@ -8,17 +8,17 @@ from vmcli.data import MODALITIES, scan
 from vmcli.errors import ConfigError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.viewmaker import Viewmaker
-from vmcli.train import Job, _build_job, _resolve, fit, make_views, train
+from vmcli.train import Job, _build_job, _resolve, fit, load_training_data, make_views, train
 
 
 def small_job(folder, **overrides) -> Job:
     cfg = fast_config(folder, **overrides)
     index = scan(folder, MODALITIES)
     modality = MODALITIES[index.modality]
-    data = modality.load(folder, index.items, cfg.load)
+    data = load_training_data(cfg, modality, index)
     cfg = _resolve(cfg, modality, len(data), torch.device("cpu"))
     space = modality.build_space(cfg.view_space, data.meta)
-    space.fit(data.x)
+    space.fit(data.sample)
     return _build_job(cfg, modality, data, space, torch.device("cpu"))
 
 

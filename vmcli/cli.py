@@ -196,6 +196,13 @@ def train(
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
+    data_mode: Annotated[
+        str,
+        typer.Option(
+            help="memory (decode once, keep in RAM / on the GPU) | stream (decode from disk each epoch, bounded memory) | auto (stream only when the decoded data would exceed a quarter of the free RAM)."
+        ),
+    ] = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes when streaming.")] = 4,
     devices: Annotated[
         int,
         typer.Option(
@@ -245,6 +252,8 @@ def train(
         precision=precision,
         compile=compile,
         seed=seed,
+        data_mode=data_mode,
+        workers=workers,
         load=load,
     )
     summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)

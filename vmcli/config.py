@@ -41,6 +41,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the viewmaker and encoder
     channels_last: bool = True  # on CUDA only
     seed: int = 0
+    data_mode: str = "auto"  # memory | stream | auto (stream when decoded data > 1/4 of RAM)
+    workers: int = 4  # DataLoader worker processes when streaming
     log_every: int = 50  # steps between host syncs for progress/metrics
     preview_samples: int = 8
     preview_views: int = 4
@@ -61,6 +63,8 @@ class TrainConfig:
             raise ConfigError(
                 "--batch-size must be at least 2 (contrastive learning needs negatives)"
             )
+        if self.data_mode not in ("auto", "memory", "stream"):
+            raise ConfigError(f"--data-mode must be auto, memory or stream; got {self.data_mode!r}")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
 

@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from vmcli import runs
 from vmcli.config import TrainConfig
 from vmcli.console import TrainProgress, console, info
-from vmcli.data import MODALITIES, LoadOptions, Modality, TensorData, ViewSpace, get_modality, scan
-from vmcli.data.base import Handcrafted
+from vmcli.data import MODALITIES, LoadOptions, Modality, ViewSpace, get_modality, scan
+from vmcli.data.base import Handcrafted, Item, report_skipped
 from vmcli.data.discover import DataIndex
+from vmcli.data.loader import FileDataset, ResidentBatches, StreamedBatches, available_ram_bytes
 from vmcli.distributed import (
     World,
     all_reduce_mean,
@@ -56,6 +57,7 @@ METRIC_FIELDS = [
     "delta_l1",
     "view_l1",
     "samples_per_s",
+    "data_wait_share",  # share of the wall time the step loop waited for batches
     "elapsed_s",
 ]
 
@@ -78,7 +80,7 @@ class Job:
     """Everything `fit()` needs, built by `train()` (or by a test)."""
 
     cfg: TrainConfig
-    data: Tensor  # raw training samples, N × C × ...
+    data: Tensor | StreamedBatches  # raw training samples (N × C × ...) or a streaming source
     space: ViewSpace
     encoder: Encoder
     viewmaker: Viewmaker | None
@@ -287,14 +289,19 @@ def prepare(job: Job) -> _Optimizers:
 def fit(job: Job, progress: bool = True) -> dict[str, Any]:
     """Train `job.encoder` (and `job.viewmaker`) on `job.data`; returns the final metrics.
 
-    The dataset stays resident on the device; batches are index gathers (no DataLoader, no
-    host round trip). Metrics accumulate on the device and are read (one host sync) every
-    `log_every` steps. Ctrl-C stops at the next step boundary, writes a resumable checkpoint
-    (when there is a run folder) and raises TrainingInterrupted.
+    `job.data` is a tensor (kept resident on the device when it fits: batches are index
+    gathers, no host round trip) or a batch source from `vmcli.data.loader` (streaming).
+    Metrics accumulate on the device and are read (one host sync) every `log_every` steps.
+    Ctrl-C stops at the next step boundary, writes a resumable checkpoint (when there is a
+    run folder) and raises TrainingInterrupted.
     """
     cfg, device, world = job.cfg, job.device, job.world
-    x_all = job.data.to(device)
-    n, b = x_all.shape[0], int(cfg.batch_size or 2)
+    if isinstance(job.data, StreamedBatches):
+        source = job.data
+        source.device = device
+    else:
+        source = ResidentBatches(job.data, device)
+    n, b = source.n, int(cfg.batch_size or 2)
     steps_per_epoch = n // b
     if steps_per_epoch < 1:
         raise ConfigError(f"batch size {b} is larger than the {n} training samples")
@@ -356,14 +363,13 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         enabled=progress and world.is_main,
     )
     sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
-    window_steps, t_window, last = 0, time.perf_counter(), {}
+    window_steps, t_window, last, wait_window = 0, time.perf_counter(), {}, 0.0
     with _GracefulStop() as stop:
         try:
             while epoch < cfg.epochs:
                 epoch_order_state = order_gen.get_state()
                 perm = torch.randperm(n, generator=order_gen, device=device)
-                while step < steps_per_epoch:
-                    raw = x_all[perm[step * b : (step + 1) * b]]
+                for raw in source.epoch(perm, b, step):
                     loss, made = train_step(job, raw, view_gen, opt, autocast)
                     with torch.no_grad():
                         sums[0] += loss.detach()
@@ -386,8 +392,15 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                             job,
                             bar,
                         )
+                        last["data_wait_share"] = (source.data_wait_s - wait_window) / max(
+                            now - t_window, 1e-9
+                        )
                         sums.zero_()
-                        window_steps, t_window = 0, time.perf_counter()
+                        window_steps, t_window, wait_window = (
+                            0,
+                            time.perf_counter(),
+                            source.data_wait_s,
+                        )
                     check = window_steps == 0 or not world.distributed  # ranks agree at log points
                     if check and _stop_requested(stop, world) and step < steps_per_epoch:
                         checkpoint(epoch_order_state)
@@ -513,10 +526,63 @@ def _resolve(
     return r
 
 
+@dataclass
+class TrainingData:
+    """The training split, decoded into memory or streamed from disk."""
+
+    source: Tensor | StreamedBatches  # what fit() draws batches from
+    sample: Tensor  # decoded samples for statistics, shapes and the preview (all, in memory mode)
+    items: list[Item]
+    meta: dict[str, Any]
+    skipped: list[tuple[Path, str]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+STATS_SAMPLES = 2048  # files decoded for normalisation statistics when streaming
+
+
+def load_training_data(
+    cfg: TrainConfig, modality: Modality, index: DataIndex, meta: dict[str, Any] | None = None
+) -> TrainingData:
+    """Decode the training split once into memory, or (`--data-mode stream`, or automatically
+    when it would take more than a quarter of the available RAM) set up streaming from disk."""
+    items = _training_items(index)
+    if not modality.streamable or cfg.data_mode == "memory":
+        data = modality.load(index.root, items, cfg.load, meta)
+        return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
+    meta, usable, skipped = modality.plan(index.root, items, cfg.load, meta)
+    if cfg.data_mode == "auto":
+        probe = modality.decode_all(index.root, usable[:1], meta, [], 1).x
+        decoded_bytes = len(usable) * probe[0].numel() * probe.element_size()
+        if decoded_bytes <= available_ram_bytes() // 4:
+            data = modality.decode_all(index.root, usable, meta, skipped, len(items))
+            return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
+        info(
+            f"decoded data would take {decoded_bytes / 2**30:.1f} GiB (over a quarter of the free RAM): streaming from disk"
+        )
+    report_skipped(skipped, len(items), modality.name)
+    pick = torch.randperm(len(usable), generator=torch.Generator().manual_seed(cfg.seed))[
+        :STATS_SAMPLES
+    ]
+    sample = modality.decode_all(
+        index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(pick)
+    ).x
+    source = StreamedBatches(FileDataset(modality, index.root, usable, meta), workers=cfg.workers)
+    batch = cfg.batch_size or modality.default_batch_size
+    bound = source.memory_bound_bytes(batch, sample[0].numel() * sample.element_size())
+    info(
+        f"streaming {len(usable)} files with {cfg.workers} workers × {source.prefetch} batches ahead: "
+        f"at most {bound / 2**20:.0f} MiB of decoded samples in memory"
+    )
+    return TrainingData(source, sample, usable, meta, skipped)
+
+
 def _build_job(
-    cfg: TrainConfig, modality: Modality, data: TensorData, space: ViewSpace, device: torch.device
+    cfg: TrainConfig, modality: Modality, data: TrainingData, space: ViewSpace, device: torch.device
 ) -> Job:
-    raw_shape = tuple(data.x.shape[1:])
+    raw_shape = tuple(data.sample.shape[1:])
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg.encoder, space, raw_shape)
@@ -526,7 +592,7 @@ def _build_job(
             else None
         )
     handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
-    return Job(cfg, data.x, space, encoder, viewmaker, handcrafted, device)
+    return Job(cfg, data.source, space, encoder, viewmaker, handcrafted, device)
 
 
 def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
@@ -640,7 +706,7 @@ def _train(
         setup(device.type)
         modality = get_modality(cfg.modality or "")
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
-        data = modality.load(index.root, _training_items(index), cfg.load, meta=saved["data_meta"])
+        data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
         meta, stats = saved["data_meta"], saved["space_stats"]
         space = modality.build_space(cfg.view_space or "", meta, stats)
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
@@ -654,11 +720,11 @@ def _train(
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _describe(index)
         modality = get_modality(index.modality)
-        data = modality.load(index.root, _training_items(index), cfg.load)
+        data = load_training_data(cfg, modality, index)
         cfg = _resolve(cfg, modality, len(data), device, world)
         space = modality.build_space(cfg.view_space or "", data.meta)
-        stats = space.fit(data.x)
-        meta = {**data.meta, "raw_shape": list(data.x.shape[1:])}
+        stats = space.fit(data.sample)
+        meta = {**data.meta, "raw_shape": list(data.sample.shape[1:])}
         run_dir = None
         if world.is_main:
             run_dir = runs.new_run_dir(out)
@@ -670,7 +736,7 @@ def _train(
     result = fit(job, progress=progress)
     summary: dict[str, Any] = {}
     if world.is_main:
-        summary = _finish(job, data.x, meta, stats, result)
+        summary = _finish(job, data, meta, stats, result)
     return broadcast(summary, world)  # type: ignore[return-value]
 
 
@@ -681,7 +747,7 @@ def _rank_device(device: torch.device, world: World) -> torch.device:
 
 
 def _config_record(
-    cfg: TrainConfig, meta: dict, stats: dict, index: DataIndex, data: TensorData
+    cfg: TrainConfig, meta: dict, stats: dict, index: DataIndex, data: TrainingData
 ) -> dict[str, Any]:
     """config.json: the resolved settings and everything needed to rebuild the run."""
     return {
@@ -694,14 +760,14 @@ def _config_record(
             "modality": index.modality,
             "samples": len(data),
             "skipped": [[str(p), r] for p, r in data.skipped],
-            "classes": data.classes,
-            "splits": sorted(s for s in data.splits if s),
+            "classes": sorted({it.label for it in data.items if it.label is not None}),
+            "splits": sorted({it.split for it in data.items if it.split}),
         },
     }
 
 
 def _finish(
-    job: Job, raw: Tensor, meta: dict, stats: dict, result: dict[str, Any]
+    job: Job, data: TrainingData, meta: dict, stats: dict, result: dict[str, Any]
 ) -> dict[str, Any]:
     """Exports, preview and summary.json once training is done (rank 0)."""
     cfg, run_dir = job.cfg, job.run_dir
@@ -711,7 +777,7 @@ def _finish(
             job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata}
         )
     runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
-    previews = write_preview(job, raw, run_dir / runs.PREVIEW)
+    previews = write_preview(job, data.sample, run_dir / runs.PREVIEW)
     last = result["metrics"][-1] if result.get("metrics") else {}
     summary = {
         "run": str(run_dir),
@@ -725,7 +791,8 @@ def _finish(
         "precision": cfg.precision,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
-        "train_samples": int(raw.shape[0]),
+        "train_samples": len(data),
+        "streamed": isinstance(data.source, StreamedBatches),
         "final_loss": last.get("loss"),
         "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
         "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,

@@ -35,7 +35,6 @@ from vmcli.data.base import (
     Item,
     LoadOptions,
     Modality,
-    TensorData,
     ViewSpace,
     report_skipped,
 )
@@ -134,8 +133,8 @@ def _mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1) if data.ndim == 2 else data
 
 
-def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int, int] | str:
-    """(mono float32 at `rate`, original rate, original channels) or the reason to skip."""
+def _check_header(path: Path, max_seconds: float) -> sf._SoundFileInfo | str:
+    """The file's header if it describes usable audio, else the reason to skip it."""
     try:
         meta = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
@@ -147,6 +146,14 @@ def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int,
         return f"is truncated (header vs file: {'; '.join(truncated)})"
     if meta.duration > max_seconds:
         return f"is {meta.duration:.0f} s long (over {max_seconds:.0f} s); cut long recordings into clips first"
+    return meta
+
+
+def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int, int] | str:
+    """(mono float32 at `rate`, original rate, original channels) or the reason to skip."""
+    meta = _check_header(path, max_seconds)
+    if isinstance(meta, str):
+        return meta
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -218,61 +225,59 @@ class AudioModality(Modality):
             )
         )
 
-    def load(
+    def plan(
         self,
         root: Path,
         items: list[Item],
         options: LoadOptions,
         meta: dict[str, Any] | None = None,
-    ) -> TensorData:
+    ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
+        """Headers only: sample rate and clip length (default: the median duration)."""
         rate = int(meta["sample_rate"]) if meta else int(options.sample_rate or DEFAULT_RATE)
         if rate < 1000:
             raise ConfigError(f"--sample-rate {rate} Hz is too low for audio (use ≥ 1000)")
         paths = [root / it.path for it in items]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            decoded = list(pool.map(lambda p: _decode(p, rate, options.max_clip_seconds), paths))
-        skipped: list[tuple[Path, str]] = []
-        kept_items, waves, rates = [], [], set()
-        for it, path, d in zip(items, paths, decoded, strict=True):
-            if isinstance(d, str):
-                skipped.append((path, d))
-            else:
-                kept_items.append(it)
-                waves.append(d[0])
-                rates.add(d[1])
-        report_skipped(skipped, len(items), "audio")
-        if not waves:
+            headers = list(pool.map(lambda p: _check_header(p, options.max_clip_seconds), paths))
+        skipped = [(p, h) for p, h in zip(paths, headers, strict=True) if isinstance(h, str)]
+        ok = [(it, h) for it, h in zip(items, headers, strict=True) if not isinstance(h, str)]
+        if not ok:
+            report_skipped(skipped, len(items), "audio")
             raise DataError(f"{root}: none of the {len(items)} audio files could be used")
-        lengths = np.array([len(w) for w in waves])
         if meta is not None:
-            length = int(meta["clip_samples"])
-        else:
-            if options.clip_seconds is not None:
-                if options.clip_seconds < MIN_SECONDS:
-                    raise ConfigError(
-                        f"--clip-seconds {options.clip_seconds} is too short (use ≥ {MIN_SECONDS})"
-                    )
-                length = int(round(options.clip_seconds * rate))
-                how = "--clip-seconds"
-            else:
-                median = float(np.median(lengths)) / rate
-                seconds = float(np.clip(median, MIN_SECONDS, MAX_DEFAULT_SECONDS))
-                length = int(round(seconds * rate))
-                how = "the median duration" + (
-                    "" if seconds == median else f" {median:.2f} s, clamped"
+            return dict(meta), [it for it, _ in ok], skipped
+        durations = np.array([h.duration for _, h in ok])
+        if options.clip_seconds is not None:
+            if options.clip_seconds < MIN_SECONDS:
+                raise ConfigError(
+                    f"--clip-seconds {options.clip_seconds} is too short (use ≥ {MIN_SECONDS})"
                 )
-            longer, shorter = int((lengths > length).sum()), int((lengths < length).sum())
-            info(
-                f"audio: {len(waves)} clips at {rate} Hz (source rates: {', '.join(str(r) for r in sorted(rates))}); "
-                f"clip length {length / rate:.2f} s ({how}); {longer} centre-cropped, {shorter} zero-padded; "
-                "set --clip-seconds / --sample-rate to change"
-            )
-        x = torch.from_numpy(np.stack([fit_length(w, length) for w in waves]))[
-            :, None, :
-        ]  # N × 1 × T
-        return TensorData(
-            x, kept_items, {"sample_rate": rate, "clip_samples": length, "n_mels": N_MELS}, skipped
+            seconds, how = options.clip_seconds, "--clip-seconds"
+        else:
+            median = float(np.median(durations))
+            seconds = float(np.clip(median, MIN_SECONDS, MAX_DEFAULT_SECONDS))
+            how = "the median duration" + ("" if seconds == median else f" {median:.2f} s, clamped")
+        length = int(round(seconds * rate))
+        rates = sorted({h.samplerate for _, h in ok})
+        info(
+            f"audio: {len(ok)} clips at {rate} Hz (source rates: {', '.join(map(str, rates))}); "
+            f"clip length {length / rate:.2f} s ({how}); {int((durations * rate > length).sum())} centre-cropped, "
+            f"{int((durations * rate < length).sum())} zero-padded; set --clip-seconds / --sample-rate to change"
         )
+        return (
+            {"sample_rate": rate, "clip_samples": length, "n_mels": N_MELS},
+            [it for it, _ in ok],
+            skipped,
+        )
+
+    def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
+        path = root / item.path
+        decoded = _decode(path, int(meta["sample_rate"]), float("inf"))
+        if isinstance(decoded, str):
+            raise DataError(f"{path}: {decoded}")
+        return torch.from_numpy(fit_length(decoded[0], int(meta["clip_samples"])).copy())[
+            None
+        ]  # 1 × T
 
     def build_space(
         self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None

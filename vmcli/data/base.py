@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from vmcli.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -143,6 +146,7 @@ class Modality(ABC):
     name: str = ""
     extensions: frozenset[str] = frozenset()
     has_magic: bool = True  # its header alone identifies a file (false for text formats)
+    streamable: bool = True  # implements plan() + decode_item(), so it can stream from disk
     view_spaces: tuple[str, ...] = ()  # the first one is the default
     default_batch_size: int = 128
     output_suffix: dict[str, str] = {}  # view space → file suffix when views are not raw
@@ -151,7 +155,25 @@ class Modality(ABC):
     def sniff(self, path: Path, head: bytes) -> bool:
         """True if the first bytes look like this modality's format (header check)."""
 
-    @abstractmethod
+    def plan(
+        self,
+        root: Path,
+        items: list[Item],
+        options: LoadOptions,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
+        """Decide the dataset's shape from cheap reads (headers) without decoding:
+        (meta, usable items, skipped files). With `meta` (from a run), keep that run's shape."""
+        raise ConfigError(
+            f"{self.name} data cannot be streamed from disk; it is loaded into memory"
+        )
+
+    def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
+        """One sample in the training shape (C × ...), or DataError naming the file."""
+        raise ConfigError(
+            f"{self.name} data cannot be streamed from disk; it is loaded into memory"
+        )
+
     def load(
         self,
         root: Path,
@@ -159,7 +181,38 @@ class Modality(ABC):
         options: LoadOptions,
         meta: dict[str, Any] | None = None,
     ) -> TensorData:
-        """Decode every item once. With `meta` (from a run), reproduce that run's shapes."""
+        """Decode every item once into one tensor. With `meta` (from a run), reproduce that
+        run's shapes. Unusable files are skipped by name."""
+        meta, usable, skipped = self.plan(root, items, options, meta)
+        return self.decode_all(root, usable, meta, skipped, len(items))
+
+    def decode_all(
+        self,
+        root: Path,
+        usable: list[Item],
+        meta: dict[str, Any],
+        skipped: list[tuple[Path, str]],
+        total: int,
+    ) -> TensorData:
+        """Decode the planned items (in threads) and stack them; report what was skipped."""
+
+        def decode(item: Item) -> Tensor | str:
+            try:
+                return self.decode_item(root, item, meta)
+            except DataError as e:
+                return str(e).removeprefix(str(root / item.path)).lstrip(":, ")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            decoded = list(pool.map(decode, usable))
+        kept = [(it, d) for it, d in zip(usable, decoded, strict=True) if not isinstance(d, str)]
+        skipped = skipped + [
+            (root / it.path, d) for it, d in zip(usable, decoded, strict=True) if isinstance(d, str)
+        ]
+        report_skipped(skipped, total, self.name)
+        if not kept:
+            raise DataError(f"{root}: none of the {total} {self.name} files could be used")
+        x = torch.stack([d for _, d in kept])
+        return TensorData(x, [it for it, _ in kept], meta, skipped)
 
     @abstractmethod
     def build_space(

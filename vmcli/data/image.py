@@ -27,7 +27,6 @@ from vmcli.data.base import (
     Item,
     LoadOptions,
     Modality,
-    TensorData,
     ViewSpace,
     report_skipped,
 )
@@ -164,64 +163,52 @@ class ImageModality(Modality):
         except READ_ERRORS as e:
             return f"{type(e).__name__}: {e}"
 
-    def load(
+    def plan(
         self,
         root: Path,
         items: list[Item],
         options: LoadOptions,
         meta: dict[str, Any] | None = None,
-    ) -> TensorData:
+    ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
+        """Read only the headers: channel count and training size (from `meta` when given)."""
         paths = [root / it.path for it in items]
         with ThreadPoolExecutor(max_workers=8) as pool:
             probes = list(pool.map(self._probe, paths))
-        skipped: list[tuple[Path, str]] = []
-        ok = []
-        for it, path, probe in zip(items, paths, probes, strict=True):
-            if isinstance(probe, str):
-                skipped.append((path, f"cannot be read as an image ({probe})"))
-            else:
-                ok.append((it, path, probe))
+        skipped = [
+            (p, f"cannot be read as an image ({r})")
+            for p, r in zip(paths, probes, strict=True)
+            if isinstance(r, str)
+        ]
+        ok = [(it, r) for it, r in zip(items, probes, strict=True) if not isinstance(r, str)]
         if not ok:
+            report_skipped(skipped, len(items), "image")
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
         else:
-            channels = 1 if all(p[2] in GRAY_MODES for _, _, p in ok) else 3
+            channels = 1 if all(r[2] in GRAY_MODES for _, r in ok) else 3
             if options.image_size is not None:
                 size = options.image_size
             else:
-                median = int(np.median([min(p[0], p[1]) for _, _, p in ok]))
+                median = int(np.median([min(r[0], r[1]) for _, r in ok]))
                 size = int(np.clip(median, MIN_SIZE, MAX_SIZE))
-                note = (
+                clamped = (
                     ""
                     if size == median
                     else f" (median shorter side {median}, clamped to {MIN_SIZE}..{MAX_SIZE})"
                 )
-                info(f"image size {size}×{size}{note}; set --image-size to change it")
+                info(f"image size {size}×{size}{clamped}; set --image-size to change it")
         if size < 8:
             raise DataError(f"--image-size {size} is too small; use at least 8 pixels")
+        return {"size": size, "channels": channels}, [it for it, _ in ok], skipped
 
-        def decode(entry: tuple[Item, Path, Any]) -> np.ndarray | str:
-            _, path, _ = entry
-            try:
-                return _resize_center(to_channels(_open(path), channels), size)
-            except READ_ERRORS as e:
-                return f"cannot be decoded ({type(e).__name__}: {e})"
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            arrays = list(pool.map(decode, ok))
-        kept_items, kept = [], []
-        for (it, path, _), arr in zip(ok, arrays, strict=True):
-            if isinstance(arr, str):
-                skipped.append((path, arr))
-            else:
-                kept_items.append(it)
-                kept.append(arr)
-        report_skipped(skipped, len(items), "image")
-        if not kept:
-            raise DataError(f"{root}: none of the {len(items)} image files could be decoded")
-        x = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2).contiguous()  # N × C × H × W uint8
-        return TensorData(x, kept_items, {"size": size, "channels": channels}, skipped)
+    def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
+        path = root / item.path
+        try:
+            arr = _resize_center(to_channels(_open(path), int(meta["channels"])), int(meta["size"]))
+        except READ_ERRORS as e:
+            raise DataError(f"{path}: cannot be decoded ({type(e).__name__}: {e})") from None
+        return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # C × H × W uint8
 
     def build_space(
         self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None

@@ -148,6 +148,7 @@ class SensorModality(Modality):
     name = "sensor"
     extensions = frozenset({"csv", "tsv"})
     has_magic = False
+    streamable = False  # windows are cut from whole recordings; CSV datasets fit in memory
     view_spaces = ("signal", "spectrogram")
     default_batch_size = 128
     output_suffix = {"spectrogram": ".npy"}

@@ -1,0 +1,146 @@
+"""Where training batches come from: resident tensors, or files streamed from disk.
+
+- `ResidentBatches` (the default): the dataset was decoded once into one tensor; it lives on
+  the GPU when it fits in a quarter of the free GPU memory (batches are index gathers, no host
+  round trip), otherwise in pinned host memory (one non-blocking copy per batch).
+- `StreamedBatches` (`--data-mode stream`, or automatically when the decoded dataset would
+  take more than a quarter of the available RAM): a DataLoader with worker processes decodes
+  files on the fly. Memory is bounded: at most `workers × prefetch` batches are decoded ahead
+  of the step that consumes them (`memory_bound_bytes`), whatever the dataset's size.
+
+Both take the epoch's global permutation, so batch order, resume and distributed training
+behave the same way in either mode.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vmcli.console import info, warn
+from vmcli.data.base import Item, Modality
+from vmcli.errors import DataError
+
+
+def available_ram_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory, else 8 GiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+class ResidentBatches:
+    """Batches gathered from a tensor held on the device (or in pinned host memory)."""
+
+    def __init__(self, x: Tensor, device: torch.device):
+        self.device = device
+        self.data_wait_s = 0.0
+        on_device = True
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            on_device = x.numel() * x.element_size() < free // 4
+            if not on_device:
+                info(
+                    f"dataset ({x.numel() * x.element_size() / 2**30:.1f} GiB) kept in pinned host memory; batches copied per step"
+                )
+        self.x = x.to(device) if on_device else x.pin_memory()
+        self.n = x.shape[0]
+
+    def epoch(self, perm: Tensor, batch: int, start_step: int) -> Iterator[Tensor]:
+        steps = self.n // batch
+        if self.x.device != self.device:
+            perm = perm.cpu()
+        for step in range(start_step, steps):
+            idx = perm[step * batch : (step + 1) * batch]
+            t0 = time.perf_counter()
+            raw = self.x[idx]
+            if raw.device != self.device:
+                raw = raw.pin_memory().to(self.device, non_blocking=True)
+            self.data_wait_s += time.perf_counter() - t0
+            yield raw
+
+
+class FileDataset(Dataset):
+    """Decodes one file per item on demand (in DataLoader workers). A file that fails to
+    decode is replaced by the next one, with a warning naming it (it is not fatal mid-run)."""
+
+    def __init__(self, modality: Modality, root: Path, items: list[Item], meta: dict[str, Any]):
+        self.modality, self.root, self.items, self.meta = modality, root, items, meta
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Tensor:
+        for attempt in range(len(self.items)):
+            item = self.items[(index + attempt) % len(self.items)]
+            try:
+                return self.modality.decode_item(self.root, item, self.meta)
+            except DataError as e:
+                warn(f"skipped while streaming: {e}")
+        raise DataError(f"{self.root}: no file could be decoded")
+
+
+class _EpochBatches(Sampler[list[int]]):
+    def __init__(self, perm: list[int], batch: int, start_step: int):
+        self.perm, self.batch, self.start = perm, batch, start_step
+
+    def __len__(self) -> int:
+        return len(self.perm) // self.batch - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, len(self.perm) // self.batch):
+            yield self.perm[step * self.batch : (step + 1) * self.batch]
+
+
+class StreamedBatches:
+    """Batches decoded from disk by `workers` processes, `prefetch` batches ahead each."""
+
+    def __init__(
+        self,
+        dataset: FileDataset,
+        workers: int = 4,
+        prefetch: int = 2,
+        device: torch.device | None = None,
+    ):
+        self.dataset, self.device = dataset, device or torch.device("cpu")
+        self.workers, self.prefetch = workers, prefetch
+        self.n = len(dataset)
+        self.data_wait_s = 0.0
+
+    def memory_bound_bytes(self, batch: int, sample_bytes: int) -> int:
+        """Decoded samples alive at once: the prefetched batches plus the one in use."""
+        ahead = self.workers * self.prefetch if self.workers > 0 else 1
+        return (ahead + 1) * batch * sample_bytes
+
+    def epoch(self, perm: Tensor, batch: int, start_step: int) -> Iterator[Tensor]:
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=_EpochBatches(perm.cpu().tolist(), batch, start_step),
+            num_workers=self.workers,
+            prefetch_factor=self.prefetch if self.workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
+        )
+        it = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                raw = next(it)
+            except StopIteration:
+                return
+            raw = raw.to(self.device, non_blocking=True)
+            self.data_wait_s += time.perf_counter() - t0
+            yield raw
