@@ -43,8 +43,8 @@ def _standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
 def _fit_logreg(
     x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 300
 ) -> tuple[Tensor, Tensor]:
-    w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+    w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
     opt = torch.optim.LBFGS(
         [w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
     )
@@ -73,14 +73,23 @@ def _stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, 
 
 
 def linear_probe(
-    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seed: int = 0
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Test accuracy of a logistic-regression probe; L2 picked on a held-out part of train."""
-    train_x, test_x = _standardize(train_x.double(), test_x.double())
+    """Test accuracy of a logistic-regression probe; L2 picked on a held-out part of train.
+    Float64 on the CPU, float32 on a GPU (standardised features keep that well conditioned)."""
+    device = torch.device(device)
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    train_x, test_x = _standardize(train_x.to(device, dtype), test_x.to(device, dtype))
+    train_y, test_y = train_y.to(device), test_y.to(device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     l2 = L2_GRID[1]
     if len(train_y) >= 40:
-        fit_idx, val_idx = _stratified_holdout(train_y, 0.2, seed)
+        fit_idx, val_idx = (i.to(device) for i in _stratified_holdout(train_y.cpu(), 0.2, seed))
         fx, vx = _standardize(train_x[fit_idx], train_x[val_idx])
         scores = []
         for lam in L2_GRID:
@@ -95,14 +104,17 @@ def linear_probe(
 def knn_accuracy(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20, tau: float = 0.07
 ) -> float:
+    device = train_x.device
+    test_x = test_x.to(device)
     train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+    train_y, test_y = train_y.to(device), test_y.to(device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, len(train_y))
     correct = 0
     for start in range(0, len(test_y), 1024):
         sims = test_x[start : start + 1024] @ train_x.T
         top, idx = sims.topk(k, dim=1)
-        votes = torch.zeros(len(top), num_classes).scatter_add_(
+        votes = torch.zeros(len(top), num_classes, device=device).scatter_add_(
             1, train_y[idx], torch.exp(top / tau)
         )
         correct += (votes.argmax(1) == test_y[start : start + 1024]).sum().item()
@@ -200,9 +212,9 @@ def evaluate(
     for name, feats in candidates.items():
         row: dict[str, Any] = {"features": name, "dim": int(feats.shape[1])}
         if linear:
-            row["linear"] = linear_probe(feats[tr], y[tr], feats[te], y[te], seed)["accuracy"]
+            row["linear"] = linear_probe(feats[tr], y[tr], feats[te], y[te], seed, dev)["accuracy"]
         if knn:
-            row["knn"] = knn_accuracy(feats[tr], y[tr], feats[te], y[te])
+            row["knn"] = knn_accuracy(feats[tr].to(dev), y[tr], feats[te].to(dev), y[te])
         rows.append(row)
     result = {
         "run": str(run_dir),
