@@ -56,6 +56,36 @@ SMALL_TEST_SUBJECTS = (8,)
 SMALL_MAX_WINDOWS = 4
 
 
+def load_source(path: Path) -> dict:
+    """The seglearn dict from watch_dataset.npy, or from a compact .npz made by `pack_source`
+    (float32, no pickle: small enough to carry to a machine without seglearn)."""
+    if path.suffix == ".npz":
+        z = np.load(path)
+        cuts = np.cumsum(z["lengths"])[:-1]
+        return {
+            "X": np.split(z["X"].astype(np.float64), cuts),
+            "y": z["y"],
+            "subject": z["subject"],
+            "y_labels": [str(v) for v in z["y_labels"]],
+            "X_labels": [str(v) for v in z["X_labels"]],
+        }
+    return np.load(path, allow_pickle=True).item()
+
+
+def pack_source(src: Path, dst: Path) -> None:
+    """Write the compact .npz form of watch_dataset.npy."""
+    d = np.load(src, allow_pickle=True).item()
+    np.savez_compressed(
+        dst,
+        X=np.concatenate([np.asarray(x, dtype=np.float32) for x in d["X"]]),
+        lengths=np.array([len(x) for x in d["X"]]),
+        y=np.asarray(d["y"]),
+        subject=np.asarray(d["subject"]),
+        y_labels=np.array([str(v) for v in d["y_labels"]]),
+        X_labels=np.array([str(v) for v in d["X_labels"]]),
+    )
+
+
 def find_source() -> Path:
     """watch_dataset.npy inside an installed seglearn, located without importing the package."""
     spec = importlib.util.find_spec("seglearn")
@@ -168,7 +198,7 @@ def main() -> None:
     source = a.source or find_source()
     if not source.is_file():
         raise SystemExit(f"{source}: not found; get it with: pip install --no-deps seglearn")
-    data = np.load(source, allow_pickle=True).item()
+    data = load_source(source)
     xlabels = [str(v) for v in data["X_labels"]]
     if xlabels != COLUMNS:
         raise SystemExit(f"unexpected channel order {xlabels}, expected {COLUMNS}")

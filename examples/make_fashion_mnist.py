@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,11 @@ CLASSES = [
 
 
 def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
+    """An IDX array from `path` (.gz as Debian ships it, or .xz when recompressed smaller)."""
+    if not path.exists() and path.with_suffix(".xz").exists():
+        path = path.with_suffix(".xz")
+    opener = lzma.open if path.suffix == ".xz" else gzip.open
+    with opener(path, "rb") as f:
         data = f.read()
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -64,7 +69,7 @@ def main() -> None:
     p.add_argument("--test-per-class", type=int, default=20)
     p.add_argument("--full", action="store_true", help="write the whole dataset")
     a = p.parse_args()
-    if not (a.source / "train-images-idx3-ubyte.gz").is_file():
+    if not any((a.source / f"train-images-idx3-ubyte.{ext}").is_file() for ext in ("gz", "xz")):
         raise SystemExit(
             f"{a.source}: Fashion-MNIST not found; install it with: apt-get install dataset-fashion-mnist"
         )

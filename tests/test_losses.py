@@ -45,3 +45,11 @@ def test_symmetric_and_scale_invariant():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         nt_xent(torch.randn(4, 8), torch.randn(5, 8))
+
+
+def test_loss_is_float32_under_bf16_autocast():
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent(z1, z2)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(nt_xent(z1, z2).item(), rel=1e-6)

@@ -72,6 +72,13 @@ def test_fit_trains_and_reports_budget(image_folder):
     )
 
 
+def test_bf16_autocast_keeps_the_budget_exact(image_folder):
+    job = small_job(image_folder, precision="bf16")
+    result = fit(job, progress=False)
+    assert result["delta_l1"] == pytest.approx(0.05, rel=1e-4)  # projection runs in float32
+    assert torch.isfinite(torch.tensor(result["loss"]))
+
+
 @pytest.mark.parametrize("views", ["handcrafted", "both", "none"])
 def test_other_view_settings_train(image_folder, views):
     job = small_job(image_folder, views=views)

@@ -72,6 +72,45 @@ def _stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, 
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
+class LinearProbe:
+    """A fitted multinomial logistic regression on standardised features."""
+
+    def __init__(self, mean: Tensor, std: Tensor, w: Tensor, b: Tensor, l2: float):
+        self.mean, self.std, self.w, self.b, self.l2 = mean, std, w, b, l2
+
+    def predict(self, x: Tensor) -> Tensor:
+        x = (x.to(self.w.device, self.w.dtype) - self.mean) / self.std
+        return (x @ self.w + self.b).argmax(1)
+
+    def accuracy(self, x: Tensor, y: Tensor) -> float:
+        return (self.predict(x) == y.to(self.w.device)).double().mean().item()
+
+
+def fit_linear_probe(
+    train_x: Tensor, train_y: Tensor, seed: int = 0, device: torch.device | str = "cpu"
+) -> LinearProbe:
+    """Fit the probe; its L2 strength is picked on a stratified 20 % held out of `train_x`.
+    Float64 on the CPU, float32 on a GPU (standardised features keep that well conditioned)."""
+    device = torch.device(device)
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    x = train_x.to(device, dtype)
+    y = train_y.to(device)
+    mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True).clamp_min(1e-6)
+    x = (x - mean) / std
+    num_classes = int(y.max()) + 1
+    l2 = L2_GRID[1]
+    if len(y) >= 40:
+        fit_idx, val_idx = (i.to(device) for i in _stratified_holdout(y.cpu(), 0.2, seed))
+        fx, vx = _standardize(x[fit_idx], x[val_idx])
+        scores = []
+        for lam in L2_GRID:
+            w, b = _fit_logreg(fx, y[fit_idx], num_classes, lam, max_iter=150)
+            scores.append(((vx @ w + b).argmax(1) == y[val_idx]).double().mean().item())
+        l2 = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], -i))]
+    w, b = _fit_logreg(x, y, num_classes, l2)
+    return LinearProbe(mean, std, w, b, l2)
+
+
 def linear_probe(
     train_x: Tensor,
     train_y: Tensor,
@@ -80,25 +119,19 @@ def linear_probe(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Test accuracy of a logistic-regression probe; L2 picked on a held-out part of train.
-    Float64 on the CPU, float32 on a GPU (standardised features keep that well conditioned)."""
-    device = torch.device(device)
-    dtype = torch.float64 if device.type == "cpu" else torch.float32
-    train_x, test_x = _standardize(train_x.to(device, dtype), test_x.to(device, dtype))
-    train_y, test_y = train_y.to(device), test_y.to(device)
+    """Test accuracy of a logistic-regression probe fitted on the training features."""
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    l2 = L2_GRID[1]
-    if len(train_y) >= 40:
-        fit_idx, val_idx = (i.to(device) for i in _stratified_holdout(train_y.cpu(), 0.2, seed))
-        fx, vx = _standardize(train_x[fit_idx], train_x[val_idx])
-        scores = []
-        for lam in L2_GRID:
-            w, b = _fit_logreg(fx, train_y[fit_idx], num_classes, lam, max_iter=150)
-            scores.append(((vx @ w + b).argmax(1) == train_y[val_idx]).double().mean().item())
-        l2 = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], -i))]
-    w, b = _fit_logreg(train_x, train_y, num_classes, l2)
-    acc = ((test_x @ w + b).argmax(1) == test_y).double().mean().item()
-    return {"accuracy": acc, "l2": l2}
+    probe = fit_linear_probe(train_x, train_y, seed, device)
+    if probe.w.shape[1] < num_classes:  # a class only in the test split: never predicted
+        pad = torch.zeros(
+            probe.w.shape[0],
+            num_classes - probe.w.shape[1],
+            dtype=probe.w.dtype,
+            device=probe.w.device,
+        )
+        probe.w = torch.cat([probe.w, pad], 1)
+        probe.b = torch.cat([probe.b, torch.full_like(pad[0], -1e9)])
+    return {"accuracy": probe.accuracy(test_x, test_y), "l2": probe.l2}
 
 
 def knn_accuracy(

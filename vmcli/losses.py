@@ -35,8 +35,13 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07, gather: bool = Fa
         raise ValueError(
             f"expected two B×D tensors of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    z1 = F.normalize(z1.float(), dim=1)
-    z2 = F.normalize(z2.float(), dim=1)
+    with torch.autocast(z1.device.type, enabled=False):  # the loss stays float32 under bf16
+        return _nt_xent_fp32(z1.float(), z2.float(), temperature, gather)
+
+
+def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float, gather: bool) -> Tensor:
+    z1 = F.normalize(z1, dim=1)
+    z2 = F.normalize(z2, dim=1)
     b = z1.shape[0]
     offset = 0
     if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

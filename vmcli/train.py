@@ -170,7 +170,7 @@ def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool) -> Vi
     noise = vm.sample_noise(inputs, gen, batch=2 * raw.shape[0])
     if rows is not None:
         noise = (noise[0][rows], noise[1][:, rows])
-    raw_fn = job.raw_fn or vm.raw_output
+    raw_fn = job.raw_fn if job.raw_fn is not None else vm.raw_output
     delta = project_to_budget(raw_fn(inputs, noise), vm.budget)
     if reverse:
         delta = grad_reverse(delta)
@@ -181,7 +181,7 @@ def _contrastive_loss(job: Job, views: Tensor) -> Tensor:
     e = job.space.to_encoder(views)
     if job.device.type == "cuda" and job.cfg.channels_last and e.ndim == 4:
         e = e.contiguous(memory_format=torch.channels_last)
-    z = (job.encoder_fn or job.encoder)(e)
+    z = (job.encoder_fn if job.encoder_fn is not None else job.encoder)(e)
     b = z.shape[0] // 2
     return nt_xent(z[:b], z[b:], job.cfg.temperature, gather=job.world.distributed)
 

@@ -1,0 +1,643 @@
+"""Are learned views good? One benchmark across images, audio and sensors.
+
+    python benchmarks/quality.py --modality all                 # the full benchmark (GPU)
+    python benchmarks/quality.py --modality sensor --seeds 3
+    python benchmarks/quality.py --quick                        # CPU smoke run on examples/ (~2 min)
+
+For each modality, on the same data, encoder, epochs and seeds, `vm train` runs with
+`--views viewmaker` (every view space), `handcrafted`, `both` and `none`; each encoder is then
+frozen and probed (linear probe and kNN on pooled features), beside a random-init encoder of
+the same architecture and probes on raw features. Splits avoid leakage:
+  image   Fashion-MNIST, official train/test (Debian dataset-fashion-mnist)
+  audio   instrument notes rendered from FluidR3 GM, 16 families, split by program
+  sensor  seglearn smartwatch IMU windows, 7 exercises, split by subject
+A validation split is held out of the *training* labels by group (random images, whole
+programs, whole subjects) and is the only thing any choice looks at (e.g. the best budget);
+test accuracy is reported, never used to choose.
+
+Also: a budget sweep (viewmaker, ε ∈ 0.01 … 0.2) with a plot, and robustness: accuracy of the
+probes under common corruptions of the test data. A `--time-budget` keeps the whole run inside
+a device lease: work is done in priority order and what did not fit is reported as not run.
+Results go to OUT/quality.json (after every run), OUT/quality.md and OUT/budget_sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vmcli.config import TrainConfig  # noqa: E402
+from vmcli.console import console  # noqa: E402
+from vmcli.data import MODALITIES, LoadOptions, TensorData, scan  # noqa: E402
+from vmcli.evaluate import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
+from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
+from vmcli.train import train  # noqa: E402
+
+BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
+TARGETS = {  # what the paper's claims mean here (issue: "Prove the views are good")
+    "image": "viewmaker within 1 point of handcrafted; both ≥ handcrafted; all far above raw pixels",
+    "audio": "viewmaker ≥ handcrafted + 5 points; above the raw log-mel probe",
+    "sensor": "viewmaker ≥ handcrafted + 10 points; above the channel-statistics probe",
+}
+
+
+@dataclass
+class Plan:
+    modality: str
+    data: Path
+    view_spaces: tuple[str, ...]
+    epochs: int
+    batch_size: int | None
+    seeds: list[int]
+    budgets: tuple[float, ...]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def materialize(modality: str, quick: bool, data_root: Path) -> Path:
+    """The benchmark's data folder, generated from packages if missing (no downloads)."""
+    if quick:
+        return (
+            ROOT
+            / "examples"
+            / {"image": "fashion-mnist", "audio": "instruments", "sensor": "watch"}[modality]
+        )
+    out = (
+        data_root / {"image": "fashion-mnist", "audio": "instruments", "sensor": "watch"}[modality]
+    )
+    if (out / "train").is_dir() and (out / "test").is_dir():
+        return out
+    scripts = {
+        "image": [str(ROOT / "examples" / "make_fashion_mnist.py"), "--full"],
+        "audio": [str(ROOT / "benchmarks" / "make_instruments.py")],
+        "sensor": [str(ROOT / "benchmarks" / "make_watch_windows.py"), "--no-baseline"],
+    }
+    console.print(f"materialising {modality} data into {out}")
+    subprocess.run([sys.executable, *scripts[modality], "--out", str(out)], check=True)
+    return out
+
+
+def group_of(path: Path) -> str | None:
+    """The leakage group of a file: an instrument program (p012_...) or a subject (s03_...)."""
+    m = re.match(r"^([ps]\d+)_", path.name)
+    return m.group(1) if m else None
+
+
+def validation_split(
+    items: list, train_idx: list[int], fraction: float = 0.15, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """(fit, val) indices out of the training split: whole groups when files have them."""
+    g = torch.Generator().manual_seed(seed)
+    groups = sorted({group_of(items[i].path) for i in train_idx} - {None})
+    if groups:
+        order = [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+        held: set[str] = set()
+        for grp in order:
+            if sum(group_of(items[i].path) in held for i in train_idx) >= fraction * len(train_idx):
+                break
+            held.add(grp)
+        val = [i for i in train_idx if group_of(items[i].path) in held]
+    else:
+        perm = torch.randperm(len(train_idx), generator=g).tolist()
+        val = sorted(train_idx[i] for i in perm[: int(fraction * len(train_idx))])
+    val_set = set(val)
+    return [i for i in train_idx if i not in val_set], val
+
+
+# -- corruptions for the robustness check ------------------------------------------------------
+
+
+def corrupt(modality: str, name: str, x: torch.Tensor, meta: dict) -> torch.Tensor:
+    g = torch.Generator().manual_seed(123)
+    if modality == "image":
+        v = x.float() / 255
+        if name == "noise":
+            v = v + 0.1 * torch.randn(v.shape, generator=g)
+        elif name == "blur":
+            k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+            k = (k[:, None] * k[None, :]) / 256
+            c = v.shape[1]
+            v = F.conv2d(
+                F.pad(v, (2, 2, 2, 2), mode="reflect"), k.expand(c, 1, 5, 5).contiguous(), groups=c
+            )
+        elif name == "contrast":
+            mean = v.mean(dim=(1, 2, 3), keepdim=True)
+            v = (v - mean) * 0.4 + mean
+        elif name == "jpeg":
+            out = []
+            for img in (v.clamp(0, 1) * 255).round().to(torch.uint8):
+                arr = img.permute(1, 2, 0).numpy()
+                pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+                buf = io.BytesIO()
+                pil.save(buf, format="JPEG", quality=15)
+                dec = np.asarray(Image.open(buf))
+                out.append(
+                    torch.from_numpy(dec[..., None] if dec.ndim == 2 else dec)
+                    .permute(2, 0, 1)
+                    .float()
+                    / 255
+                )
+            v = torch.stack(out)
+        return (v.clamp(0, 1) * 255).round().to(torch.uint8)
+    if modality == "audio":
+        rms = x.square().mean(dim=(1, 2), keepdim=True).sqrt()
+        if name == "noise":  # white noise at 10 dB SNR
+            return x + torch.randn(x.shape, generator=g) * rms / (10 ** (10 / 20))
+        if name == "gain":  # −12 dB
+            return x * 10 ** (-12 / 20)
+        if name == "lowpass":  # nothing above 2 kHz
+            spec = torch.fft.rfft(x, dim=-1)
+            freqs = torch.fft.rfftfreq(x.shape[-1], 1 / int(meta["sample_rate"]))
+            return torch.fft.irfft(spec * (freqs <= 2000), n=x.shape[-1], dim=-1)
+    if modality == "sensor":
+        std = x.std(dim=2, keepdim=True)
+        if name == "noise":
+            return x + 0.3 * std * torch.randn(x.shape, generator=g)
+        if name == "drift":  # a linear ramp up to one channel std across the window
+            ramp = torch.linspace(0, 1, x.shape[-1])
+            return x + std * ramp * torch.sign(torch.randn(x.shape[0], x.shape[1], 1, generator=g))
+        if name == "dropped":  # 20 % of samples lost, held at the last value
+            keep = torch.rand(x.shape[0], 1, x.shape[2], generator=g) > 0.2
+            keep[..., 0] = True
+            idx = torch.where(keep, torch.arange(x.shape[2]), 0).cummax(dim=2).values
+            return torch.gather(x, 2, idx.expand_as(x))
+    raise ValueError(f"no corruption {name!r} for {modality}")
+
+
+CORRUPTIONS = {
+    "image": ("noise", "blur", "contrast", "jpeg"),
+    "audio": ("noise", "gain", "lowpass"),
+    "sensor": ("noise", "drift", "dropped"),
+}
+
+
+# -- one modality --------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.t0 = time.perf_counter()
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu")
+            if args.device == "auto"
+            else args.device
+        )
+        self.out = args.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.report: dict[str, Any] = {
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else "CPU",
+            "torch": torch.__version__,
+            "commit": _commit(),
+            "command": " ".join(sys.argv),
+            "modalities": {},
+            "not_run": [],
+        }
+
+    def left(self) -> float:
+        return self.args.time_budget - (time.perf_counter() - self.t0)
+
+    def save(self) -> None:
+        (self.out / "quality.json").write_text(json.dumps(self.report, indent=2, default=str))
+
+    def train_run(
+        self, plan: Plan, views: str, view_space: str | None, budget: float, seed: int
+    ) -> tuple[Path, dict] | None:
+        label = f"{plan.modality}/{views}{'-' + view_space if view_space else ''}/eps{budget:g}/seed{seed}"
+        if self.left() < self.args.min_run_seconds:
+            self.report["not_run"].append(label)
+            console.print(f"[yellow]skip (time budget)[/yellow] {label}")
+            return None
+        cfg = TrainConfig(
+            data=str(plan.data),
+            views=views,
+            view_space=view_space,
+            budget=budget,
+            epochs=plan.epochs,
+            batch_size=plan.batch_size,
+            seed=seed,
+            device=str(self.device),
+            encoder=self.args.encoder,
+            viewmaker_width=self.args.width,
+            log_every=10_000,
+            preview_samples=4,
+            preview_views=2,
+        )
+        name = label.replace("/", "_")
+        console.print(f"[bold]train[/bold] {label}  ({self.left():.0f} s left)")
+        summary = train(cfg, out=self.out / "runs" / name, progress=False)
+        return Path(summary["run"]), summary
+
+    def start(self, plan: Plan) -> dict[str, Any] | None:
+        """The first run of a modality (viewmaker, default space, first seed), then its data,
+        splits and baselines. Returns the context later runs of this modality need."""
+        m = plan.modality
+        modality = MODALITIES[m]
+        res: dict[str, Any] = {
+            "data": str(plan.data),
+            "epochs": plan.epochs,
+            "runs": [],
+            "baselines": {},
+            "target": TARGETS[m],
+        }
+        self.report["modalities"][m] = res
+        first = self.train_run(plan, "viewmaker", plan.view_spaces[0], 0.05, plan.seeds[0])
+        if first is None:
+            return None
+        run_dir, summary = first
+        config = json.loads((run_dir / "config.json").read_text())
+        index = scan(plan.data, MODALITIES, modality=m)
+        labeled = [it for it in index.items if it.label is not None]
+        data: TensorData = modality.load(
+            index.root, labeled, LoadOptions(), meta=config["data_meta"]
+        )
+        classes = sorted({it.label for it in data.items})
+        y = torch.tensor([classes.index(it.label) for it in data.items])
+        train_idx = [i for i, it in enumerate(data.items) if it.split == "train"]
+        test_idx = [i for i, it in enumerate(data.items) if it.split == "test"]
+        fit_idx, val_idx = validation_split(data.items, train_idx)
+        split = {
+            "fit": torch.tensor(fit_idx),
+            "val": torch.tensor(val_idx),
+            "test": torch.tensor(test_idx),
+        }
+        res["split"] = {k: len(v) for k, v in split.items()} | {"classes": len(classes)}
+        res["chance"] = float(torch.bincount(y[split["test"]]).max()) / len(test_idx)
+        console.print(
+            f"{m}: fit {len(fit_idx)} / val {len(val_idx)} / test {len(test_idx)}, {len(classes)} classes"
+        )
+        ctx = {"plan": plan, "res": res, "data": data, "y": y, "split": split}
+        self.record(
+            ctx, run_dir, summary, "viewmaker", plan.view_spaces[0], 0.05, plan.seeds[0], "main"
+        )
+        extractor = load_encoder(run_dir, self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(plan.seeds[0])
+            random_enc = build_encoder(
+                config["train"]["encoder"], extractor.space, tuple(config["data_meta"]["raw_shape"])
+            )
+        feats = extract_features(FeatureExtractor(extractor.space, random_enc), data.x, self.device)
+        res["baselines"]["random encoder"] = self.score(ctx, feats)
+        for name, feats in modality.raw_baselines(data, extractor.space).items():
+            res["baselines"][name] = self.score(ctx, feats)
+        self.save()
+        return ctx
+
+    def score(
+        self, ctx: dict, feats: torch.Tensor, robust_with: FeatureExtractor | None = None
+    ) -> dict[str, Any]:
+        """Linear probe fitted on `fit`, scored on `val` and `test`; kNN on test; and, for the
+        main runs, the same probe on corrupted test inputs."""
+        split, y, m = ctx["split"], ctx["y"], ctx["plan"].modality
+        probe = fit_linear_probe(feats[split["fit"]], y[split["fit"]], 0, self.device)
+        out: dict[str, Any] = {
+            "val": probe.accuracy(feats[split["val"]], y[split["val"]]),
+            "test": probe.accuracy(feats[split["test"]], y[split["test"]]),
+            "knn": knn_accuracy(
+                feats[split["fit"]].to(self.device),
+                y[split["fit"]],
+                feats[split["test"]],
+                y[split["test"]],
+            ),
+        }
+        if robust_with is not None and self.args.robustness:
+            clean = ctx["data"].x[split["test"]]
+            out["robustness"] = {
+                name: probe.accuracy(
+                    extract_features(
+                        robust_with, corrupt(m, name, clean, ctx["data"].meta), self.device
+                    ),
+                    y[split["test"]],
+                )
+                for name in CORRUPTIONS[m]
+            }
+        return out
+
+    def record(
+        self,
+        ctx: dict,
+        run_dir: Path,
+        summary: dict,
+        views: str,
+        space: str | None,
+        budget: float,
+        seed: int,
+        role: str,
+    ) -> None:
+        extractor = load_encoder(run_dir, self.device)
+        feats = extract_features(extractor, ctx["data"].x, self.device)
+        uses_vm = views in ("viewmaker", "both")
+        row = {
+            "views": views,
+            "view_space": space if uses_vm else None,
+            "budget": budget if uses_vm else None,
+            "seed": seed,
+            "role": role,
+            "train_s": summary.get("train_s"),
+            "samples_per_s": summary.get("samples_per_s"),
+            "final_loss": summary.get("final_loss"),
+            **self.score(
+                ctx, feats, extractor if role == "main" and seed == ctx["plan"].seeds[0] else None
+            ),
+        }
+        ctx["res"]["runs"].append(row)
+        self.save()
+        console.print(f"  → val {row['val']:.4f}  test {row['test']:.4f}  kNN {row['knn']:.4f}")
+
+    def add(
+        self, ctx: dict, views: str, space: str | None, budget: float, seed: int, role: str
+    ) -> None:
+        made = self.train_run(ctx["plan"], views, space, budget, seed)
+        if made:
+            self.record(ctx, *made, views, space, budget, seed, role)
+
+    def run(self, plans: list[Plan]) -> None:
+        """Priority order, so a time budget cuts the least important work: every modality's
+        main comparison at the first seed, then the budget sweeps, then the other seeds."""
+        ctxs = []
+        for plan in plans:
+            ctx = self._guard(plan.modality, self.start, plan)
+            if ctx:
+                ctxs.append(ctx)
+
+        def settings(plan: Plan, first: bool) -> list[tuple[str, str | None]]:
+            rest = [("viewmaker", s) for s in plan.view_spaces[1:]] + [
+                ("handcrafted", None),
+                ("both", plan.view_spaces[0]),
+                ("none", None),
+            ]
+            return rest if first else [("viewmaker", plan.view_spaces[0]), *rest]
+
+        for ctx in ctxs:
+            plan = ctx["plan"]
+            for views, space in settings(plan, True):
+                self._guard(plan.modality, self.add, ctx, views, space, 0.05, plan.seeds[0], "main")
+        for ctx in ctxs:
+            plan = ctx["plan"]
+            for budget in plan.budgets:
+                if budget != 0.05:
+                    self._guard(
+                        plan.modality,
+                        self.add,
+                        ctx,
+                        "viewmaker",
+                        plan.view_spaces[0],
+                        budget,
+                        plan.seeds[0],
+                        "sweep",
+                    )
+        for seed_index in range(1, max((len(c["plan"].seeds) for c in ctxs), default=0)):
+            for ctx in ctxs:
+                plan = ctx["plan"]
+                if seed_index < len(plan.seeds):
+                    for views, space in settings(plan, False):
+                        self._guard(
+                            plan.modality,
+                            self.add,
+                            ctx,
+                            views,
+                            space,
+                            0.05,
+                            plan.seeds[seed_index],
+                            "main",
+                        )
+
+    def _guard(self, modality: str, fn, *args):
+        """Run one piece of work; a failure is recorded and the benchmark goes on."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}"
+            self.report.setdefault("errors", []).append(f"{modality}: {msg}"[:500])
+            console.print(f"[red]{modality} failed:[/red] {msg}")
+            self.save()
+            if self.args.quick:
+                raise
+            return None
+
+    # -- reporting ---------------------------------------------------------------------------
+    def markdown(self) -> str:
+        lines = [
+            f"Device: {self.report['device']}, torch {self.report['torch']}, commit {self.report['commit']}; "
+            f"wall {time.perf_counter() - self.t0:.0f} s.",
+            f"Command: `{self.report['command']}`",
+            "",
+        ]
+        for m, res in self.report["modalities"].items():
+            lines += [
+                f"### {m}  ({res.get('split', {})}, {res['epochs']} epochs, chance {res.get('chance', float('nan')):.3f})",
+                "",
+                f"Target: {res['target']}.",
+                "",
+                "| features | seeds | val (linear) | **test (linear)** | test (kNN) |",
+                "|---|---|---|---|---|",
+            ]
+            groups: dict[str, list[dict]] = {}
+            for r in res["runs"]:
+                if r["role"] != "main":
+                    continue
+                key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
+                groups.setdefault(key, []).append(r)
+            for key, rows in groups.items():
+                lines.append(
+                    f"| vm encoder, views {key} | {len(rows)} | {_ms([r['val'] for r in rows])} | **{_ms([r['test'] for r in rows])}** | {_ms([r['knn'] for r in rows])} |"
+                )
+            for name, b in res["baselines"].items():
+                lines.append(f"| {name} | – | {b['val']:.4f} | {b['test']:.4f} | {b['knn']:.4f} |")
+            rob = [
+                r
+                for r in res["runs"]
+                if r.get("robustness") and r["seed"] == min(x["seed"] for x in res["runs"])
+            ]
+            if rob:
+                names = list(rob[0]["robustness"])
+                lines += [
+                    "",
+                    "Robustness (linear probe, test accuracy on corrupted inputs):",
+                    "",
+                    "| views | clean | " + " | ".join(names) + " |",
+                    "|---" * (len(names) + 2) + "|",
+                ]
+                for r in rob:
+                    key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
+                    lines.append(
+                        f"| {key} | {r['test']:.4f} | "
+                        + " | ".join(f"{r['robustness'][n]:.4f}" for n in names)
+                        + " |"
+                    )
+            sweep = sorted(
+                (
+                    r
+                    for r in res["runs"]
+                    if r["views"] == "viewmaker"
+                    and r.get("view_space") == (res["runs"][0].get("view_space"))
+                    and r["seed"] == res["runs"][0]["seed"]
+                ),
+                key=lambda r: r["budget"],
+            )
+            if len(sweep) > 1:
+                lines += [
+                    "",
+                    "Budget sweep (viewmaker, first seed):",
+                    "",
+                    "| ε | val | test |",
+                    "|---|---|---|",
+                ]
+                lines += [f"| {r['budget']:g} | {r['val']:.4f} | {r['test']:.4f} |" for r in sweep]
+                best = max(sweep, key=lambda r: r["val"])
+                lines.append(
+                    f"\nBest ε by validation accuracy: {best['budget']:g} (test {best['test']:.4f})."
+                )
+            lines.append("")
+        if self.report["not_run"]:
+            lines += ["Not run (time budget): " + ", ".join(self.report["not_run"]), ""]
+        return "\n".join(lines)
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], text=True, cwd=ROOT
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def plot_sweep(report: dict, dst: Path) -> None:
+    """Test and validation accuracy against ε, one panel line per modality (Pillow only)."""
+    series = {}
+    for m, res in report["modalities"].items():
+        runs = res["runs"]
+        if not runs:
+            continue
+        space, seed = runs[0].get("view_space"), runs[0]["seed"]
+        pts = sorted(
+            (r["budget"], r["test"], r["val"])
+            for r in runs
+            if r["views"] == "viewmaker" and r.get("view_space") == space and r["seed"] == seed
+        )
+        if len(pts) > 1:
+            series[m] = pts
+    if not series:
+        return
+    w, h, pad = 640, 400, 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    xs = [math.log10(b) for pts in series.values() for b, _, _ in pts]
+    ys = [a for pts in series.values() for _, t, v in pts for a in (t, v)]
+    x0, x1 = min(xs) - 0.1, max(xs) + 0.1
+    y0, y1 = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05)
+    px = lambda b: pad + (math.log10(b) - x0) / (x1 - x0) * (w - 2 * pad)  # noqa: E731
+    py = lambda a: h - pad - (a - y0) / (y1 - y0) * (h - 2 * pad)  # noqa: E731
+    d.rectangle([pad, pad, w - pad, h - pad], outline=(160, 160, 160))
+    for b in sorted({b for pts in series.values() for b, _, _ in pts}):
+        d.line([(px(b), h - pad), (px(b), h - pad + 5)], fill="black")
+        d.text((px(b) - 10, h - pad + 8), f"{b:g}", fill="black")
+    for k in range(6):
+        a = y0 + k * (y1 - y0) / 5
+        d.line([(pad - 5, py(a)), (pad, py(a))], fill="black")
+        d.text((8, py(a) - 6), f"{a:.2f}", fill="black")
+    d.text((w // 2 - 80, h - 25), "budget eps = mean |delta| (log scale)", fill="black")
+    d.text((pad, 20), "linear-probe accuracy vs budget (lines: test, circles: validation)", fill="black")
+    colours = {"image": (33, 102, 172), "audio": (178, 24, 43), "sensor": (27, 120, 55)}
+    for i, (m, pts) in enumerate(series.items()):
+        c = colours.get(m, (0, 0, 0))
+        d.line([(px(b), py(t)) for b, t, _ in pts], fill=c, width=2)
+        for b, _, v in pts:
+            d.ellipse([px(b) - 2, py(v) - 2, px(b) + 2, py(v) + 2], outline=c)
+        d.text((pad + 8, pad + 8 + 14 * i), m, fill=c)
+    img.save(dst)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--modality", default="all", choices=["image", "audio", "sensor", "all"])
+    p.add_argument("--quick", action="store_true", help="CPU smoke run on the examples/ folders")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument(
+        "--epochs", default="image=5,audio=30,sensor=30", help="per modality, e.g. image=5,audio=30"
+    )
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--encoder", default="auto")
+    p.add_argument(
+        "--width", type=int, default=None, help="viewmaker width (default: 32 GPU / 16 CPU)"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", type=Path, default=ROOT / "benchmarks" / "data")
+    p.add_argument(
+        "--data", action="append", default=[], help="MODALITY=DIR to use an existing folder"
+    )
+    p.add_argument(
+        "--time-budget", type=float, default=float("inf"), help="seconds for the whole benchmark"
+    )
+    p.add_argument(
+        "--min-run-seconds", type=float, default=20.0, help="do not start a run with less time left"
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
+    args = p.parse_args()
+    epochs = dict(kv.split("=") for kv in args.epochs.split(","))
+    budgets = tuple(float(b) for b in args.budgets.split(","))
+    if args.quick:
+        args.device, args.encoder, args.width, args.seeds = "cpu", "small", 8, 1
+        epochs = {"image": "1", "audio": "2", "sensor": "2"}
+        budgets = (0.02, 0.05, 0.2)
+        args.min_run_seconds = 0.0
+    given = dict(kv.split("=", 1) for kv in args.data)
+    bench = Bench(args)
+    modalities = ["image", "audio", "sensor"] if args.modality == "all" else [args.modality]
+    plans = []
+    for m in modalities:
+        data = Path(given[m]) if m in given else materialize(m, args.quick, args.data_root)
+        plans.append(
+            Plan(
+                modality=m,
+                data=data,
+                view_spaces=MODALITIES[m].view_spaces,
+                epochs=int(epochs[m]),
+                batch_size=None,
+                seeds=list(range(args.seeds)),
+                budgets=() if args.no_sweep else budgets,
+            )
+        )
+    bench.run(plans)
+    bench.save()
+    plot_sweep(bench.report, args.out / "budget_sweep.png")
+    md = bench.markdown()
+    (args.out / "quality.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

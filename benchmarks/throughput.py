@@ -1,0 +1,349 @@
+"""Training throughput: the paper's schedule against vm's, side by side, on one device.
+
+    python benchmarks/throughput.py                   # every shape and lever on this device
+    python benchmarks/throughput.py --compile         # also torch.compile (slow to warm up)
+    python benchmarks/throughput.py --quick           # tiny CPU smoke run (checks the script)
+
+Shapes (data resident on the device, random values, the real vm training step):
+  image   3×32×32 pixels, batch 256: the paper's viewmaker + CIFAR ResNet-18
+  audio   1 s of 16 kHz audio → 64-band log-mel (spectrogram view space), batch 128
+  sensor  6 channels × 128 steps (signal view space, 1-D ResNet-18), batch 128
+
+Levers, each added to the previous row: one pass with gradient reversal instead of the paper's
+two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For every row:
+samples/s (median of timed chunks after warm-up), the ratio to the paper's schedule, the share
+of step time spent gathering the batch (the data path), and the fraction of the device's
+measured bf16 matrix-multiply peak (FLOPs counted once per step by torch.utils.flop_counter).
+Prints a table last; `--out FILE.json` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vmcli.config import TrainConfig  # noqa: E402
+from vmcli.data.audio import LogMelSpace  # noqa: E402
+from vmcli.data.image import PixelSpace  # noqa: E402
+from vmcli.data.sensor import SignalSpace  # noqa: E402
+from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
+from vmcli.train import Job, prepare, train_step  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    alternating: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    batch: int | None = None  # None: the shape's default
+
+
+PAPER = Variant("paper: 2 passes, fp32", alternating=True)
+LADDER = [
+    PAPER,
+    Variant("1 pass (grad reversal), fp32"),
+    Variant("1 pass, bf16", precision="bf16"),
+    Variant("1 pass, bf16, channels-last", precision="bf16", channels_last=True),
+]
+
+
+def shapes(quick: bool) -> dict[str, dict]:
+    if quick:
+        return {
+            "image": {
+                "space": PixelSpace({"channels": 3, "size": 16}),
+                "raw": (3, 16, 16),
+                "uint8": True,
+                "batch": 8,
+                "n": 32,
+            },
+            "audio": {
+                "space": LogMelSpace({"sample_rate": 8000, "clip_samples": 4000, "n_mels": 32}),
+                "raw": (1, 4000),
+                "uint8": False,
+                "batch": 8,
+                "n": 32,
+            },
+            "sensor": {
+                "space": SignalSpace({"columns": list("abcdef"), "window": 64}),
+                "raw": (6, 64),
+                "uint8": False,
+                "batch": 8,
+                "n": 32,
+            },
+        }
+    return {
+        "image": {
+            "space": PixelSpace({"channels": 3, "size": 32}),
+            "raw": (3, 32, 32),
+            "uint8": True,
+            "batch": 256,
+            "n": 8192,
+        },
+        "audio": {
+            "space": LogMelSpace({"sample_rate": 16000, "clip_samples": 16000, "n_mels": 64}),
+            "raw": (1, 16000),
+            "uint8": False,
+            "batch": 128,
+            "n": 2048,
+        },
+        "sensor": {
+            "space": SignalSpace({"columns": list("abcdef"), "window": 128}),
+            "raw": (6, 128),
+            "uint8": False,
+            "batch": 128,
+            "n": 4096,
+        },
+    }
+
+
+def make_job(
+    shape: dict, variant: Variant, device: torch.device, encoder: str, width: int
+) -> tuple[Job, torch.Tensor, int]:
+    g = torch.Generator().manual_seed(0)
+    n = shape["n"]
+    if shape["uint8"]:
+        x = torch.randint(0, 256, (n, *shape["raw"]), generator=g, dtype=torch.uint8)
+    else:
+        x = 0.1 * torch.randn((n, *shape["raw"]), generator=g)
+    space = shape["space"]
+    space.fit(x[:512])
+    batch = variant.batch or shape["batch"]
+    cfg = TrainConfig(
+        data="",
+        batch_size=batch,
+        encoder=encoder,
+        viewmaker_width=width,
+        alternating=variant.alternating,
+        precision=variant.precision,
+        channels_last=variant.channels_last,
+        compile=variant.compile,
+        device=str(device),
+    )
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, space, tuple(x.shape[1:]))
+    vm = build_viewmaker(space, 0.05, width)
+    job = Job(cfg, x, space, enc, vm, None, device)
+    return job, x.to(device), batch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(job: Job, x: torch.Tensor, batch: int, opt, autocast) -> float:
+    """FLOPs of one training step (both passes for the paper's schedule), per sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen = torch.Generator(x.device).manual_seed(1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(job, x[:batch], gen, opt, autocast)
+    return counter.get_total_flops() / batch
+
+
+def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> dict:
+    job, x, batch = make_job(shape, variant, device, args.encoder, args.width)
+    opt = prepare(job)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=variant.precision == "bf16"
+    )
+    gen = torch.Generator(device).manual_seed(1)
+    n = x.shape[0]
+    steps_per_epoch = n // batch
+
+    def batches():
+        g = torch.Generator(device).manual_seed(2)
+        while True:
+            perm = torch.randperm(n, generator=g, device=device)
+            for s in range(steps_per_epoch):
+                yield x[perm[s * batch : (s + 1) * batch]]
+
+    it = batches()
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        train_step(job, next(it), gen, opt, autocast)
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    rates = []
+    for _ in range(args.chunks):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            train_step(job, next(it), gen, opt, autocast)
+        sync(device)
+        rates.append(args.steps * batch / (time.perf_counter() - t0))
+    # the data path alone: the same index gathers and conversion, nothing else
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        raw = next(it)
+        job.space.to_view(raw)
+    sync(device)
+    gather_s = (time.perf_counter() - t0) / args.steps
+    step_s = batch / statistics.median(rates)
+    flops = None
+    if not variant.compile:
+        flops = count_flops(job, x, batch, opt, autocast)
+    return {
+        "variant": variant.name,
+        "batch": batch,
+        "samples_per_s": statistics.median(rates),
+        "spread": (min(rates), max(rates)),
+        "data_share": gather_s / step_s,
+        "gflop_per_sample": flops / 1e9 if flops else None,
+        "warmup_s": warmup_s,
+    }
+
+
+def bf16_peak(device: torch.device) -> float | None:
+    """Measured dense bf16 matmul rate (FLOP/s), 8192³, median of 10 after warm-up."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * 8192**3 / statistics.median(times)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], text=True, cwd=Path(__file__).parent
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--shapes", default="image,audio,sensor")
+    p.add_argument(
+        "--compile", action="store_true", help="add torch.compile rows (60-90 s warm-up each)"
+    )
+    p.add_argument(
+        "--big-batch", type=int, default=1024, help="extra image row at this batch (0: none)"
+    )
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--width", type=int, default=32, help="viewmaker width (the paper: 32)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20, help="steps per timed chunk")
+    p.add_argument("--chunks", type=int, default=3)
+    p.add_argument(
+        "--quick", action="store_true", help="tiny shapes and steps on the CPU: checks the script"
+    )
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    if args.quick:
+        args.device, args.encoder, args.width = "cpu", "small", 8
+        args.warmup, args.steps, args.chunks, args.big_batch = 1, 2, 2, 16
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    peak = bf16_peak(device)
+    results = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "commit": commit(),
+        "bf16_peak_tflops": peak / 1e12 if peak else None,
+        "rows": [],
+    }
+    print(
+        f"device: {results['device']}  torch {torch.__version__}  commit {results['commit']}"
+        + (f"  measured bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else ""),
+        flush=True,
+    )
+    all_shapes = shapes(args.quick)
+    for name in args.shapes.split(","):
+        ladder = list(LADDER)
+        best = ladder[-1]
+        if args.compile:
+            ladder.append(replace(best, name=best.name + ", compiled", compile=True))
+        if name == "image" and args.big_batch:
+            ladder.append(
+                replace(
+                    ladder[-1],
+                    name=ladder[-1].name + f", batch {args.big_batch}",
+                    batch=args.big_batch,
+                )
+            )
+        paper_rate = None
+        for variant in ladder:
+            try:
+                row = time_variant(all_shapes[name], variant, device, args)
+            except Exception as e:  # keep measuring the other rows; report the failure
+                row = {"variant": variant.name, "error": f"{type(e).__name__}: {e}"[:300]}
+            row["shape"] = name
+            if "samples_per_s" in row:
+                if variant is PAPER:
+                    paper_rate = row["samples_per_s"]
+                row["vs_paper"] = row["samples_per_s"] / paper_rate if paper_rate else None
+                gflop = row["gflop_per_sample"] or next(
+                    (
+                        r["gflop_per_sample"]
+                        for r in results["rows"]
+                        if r.get("shape") == name
+                        and r.get("gflop_per_sample")
+                        and "paper" not in r["variant"]
+                    ),
+                    None,
+                )
+                row["peak_fraction"] = (
+                    row["samples_per_s"] * gflop * 1e9 / peak if (peak and gflop) else None
+                )
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print()
+    print(
+        "| shape | schedule | batch | samples/s | × paper | data share | GFLOP/sample | of bf16 peak |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        if "error" in r:
+            print(f"| {r['shape']} | {r['variant']} | | failed: {r['error'][:80]} | | | | |")
+            continue
+        frac = f"{100 * r['peak_fraction']:.1f} %" if r.get("peak_fraction") else "—"
+        gf = f"{r['gflop_per_sample']:.2f}" if r.get("gflop_per_sample") else "—"
+        vs = f"{r['vs_paper']:.2f}" if r.get("vs_paper") else "—"
+        print(
+            f"| {r['shape']} | {r['variant']} | {r['batch']} | {r['samples_per_s']:,.0f} | {vs} | {100 * r['data_share']:.1f} % | {gf} | {frac} |"
+        )
+    print(f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}")
+
+
+if __name__ == "__main__":
+    main()
