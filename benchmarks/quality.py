@@ -566,7 +566,11 @@ def plot_sweep(report: dict, dst: Path) -> None:
         d.line([(pad - 5, py(a)), (pad, py(a))], fill="black")
         d.text((8, py(a) - 6), f"{a:.2f}", fill="black")
     d.text((w // 2 - 80, h - 25), "budget eps = mean |delta| (log scale)", fill="black")
-    d.text((pad, 20), "linear-probe accuracy vs budget (lines: test, circles: validation)", fill="black")
+    d.text(
+        (pad, 20),
+        "linear-probe accuracy vs budget (lines: test, circles: validation)",
+        fill="black",
+    )
     colours = {"image": (33, 102, 172), "audio": (178, 24, 43), "sensor": (27, 120, 55)}
     for i, (m, pts) in enumerate(series.items()):
         c = colours.get(m, (0, 0, 0))

@@ -54,7 +54,10 @@ def write_split(images: np.ndarray, labels: np.ndarray, out: Path, per_class: in
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in idx:
-            Image.fromarray(images[i], "L").save(folder / f"{i:05d}.png", optimize=True)
+            # the small sample is committed: squeeze it; the full set is for benchmarks: be quick
+            Image.fromarray(images[i], "L").save(
+                folder / f"{i:05d}.png", optimize=per_class is not None
+            )
             count += 1
     return count
 

@@ -17,7 +17,8 @@ Two view spaces:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from vmcli.data.base import (
     LoadOptions,
     Modality,
     ViewSpace,
+    parallel_map,
     report_skipped,
 )
 from vmcli.errors import ConfigError, DataError
@@ -149,6 +151,17 @@ def _check_header(path: Path, max_seconds: float) -> sf._SoundFileInfo | str:
     return meta
 
 
+def _header_summary(path: Path, max_seconds: float) -> _Header | str:
+    meta = _check_header(path, max_seconds)
+    return meta if isinstance(meta, str) else _Header(meta.duration, meta.samplerate)
+
+
+@dataclass(frozen=True)
+class _Header:
+    duration: float
+    samplerate: int
+
+
 def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int, int] | str:
     """(mono float32 at `rate`, original rate, original channels) or the reason to skip."""
     meta = _check_header(path, max_seconds)
@@ -237,8 +250,9 @@ class AudioModality(Modality):
         if rate < 1000:
             raise ConfigError(f"--sample-rate {rate} Hz is too low for audio (use ≥ 1000)")
         paths = [root / it.path for it in items]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            headers = list(pool.map(lambda p: _check_header(p, options.max_clip_seconds), paths))
+        headers = parallel_map(
+            functools.partial(_header_summary, max_seconds=options.max_clip_seconds), paths
+        )
         skipped = [(p, h) for p, h in zip(paths, headers, strict=True) if isinstance(h, str)]
         ok = [(it, h) for it, h in zip(items, headers, strict=True) if not isinstance(h, str)]
         if not ok:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from vmcli.data.base import (
     LoadOptions,
     Modality,
     ViewSpace,
+    parallel_map,
     report_skipped,
 )
 from vmcli.errors import DataError
@@ -172,8 +172,7 @@ class ImageModality(Modality):
     ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
         """Read only the headers: channel count and training size (from `meta` when given)."""
         paths = [root / it.path for it in items]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            probes = list(pool.map(self._probe, paths))
+        probes = parallel_map(self._probe, paths)
         skipped = [
             (p, f"cannot be read as an image ({r})")
             for p, r in zip(paths, probes, strict=True)

@@ -19,8 +19,8 @@ Two view spaces:
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from vmcli.data.base import (
     Modality,
     TensorData,
     ViewSpace,
+    parallel_map,
     report_skipped,
 )
 from vmcli.data.csvread import CsvRecording, read_csv_recording, write_csv_like
@@ -171,8 +172,7 @@ class SensorModality(Modality):
     ) -> TensorData:
         columns = list(meta["columns"]) if meta else options.columns
         paths = [root / it.path for it in items]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            recs = list(pool.map(lambda p: self._read(p, columns), paths))
+        recs = parallel_map(functools.partial(self._read, columns=columns), paths)
         skipped: list[tuple[Path, str]] = [
             (p, r) for p, r in zip(paths, recs, strict=True) if isinstance(r, str)
         ]
