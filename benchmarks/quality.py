@@ -89,7 +89,7 @@ def materialize(modality: str, quick: bool, data_root: Path) -> Path:
         return out
     scripts = {
         "image": [str(ROOT / "examples" / "make_fashion_mnist.py"), "--full"],
-        "audio": [str(ROOT / "benchmarks" / "make_instruments.py")],
+        "audio": [str(ROOT / "benchmarks" / "make_instruments.py"), "--velocities", "112", "--format", "flac"],
         "sensor": [str(ROOT / "benchmarks" / "make_watch_windows.py"), "--no-baseline"],
     }
     console.print(f"materialising {modality} data into {out}")
@@ -220,12 +220,20 @@ class Bench:
         return self.args.time_budget - (time.perf_counter() - self.t0)
 
     def save(self) -> None:
+        self.report["wall_s"] = time.perf_counter() - self.t0
         (self.out / "quality.json").write_text(json.dumps(self.report, indent=2, default=str))
 
     def train_run(
-        self, plan: Plan, views: str, view_space: str | None, budget: float, seed: int
+        self,
+        plan: Plan,
+        views: str,
+        view_space: str | None,
+        budget: float,
+        seed: int,
+        precision: str = "auto",
     ) -> tuple[Path, dict] | None:
         label = f"{plan.modality}/{views}{'-' + view_space if view_space else ''}/eps{budget:g}/seed{seed}"
+        label += f"/{precision}" if precision != "auto" else ""
         if self.left() < self.args.min_run_seconds:
             self.report["not_run"].append(label)
             console.print(f"[yellow]skip (time budget)[/yellow] {label}")
@@ -244,10 +252,11 @@ class Bench:
             log_every=10_000,
             preview_samples=4,
             preview_views=2,
+            precision=precision,
         )
         name = label.replace("/", "_")
         console.print(f"[bold]train[/bold] {label}  ({self.left():.0f} s left)")
-        summary = train(cfg, out=self.out / "runs" / name, progress=False)
+        summary = train(cfg, out=self.args.runs_dir / name, progress=False)
         return Path(summary["run"]), summary
 
     def start(self, plan: Plan) -> dict[str, Any] | None:
@@ -358,6 +367,8 @@ class Bench:
             "train_s": summary.get("train_s"),
             "samples_per_s": summary.get("samples_per_s"),
             "final_loss": summary.get("final_loss"),
+            "precision": summary.get("precision"),
+            "run": str(run_dir),
             **self.score(
                 ctx, feats, extractor if role == "main" and seed == ctx["plan"].seeds[0] else None
             ),
@@ -394,6 +405,19 @@ class Bench:
             plan = ctx["plan"]
             for views, space in settings(plan, True):
                 self._guard(plan.modality, self.add, ctx, views, space, 0.05, plan.seeds[0], "main")
+        if self.args.precision_check:
+            for ctx in ctxs:
+                plan = ctx["plan"]
+                self._guard(
+                    plan.modality,
+                    self.add,
+                    ctx,
+                    "viewmaker",
+                    plan.view_spaces[0],
+                    0.05,
+                    plan.seeds[0],
+                    "fp32",
+                )
         for ctx in ctxs:
             plan = ctx["plan"]
             for budget in plan.budgets:
@@ -439,81 +463,108 @@ class Bench:
 
     # -- reporting ---------------------------------------------------------------------------
     def markdown(self) -> str:
-        lines = [
-            f"Device: {self.report['device']}, torch {self.report['torch']}, commit {self.report['commit']}; "
-            f"wall {time.perf_counter() - self.t0:.0f} s.",
-            f"Command: `{self.report['command']}`",
+        return markdown(self.report, time.perf_counter() - self.t0)
+
+
+def markdown(report: dict, wall_s: float) -> str:
+    lines = [
+        f"Device: {report['device']}, torch {report['torch']}, commit {report['commit']}; "
+        f"wall {wall_s:.0f} s.",
+        f"Command: `{report['command']}`",
+        "",
+    ]
+    for m, res in report["modalities"].items():
+        lines += [
+            f"### {m}  ({res.get('split', {})}, {res['epochs']} epochs, chance {res.get('chance', float('nan')):.3f})",
             "",
+            f"Target: {res['target']}.",
+            "",
+            "| features | seeds | val (linear) | **test (linear)** | test (kNN) |",
+            "|---|---|---|---|---|",
         ]
-        for m, res in self.report["modalities"].items():
+        groups: dict[str, list[dict]] = {}
+        for r in res["runs"]:
+            if r["role"] != "main":
+                continue
+            key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
+            groups.setdefault(key, []).append(r)
+        for key, rows in groups.items():
+            lines.append(
+                f"| vm encoder, views {key} | {len(rows)} | {_ms([r['val'] for r in rows])} | **{_ms([r['test'] for r in rows])}** | {_ms([r['knn'] for r in rows])} |"
+            )
+        for name, b in res["baselines"].items():
+            lines.append(f"| {name} | – | {b['val']:.4f} | {b['test']:.4f} | {b['knn']:.4f} |")
+        rob = [
+            r
+            for r in res["runs"]
+            if r.get("robustness") and r["seed"] == min(x["seed"] for x in res["runs"])
+        ]
+        if rob:
+            names = list(rob[0]["robustness"])
             lines += [
-                f"### {m}  ({res.get('split', {})}, {res['epochs']} epochs, chance {res.get('chance', float('nan')):.3f})",
                 "",
-                f"Target: {res['target']}.",
+                "Robustness (linear probe, test accuracy on corrupted inputs):",
                 "",
-                "| features | seeds | val (linear) | **test (linear)** | test (kNN) |",
-                "|---|---|---|---|---|",
+                "| views | clean | " + " | ".join(names) + " |",
+                "|---" * (len(names) + 2) + "|",
             ]
-            groups: dict[str, list[dict]] = {}
-            for r in res["runs"]:
-                if r["role"] != "main":
-                    continue
+            for r in rob:
                 key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
-                groups.setdefault(key, []).append(r)
-            for key, rows in groups.items():
                 lines.append(
-                    f"| vm encoder, views {key} | {len(rows)} | {_ms([r['val'] for r in rows])} | **{_ms([r['test'] for r in rows])}** | {_ms([r['knn'] for r in rows])} |"
+                    f"| {key} | {r['test']:.4f} | "
+                    + " | ".join(f"{r['robustness'][n]:.4f}" for n in names)
+                    + " |"
                 )
-            for name, b in res["baselines"].items():
-                lines.append(f"| {name} | – | {b['val']:.4f} | {b['test']:.4f} | {b['knn']:.4f} |")
-            rob = [
+        sweep = sorted(
+            (
                 r
                 for r in res["runs"]
-                if r.get("robustness") and r["seed"] == min(x["seed"] for x in res["runs"])
+                if r["views"] == "viewmaker"
+                and r["role"] in ("main", "sweep")
+                and r.get("view_space") == (res["runs"][0].get("view_space"))
+                and r["seed"] == res["runs"][0]["seed"]
+            ),
+            key=lambda r: r["budget"],
+        )
+        if len(sweep) > 1:
+            lines += [
+                "",
+                "Budget sweep (viewmaker, first seed):",
+                "",
+                "| ε | val | test |",
+                "|---|---|---|",
             ]
-            if rob:
-                names = list(rob[0]["robustness"])
-                lines += [
-                    "",
-                    "Robustness (linear probe, test accuracy on corrupted inputs):",
-                    "",
-                    "| views | clean | " + " | ".join(names) + " |",
-                    "|---" * (len(names) + 2) + "|",
-                ]
-                for r in rob:
-                    key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
-                    lines.append(
-                        f"| {key} | {r['test']:.4f} | "
-                        + " | ".join(f"{r['robustness'][n]:.4f}" for n in names)
-                        + " |"
-                    )
-            sweep = sorted(
+            lines += [f"| {r['budget']:g} | {r['val']:.4f} | {r['test']:.4f} |" for r in sweep]
+            best = max(sweep, key=lambda r: r["val"])
+            lines.append(
+                f"\nBest ε by validation accuracy: {best['budget']:g} (test {best['test']:.4f})."
+            )
+        lines.append("")
+    for m, res in report["modalities"].items():
+        fp32 = [r for r in res.get("runs", []) if r["role"] == "fp32"]
+        if fp32:
+            fast = next(
                 (
                     r
                     for r in res["runs"]
-                    if r["views"] == "viewmaker"
-                    and r.get("view_space") == (res["runs"][0].get("view_space"))
-                    and r["seed"] == res["runs"][0]["seed"]
+                    if r["role"] == "main"
+                    and r["views"] == "viewmaker"
+                    and r["seed"] == fp32[0]["seed"]
+                    and r.get("view_space") == fp32[0].get("view_space")
                 ),
-                key=lambda r: r["budget"],
+                None,
             )
-            if len(sweep) > 1:
-                lines += [
-                    "",
-                    "Budget sweep (viewmaker, first seed):",
-                    "",
-                    "| ε | val | test |",
-                    "|---|---|---|",
-                ]
-                lines += [f"| {r['budget']:g} | {r['val']:.4f} | {r['test']:.4f} |" for r in sweep]
-                best = max(sweep, key=lambda r: r["val"])
+            if fast:
                 lines.append(
-                    f"\nBest ε by validation accuracy: {best['budget']:g} (test {best['test']:.4f})."
+                    f"Precision check ({m}, viewmaker {fp32[0].get('view_space')}, seed {fp32[0]['seed']}): "
+                    f"fast path ({fast.get('precision')}) test {fast['test']:.4f}, kNN {fast['knn']:.4f} — "
+                    f"fp32 test {fp32[0]['test']:.4f}, kNN {fp32[0]['knn']:.4f}."
                 )
-            lines.append("")
-        if self.report["not_run"]:
-            lines += ["Not run (time budget): " + ", ".join(self.report["not_run"]), ""]
-        return "\n".join(lines)
+    if report.get("errors"):
+        lines += ["", "Errors: " + "; ".join(report["errors"]), ""]
+    if report["not_run"]:
+        lines += ["Not run (time budget): " + ", ".join(report["not_run"]), ""]
+    return "\n".join(lines)
 
 
 def _ms(values: list[float]) -> str:
@@ -531,6 +582,26 @@ def _commit() -> str:
         return "unknown"
 
 
+def merge(parts: list[Path], out: Path) -> None:
+    """Combine quality.json files written by separate processes (one per modality)."""
+    reports = [json.loads(p.read_text()) for p in parts if p.is_file()]
+    if not reports:
+        raise SystemExit("nothing to merge")
+    merged = dict(reports[0])
+    merged["modalities"], merged["not_run"], merged["errors"] = {}, [], []
+    merged["command"] = " ; ".join(r["command"] for r in reports)
+    for r in reports:
+        merged["modalities"].update(r["modalities"])
+        merged["not_run"] += r.get("not_run", [])
+        merged["errors"] += r.get("errors", [])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(merged, indent=2, default=str))
+    plot_sweep(merged, out / "budget_sweep.png")
+    md = markdown(merged, max(r.get("wall_s", 0) for r in reports))
+    (out / "quality.md").write_text(md)
+    print(md)
+
+
 def plot_sweep(report: dict, dst: Path) -> None:
     """Test and validation accuracy against ε, one panel line per modality (Pillow only)."""
     series = {}
@@ -542,7 +613,10 @@ def plot_sweep(report: dict, dst: Path) -> None:
         pts = sorted(
             (r["budget"], r["test"], r["val"])
             for r in runs
-            if r["views"] == "viewmaker" and r.get("view_space") == space and r["seed"] == seed
+            if r["views"] == "viewmaker"
+            and r["role"] in ("main", "sweep")
+            and r.get("view_space") == space
+            and r["seed"] == seed
         )
         if len(pts) > 1:
             series[m] = pts
@@ -610,7 +684,26 @@ def main() -> None:
         "--min-run-seconds", type=float, default=20.0, help="do not start a run with less time left"
     )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
+    p.add_argument(
+        "--runs-dir", type=Path, default=None, help="where run folders go (default OUT/runs)"
+    )
+    p.add_argument(
+        "--precision-check",
+        action="store_true",
+        help="also train the main viewmaker setting in fp32 (first seed) to compare with the bf16 fast path",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="merge quality.json files of separate processes into OUT, then stop",
+    )
     args = p.parse_args()
+    if args.runs_dir is None:
+        args.runs_dir = args.out / "runs"
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     epochs = dict(kv.split("=") for kv in args.epochs.split(","))
     budgets = tuple(float(b) for b in args.budgets.split(","))
     if args.quick:

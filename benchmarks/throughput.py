@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -265,6 +266,12 @@ def main() -> None:
         "--quick", action="store_true", help="tiny shapes and steps on the CPU: checks the script"
     )
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=float("inf"),
+        help="seconds; compiled rows need ~100 s and are skipped past it",
+    )
     args = p.parse_args()
     if args.quick:
         args.device, args.encoder, args.width = "cpu", "small", 8
@@ -286,37 +293,71 @@ def main() -> None:
         flush=True,
     )
     all_shapes = shapes(args.quick)
+    # eager ladders for every shape first; the slow-to-warm compiled rows last, so a time
+    # limit cuts those and keeps the rest
+    todo: list[tuple[str, Variant]] = []
     for name in args.shapes.split(","):
-        ladder = list(LADDER)
-        best = ladder[-1]
-        if args.compile:
-            ladder.append(replace(best, name=best.name + ", compiled", compile=True))
+        todo += [(name, v) for v in LADDER]
         if name == "image" and args.big_batch:
-            ladder.append(
-                replace(
-                    ladder[-1],
-                    name=ladder[-1].name + f", batch {args.big_batch}",
-                    batch=args.big_batch,
+            todo.append(
+                (
+                    name,
+                    replace(
+                        LADDER[-1],
+                        name=LADDER[-1].name + f", batch {args.big_batch}",
+                        batch=args.big_batch,
+                    ),
                 )
             )
-        paper_rate = None
-        for variant in ladder:
+    if args.compile and "image" in args.shapes:
+        compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
+        todo.append(("image", compiled))
+        if args.big_batch:
+            todo.append(
+                (
+                    "image",
+                    replace(
+                        compiled,
+                        name=compiled.name + f", batch {args.big_batch}",
+                        batch=args.big_batch,
+                    ),
+                )
+            )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` → still print the table
+    t0 = time.perf_counter()
+    try:
+        for name, variant in todo:
+            if variant.compile and time.perf_counter() - t0 > args.time_budget - 100:
+                results["rows"].append(
+                    {"shape": name, "variant": variant.name, "error": "not run: time budget"}
+                )
+                continue
             try:
                 row = time_variant(all_shapes[name], variant, device, args)
             except Exception as e:  # keep measuring the other rows; report the failure
                 row = {"variant": variant.name, "error": f"{type(e).__name__}: {e}"[:300]}
             row["shape"] = name
             if "samples_per_s" in row:
+                paper = next(
+                    (
+                        r
+                        for r in results["rows"]
+                        if r.get("shape") == name
+                        and r["variant"] == PAPER.name
+                        and "samples_per_s" in r
+                    ),
+                    None,
+                )
                 if variant is PAPER:
-                    paper_rate = row["samples_per_s"]
-                row["vs_paper"] = row["samples_per_s"] / paper_rate if paper_rate else None
+                    paper = row
+                row["vs_paper"] = row["samples_per_s"] / paper["samples_per_s"] if paper else None
                 gflop = row["gflop_per_sample"] or next(
                     (
                         r["gflop_per_sample"]
                         for r in results["rows"]
                         if r.get("shape") == name
                         and r.get("gflop_per_sample")
-                        and "paper" not in r["variant"]
+                        and r["variant"] != PAPER.name
                     ),
                     None,
                 )
@@ -325,8 +366,13 @@ def main() -> None:
                 )
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=2))
+    finally:
+        print_table(results)
+
+
+def print_table(results: dict) -> None:
     print()
     print(
         "| shape | schedule | batch | samples/s | × paper | data share | GFLOP/sample | of bf16 peak |"
@@ -334,7 +380,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         if "error" in r:
-            print(f"| {r['shape']} | {r['variant']} | | failed: {r['error'][:80]} | | | | |")
+            print(f"| {r['shape']} | {r['variant']} | | {r['error'][:80]} | | | | |")
             continue
         frac = f"{100 * r['peak_fraction']:.1f} %" if r.get("peak_fraction") else "—"
         gf = f"{r['gflop_per_sample']:.2f}" if r.get("gflop_per_sample") else "—"
@@ -342,7 +388,9 @@ def main() -> None:
         print(
             f"| {r['shape']} | {r['variant']} | {r['batch']} | {r['samples_per_s']:,.0f} | {vs} | {100 * r['data_share']:.1f} % | {gf} | {frac} |"
         )
-    print(f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}")
+    print(
+        f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}", flush=True
+    )
 
 
 if __name__ == "__main__":
