@@ -46,7 +46,11 @@ def upscale(tile: np.ndarray, min_side: int) -> np.ndarray:
     return tile.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else tile
 
 
-def grid(rows: list[list[np.ndarray]], column_labels: list[str], pad: int = 2) -> Image.Image:
+def column_labels(n_views: int, with_delta: bool) -> list[str]:
+    return ["original"] + [f"view {k + 1}" for k in range(n_views)] + (["delta"] if with_delta else [])
+
+
+def grid(rows: list[list[np.ndarray]], labels: list[str], pad: int = 2) -> Image.Image:
     """Compose H × W × 3 uint8 tiles into a labelled grid (all tiles the same size)."""
     th, tw = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
@@ -54,7 +58,7 @@ def grid(rows: list[list[np.ndarray]], column_labels: list[str], pad: int = 2) -
     height = LABEL_HEIGHT + len(rows) * (th + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for c, label in enumerate(column_labels[:ncol]):
+    for c, label in enumerate(labels[:ncol]):
         draw.text((pad + c * (tw + pad) + 2, 1), label, fill=(0, 0, 0))
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):

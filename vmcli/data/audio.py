@@ -325,13 +325,6 @@ class AudioModality(Modality):
             },
         )
 
-    def output_path(self, rel: Path, view_space: str) -> Path:
-        return (
-            rel.with_suffix(self.output_suffix[view_space])
-            if view_space in self.output_suffix
-            else rel
-        )
-
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
         ctx = sample.context
         if dst.suffix == ".npy":  # spectrogram space: the view's log-mel (n_mels × frames)
@@ -384,11 +377,7 @@ class AudioModality(Modality):
                         tile = pv.diverging(d[0, 0].flip(0).numpy())
                     row.append(pv.upscale(tile, 64))
                 rows.append(row)
-        labels = (
-            ["original"]
-            + [f"view {k + 1}" for k in range(len(views))]
-            + (["delta"] if deltas else [])
-        )
+        labels = pv.column_labels(len(views), bool(deltas))
         paths = [pv.save_png(pv.grid(rows, labels), dst)]
         folder = dst.parent / "preview_audio"
         folder.mkdir(exist_ok=True)

@@ -227,8 +227,10 @@ class Modality(ABC):
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None: ...
 
     def output_path(self, rel: Path, view_space: str) -> Path:
-        """Relative output path for a view of `rel` (same format, or e.g. .npy for spectrograms)."""
-        return rel
+        """Relative output path for a view of `rel`: the same, or with the view space's suffix
+        (e.g. .npy) when its views are not files of the input's kind."""
+        suffix = self.output_suffix.get(view_space)
+        return rel.with_suffix(suffix) if suffix else rel
 
     @abstractmethod
     def preview(

@@ -286,9 +286,5 @@ class ImageModality(Modality):
             if deltas:
                 row.append(pv.upscale(pv.diverging(deltas[0][i].float().mean(0).cpu().numpy()), 96))
             rows.append(row)
-        labels = (
-            ["original"]
-            + [f"view {k + 1}" for k in range(len(views))]
-            + (["delta"] if deltas else [])
-        )
+        labels = pv.column_labels(len(views), bool(deltas))
         return [pv.save_png(pv.grid(rows, labels), dst)]

@@ -280,13 +280,6 @@ class SensorModality(Modality):
         raw = torch.from_numpy(rec.values.astype(np.float32).T.copy())[None]  # 1 × C × T
         return FileSample(raw, {"recording": rec})
 
-    def output_path(self, rel: Path, view_space: str) -> Path:
-        return (
-            rel.with_suffix(self.output_suffix[view_space])
-            if view_space in self.output_suffix
-            else rel
-        )
-
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
         if dst.suffix == ".npy":
             np.save(dst, raw[0].float().cpu().numpy())
@@ -321,11 +314,7 @@ class SensorModality(Modality):
                         )
                     )
             rows.append(row)
-        labels = (
-            ["original"]
-            + [f"view {k + 1}" for k in range(len(views))]
-            + (["delta"] if deltas else [])
-        )
+        labels = pv.column_labels(len(views), bool(deltas))
         return [pv.save_png(pv.grid(rows, labels), dst)]
 
 
