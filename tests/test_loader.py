@@ -121,3 +121,17 @@ def test_auto_mode_streams_when_ram_is_short(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "available_ram_bytes", lambda: 1000)
     data = T.load_training_data(cfg, ImageModality(), index)
     assert isinstance(data.source, StreamedBatches) and data.sample.shape == (20, 1, 16, 16)
+
+
+def test_decoding_in_worker_processes_matches_serial(tmp_path, monkeypatch):
+    import vmcli.data.base as base
+
+    root = many_small_images(tmp_path / "imgs", n=30)
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    index = scan(root, MODALITIES)
+    serial = ImageModality().load(root, index.items, LoadOptions())
+    monkeypatch.setattr(base, "PARALLEL_MIN_ITEMS", 1)  # force the process pool
+    parallel = ImageModality().load(root, index.items, LoadOptions())
+    assert torch.equal(serial.x, parallel.x)
+    assert serial.items == parallel.items
+    assert [p.name for p, _ in parallel.skipped] == ["broken.png"]

@@ -381,7 +381,7 @@ def eval_(
     console.print(f"split: {result['split']}")
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  vm info\n\n  vm info runs/train-2 --json")
 @handle_errors
 def info(
     run: Annotated[

@@ -47,7 +47,9 @@ def upscale(tile: np.ndarray, min_side: int) -> np.ndarray:
 
 
 def column_labels(n_views: int, with_delta: bool) -> list[str]:
-    return ["original"] + [f"view {k + 1}" for k in range(n_views)] + (["delta"] if with_delta else [])
+    return (
+        ["original"] + [f"view {k + 1}" for k in range(n_views)] + (["delta"] if with_delta else [])
+    )
 
 
 def grid(rows: list[list[np.ndarray]], labels: list[str], pad: int = 2) -> Image.Image:

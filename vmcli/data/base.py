@@ -265,7 +265,7 @@ PARALLEL_MIN_ITEMS = 2000
 
 
 def parallel_map(
-    fn: Callable[[Any], Any], items: list[Any], min_items: int = PARALLEL_MIN_ITEMS
+    fn: Callable[[Any], Any], items: list[Any], min_items: int | None = None
 ) -> list[Any]:
     """`[fn(x) for x in items]`, in worker processes when the list is long.
 
@@ -274,7 +274,7 @@ def parallel_map(
     already runs OpenMP threads (torch) cannot deadlock them.
     """
     workers = min(os.cpu_count() or 1, 16)
-    if len(items) < min_items or workers < 2:
+    if len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items) or workers < 2:
         return [fn(x) for x in items]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
