@@ -135,3 +135,22 @@ def test_decoding_in_worker_processes_matches_serial(tmp_path, monkeypatch):
     assert torch.equal(serial.x, parallel.x)
     assert serial.items == parallel.items
     assert [p.name for p, _ in parallel.skipped] == ["broken.png"]
+
+
+def test_decoding_works_when_the_main_script_comes_from_stdin(tmp_path):
+    """Spawned workers cannot re-import a script piped to python: fall back to one process."""
+    import subprocess
+    import sys
+
+    root = many_small_images(tmp_path / "imgs", n=12)
+    script = (
+        "import vmcli.data.base as base\n"
+        "base.PARALLEL_MIN_ITEMS = 1\n"
+        "from vmcli.data import MODALITIES, LoadOptions, scan\n"
+        f"idx = scan({str(root)!r}, MODALITIES)\n"
+        "d = MODALITIES['image'].load(idx.root, idx.items, LoadOptions())\n"
+        "print(tuple(d.x.shape))\n"
+    )
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("(12, 1, 16, 16)")

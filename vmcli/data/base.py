@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,10 +276,23 @@ def parallel_map(
     already runs OpenMP threads (torch) cannot deadlock them.
     """
     workers = min(os.cpu_count() or 1, 16)
-    if len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items) or workers < 2:
+    if (
+        len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items)
+        or workers < 2
+        or not _spawn_safe()
+    ):
         return [fn(x) for x in items]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
+    except BrokenProcessPool:  # a worker could not start or died: do the work here instead
+        return [fn(x) for x in items]
+
+
+def _spawn_safe() -> bool:
+    """Spawned workers re-import the main script; a script read from stdin cannot be."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
 
 
 def report_skipped(skipped: list[tuple[Path, str]], total: int, what: str) -> None:
