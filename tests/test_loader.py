@@ -137,8 +137,9 @@ def test_decoding_in_worker_processes_matches_serial(tmp_path, monkeypatch):
     assert [p.name for p, _ in parallel.skipped] == ["broken.png"]
 
 
-def test_decoding_works_when_the_main_script_comes_from_stdin(tmp_path):
-    """Spawned workers cannot re-import a script piped to python: fall back to one process."""
+def test_workers_never_rerun_the_callers_script(tmp_path):
+    """An unguarded script (no `if __name__ == "__main__"`) on stdin and from a file: the
+    workers must not execute it again (spawned workers would)."""
     import subprocess
     import sys
 
@@ -151,6 +152,10 @@ def test_decoding_works_when_the_main_script_comes_from_stdin(tmp_path):
         "d = MODALITIES['image'].load(idx.root, idx.items, LoadOptions())\n"
         "print(tuple(d.x.shape))\n"
     )
+    script = "print('script ran')\n" + script
     proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("(12, 1, 16, 16)")
+    assert proc.stdout.split() == ["script", "ran", "(12,", "1,", "16,", "16)"]
+    (tmp_path / "user.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "user.py")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.count("script ran") == 1, proc.stdout + proc.stderr[-2000:]

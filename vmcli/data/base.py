@@ -269,30 +269,24 @@ PARALLEL_MIN_ITEMS = 2000
 def parallel_map(
     fn: Callable[[Any], Any], items: list[Any], min_items: int | None = None
 ) -> list[Any]:
-    """`[fn(x) for x in items]`, in worker processes when the list is long.
+    """`[fn(x) for x in items]`, in worker processes when the list is long (Linux).
 
     Decoding many small files is Python-bound: threads fight over the GIL (slower than one
-    thread, measured), processes scale. Workers are spawned, not forked, so a parent that
-    already runs OpenMP threads (torch) cannot deadlock them.
+    thread, measured), processes scale. Workers are forked, not spawned: spawning re-runs the
+    caller's script in every worker, and an unguarded script would repeat its side effects.
+    The work done in workers (Pillow, libsndfile, soxr, numpy, CSV parsing) starts no OpenMP
+    threads, the usual hazard of forking a process that uses torch. Elsewhere: one process.
     """
     workers = min(os.cpu_count() or 1, 16)
-    if (
-        len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items)
-        or workers < 2
-        or not _spawn_safe()
-    ):
+    if len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items) or workers < 2:
+        return [fn(x) for x in items]
+    if "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith("linux"):
         return [fn(x) for x in items]
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8))))
-    except BrokenProcessPool:  # a worker could not start or died: do the work here instead
+    except BrokenProcessPool:  # a worker died: do the work here instead
         return [fn(x) for x in items]
-
-
-def _spawn_safe() -> bool:
-    """Spawned workers re-import the main script; a script read from stdin cannot be."""
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is None or os.path.exists(main_file)
 
 
 def report_skipped(skipped: list[tuple[Path, str]], total: int, what: str) -> None:
