@@ -47,9 +47,9 @@ sys.path.insert(0, str(ROOT))
 from vmcli.config import TrainConfig  # noqa: E402
 from vmcli.console import console  # noqa: E402
 from vmcli.data import MODALITIES, LoadOptions, TensorData, scan  # noqa: E402
-from vmcli.evaluate import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
+from vmcli.evaluation import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
-from vmcli.train import train  # noqa: E402
+from vmcli.session import train  # noqa: E402
 
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
 TARGETS = {  # what the paper's claims mean here (issue: "Prove the views are good")
@@ -89,7 +89,13 @@ def materialize(modality: str, quick: bool, data_root: Path) -> Path:
         return out
     scripts = {
         "image": [str(ROOT / "examples" / "make_fashion_mnist.py"), "--full"],
-        "audio": [str(ROOT / "benchmarks" / "make_instruments.py"), "--velocities", "112", "--format", "flac"],
+        "audio": [
+            str(ROOT / "benchmarks" / "make_instruments.py"),
+            "--velocities",
+            "112",
+            "--format",
+            "flac",
+        ],
         "sensor": [str(ROOT / "benchmarks" / "make_watch_windows.py"), "--no-baseline"],
     }
     console.print(f"materialising {modality} data into {out}")

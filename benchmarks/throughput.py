@@ -39,7 +39,7 @@ from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
-from vmcli.train import Job, prepare, train_step  # noqa: E402
+from vmcli.training import Job, prepare, train_step  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,8 @@ import torch
 from vmcli.config import TrainConfig
 from vmcli.data import MODALITIES, scan
 from vmcli.distributed import World, setup, teardown, world_from_env
-from vmcli.train import (
-    _build_job,
-    _contrastive_loss,
-    _resolve,
-    load_training_data,
-    make_views,
-    prepare,
-)
+from vmcli.session import _build_job, _resolve, load_training_data
+from vmcli.training import _contrastive_loss, make_views, prepare
 
 
 def one_step(folder: Path, world: World, views: str) -> dict:

@@ -10,7 +10,7 @@ import torch
 from conftest import fast_config
 
 from vmcli import runs
-from vmcli.train import train
+from vmcli.session import train
 
 ARGS = [
     "--epochs",

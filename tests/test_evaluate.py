@@ -1,6 +1,6 @@
 import torch
 
-from vmcli.evaluate import _stratified_holdout, knn_accuracy, linear_probe
+from vmcli.evaluation import _stratified_holdout, knn_accuracy, linear_probe
 
 
 def blobs(n_per_class=30, classes=3, dim=5, sep=4.0, seed=0):

@@ -111,7 +111,7 @@ def test_train_streams_a_folder_of_many_small_files(tmp_path):
 
 
 def test_auto_mode_streams_when_ram_is_short(tmp_path, monkeypatch):
-    import vmcli.train as T
+    import vmcli.session as T
     from vmcli.config import TrainConfig
 
     root = many_small_images(tmp_path / "imgs", n=20)
@@ -153,9 +153,15 @@ def test_workers_never_rerun_the_callers_script(tmp_path):
         "print(tuple(d.x.shape))\n"
     )
     script = "print('script ran')\n" + script
-    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["script", "ran", "(12,", "1,", "16,", "16)"]
     (tmp_path / "user.py").write_text(script)
-    proc = subprocess.run([sys.executable, str(tmp_path / "user.py")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.count("script ran") == 1, proc.stdout + proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "user.py")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.count("script ran") == 1, (
+        proc.stdout + proc.stderr[-2000:]
+    )

@@ -8,7 +8,8 @@ from vmcli.data import MODALITIES, scan
 from vmcli.errors import ConfigError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.viewmaker import Viewmaker
-from vmcli.train import Job, _build_job, _resolve, fit, load_training_data, make_views, train
+from vmcli.session import _build_job, _resolve, load_training_data, train
+from vmcli.training import Job, fit, make_views
 
 
 def small_job(folder, **overrides) -> Job:
@@ -152,7 +153,7 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(
     import os
     import signal
 
-    import vmcli.train as T
+    import vmcli.training as T
 
     calls = {"n": 0}
     real = T.nt_xent
@@ -179,3 +180,12 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(
     b = runs.load_checkpoint(tmp_path / "s" / "train" / "checkpoint.pt")
     assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])
     assert all(torch.equal(a["viewmaker"][k], b["viewmaker"][k]) for k in a["viewmaker"])
+
+
+def test_public_api_names_are_the_functions_not_modules():
+    import vmcli.evaluation
+    import vmcli.session
+    import vmcli.training  # noqa: F401  (importing submodules must not shadow the API)
+
+    assert callable(vmcli.train) and vmcli.train.__module__ == "vmcli.session"
+    assert callable(vmcli.evaluate) and callable(vmcli.fit) and callable(vmcli.load_viewmaker)

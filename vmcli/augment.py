@@ -24,7 +24,7 @@ from vmcli.console import TrainProgress, info, warn
 from vmcli.data import MODALITIES, LoadOptions, get_modality, scan
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.pipeline import load_viewmaker
-from vmcli.train import resolve_device
+from vmcli.training import resolve_device
 
 
 def view_seed(seed: int, rel: Path, k: int) -> int:

@@ -220,7 +220,7 @@ def train(
     from vmcli.config import TrainConfig
     from vmcli.data import LoadOptions
     from vmcli.errors import ConfigError
-    from vmcli.train import train as run_training
+    from vmcli.session import train as run_training
 
     if data is None and resume is None:
         raise ConfigError("give a DATA folder to train on, or --resume RUN")
@@ -356,7 +356,7 @@ def eval_(
     """Measure the learned representation: probes on frozen features, beside honest baselines."""
     from rich.table import Table
 
-    from vmcli.evaluate import evaluate
+    from vmcli.evaluation import evaluate
 
     result = evaluate(run, data, linear, knn, device, seed, runs_parent)
     if as_json:

@@ -280,7 +280,9 @@ def parallel_map(
     workers = min(os.cpu_count() or 1, 16)
     if len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items) or workers < 2:
         return [fn(x) for x in items]
-    if "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith("linux"):
+    if "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith(
+        "linux"
+    ):
         return [fn(x) for x in items]
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:

@@ -1,0 +1,372 @@
+"""A training run around `fit()`: read the folder, resolve the settings, build the models,
+create the run folder, train, then export weights, preview and summary.
+
+`train(TrainConfig(...))` is what `vm train` calls; under torchrun every rank calls it and rank
+0 alone writes. The loop itself is `vmcli.training.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vmcli import runs
+from vmcli.config import TrainConfig
+from vmcli.console import console, info
+from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
+from vmcli.data.base import Item, report_skipped
+from vmcli.data.discover import DataIndex
+from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
+from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
+from vmcli.errors import ConfigError, DataError
+from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
+from vmcli.training import Job, fit, make_views, resolve_device
+
+
+def _training_items(index: DataIndex) -> list:
+    """Self-supervised training uses the train split (or everything, without split folders)."""
+    items = [it for it in index.items if it.split in ("train", "")]
+    if not items:
+        info(f"no train/ split in {index.root}; training on all {len(index.items)} files")
+        items = index.items
+    return items
+
+
+def _resolve(
+    cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device, world: World = World()
+) -> TrainConfig:
+    """A copy of `cfg` with every automatic choice made concrete (what config.json records)."""
+    r = TrainConfig.from_dict(cfg.to_dict())
+    r.modality = modality.name
+    r.view_space = cfg.view_space or modality.view_spaces[0]
+    if r.view_space not in modality.view_spaces:
+        raise ConfigError(
+            f"--view-space {r.view_space!r} does not apply to {modality.name} data; "
+            f"choose one of {', '.join(modality.view_spaces)}"
+        )
+    r.device = device.type if world.distributed else str(device)
+    if r.encoder == "auto":
+        r.encoder = "resnet18" if device.type == "cuda" else "small"
+        info(
+            f"encoder: {r.encoder} (auto: {'GPU' if device.type == 'cuda' else 'CPU'} run; set --encoder to change)"
+        )
+    if r.viewmaker_width is None:
+        r.viewmaker_width = 32 if device.type == "cuda" else 16
+    if r.precision == "auto":
+        r.precision = "bf16" if device.type == "cuda" else "fp32"
+    batch = cfg.batch_size or modality.default_batch_size
+    if batch > n_train:
+        info(f"batch size {batch} > {n_train} training samples: using {n_train}")
+        batch = n_train - n_train % world.size
+    if batch < 2:
+        raise DataError(
+            f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2"
+        )
+    r.batch_size = batch
+    r.data = str(Path(cfg.data).resolve())
+    return r
+
+
+@dataclass
+class TrainingData:
+    """The training split, decoded into memory or streamed from disk."""
+
+    source: Tensor | StreamedBatches  # what fit() draws batches from
+    sample: Tensor  # decoded samples for statistics, shapes and the preview (all, in memory mode)
+    items: list[Item]
+    meta: dict[str, Any]
+    skipped: list[tuple[Path, str]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+STATS_SAMPLES = 2048  # files decoded for normalisation statistics when streaming
+
+
+def load_training_data(
+    cfg: TrainConfig, modality: Modality, index: DataIndex, meta: dict[str, Any] | None = None
+) -> TrainingData:
+    """Decode the training split once into memory, or (`--data-mode stream`, or automatically
+    when it would take more than a quarter of the available RAM) set up streaming from disk."""
+    items = _training_items(index)
+    if not modality.streamable or cfg.data_mode == "memory":
+        data = modality.load(index.root, items, cfg.load, meta)
+        return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
+    meta, usable, skipped = modality.plan(index.root, items, cfg.load, meta)
+    if cfg.data_mode == "auto":
+        probe = modality.decode_all(index.root, usable[:1], meta, [], 1).x
+        decoded_bytes = len(usable) * probe[0].numel() * probe.element_size()
+        if decoded_bytes <= available_ram_bytes() // 4:
+            data = modality.decode_all(index.root, usable, meta, skipped, len(items))
+            return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
+        info(
+            f"decoded data would take {decoded_bytes / 2**30:.1f} GiB (over a quarter of the free RAM): streaming from disk"
+        )
+    report_skipped(skipped, len(items), modality.name)
+    pick = torch.randperm(len(usable), generator=torch.Generator().manual_seed(cfg.seed))[
+        :STATS_SAMPLES
+    ]
+    sample = modality.decode_all(
+        index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(pick)
+    ).x
+    source = StreamedBatches(FileDataset(modality, index.root, usable, meta), workers=cfg.workers)
+    batch = cfg.batch_size or modality.default_batch_size
+    bound = source.memory_bound_bytes(batch, sample[0].numel() * sample.element_size())
+    info(
+        f"streaming {len(usable)} files with {cfg.workers} workers × {source.prefetch} batches ahead: "
+        f"at most {bound / 2**20:.0f} MiB of decoded samples in memory"
+    )
+    return TrainingData(source, sample, usable, meta, skipped)
+
+
+def _build_job(
+    cfg: TrainConfig, modality: Modality, data: TrainingData, space: ViewSpace, device: torch.device
+) -> Job:
+    raw_shape = tuple(data.sample.shape[1:])
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg.encoder, space, raw_shape)
+        viewmaker = (
+            build_viewmaker(space, cfg.budget, cfg.viewmaker_width, cfg.viewmaker_blocks)
+            if cfg.uses_viewmaker
+            else None
+        )
+    handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
+    return Job(cfg, data.source, space, encoder, viewmaker, handcrafted, device)
+
+
+def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from vmcli.console import console
+
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("run", str(run_dir))
+    t.add_row("data", f"{cfg.data}  ({cfg.modality}, {n} training samples)")
+    t.add_row(
+        "views",
+        f"{cfg.views}"
+        + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else ""),
+    )
+    t.add_row(
+        "schedule",
+        "alternating (paper, 2 passes)" if cfg.alternating else "one pass, gradient reversal",
+    )
+    t.add_row(
+        "model",
+        f"encoder {cfg.encoder}"
+        + (
+            f", viewmaker width {cfg.viewmaker_width}×{cfg.viewmaker_blocks} blocks"
+            if cfg.uses_viewmaker
+            else ""
+        ),
+    )
+    t.add_row(
+        "training",
+        f"{cfg.epochs} epochs, batch {cfg.batch_size}, τ={cfg.temperature:g}, seed {cfg.seed}",
+    )
+    devices = f" × {world_from_env().size} processes" if world_from_env().distributed else ""
+    t.add_row(
+        "device", f"{cfg.device}{devices}, {cfg.precision}" + (", compiled" if cfg.compile else "")
+    )
+    console.print(t)
+
+
+def write_preview(job: Job, raw_all: Tensor, dst: Path) -> list[Path]:
+    """Original, K views and δ for a few evenly spaced samples, rendered by the modality."""
+    cfg = job.cfg
+    n = raw_all.shape[0]
+    idx = torch.linspace(0, n - 1, min(cfg.preview_samples, n)).round().long()
+    raw = raw_all[idx].to(job.device)
+    gen = torch.Generator(job.device).manual_seed(cfg.seed + 2)
+    job = dataclasses.replace(job, world=World(), encoder_fn=None, raw_fn=None)
+    views, deltas = [], []
+    with torch.no_grad():
+        for _ in range(cfg.preview_views):
+            made = make_views(job, raw, gen, reverse=False)
+            views.append(made.views[: len(idx)].float().cpu())
+            if made.delta is not None:
+                deltas.append(made.delta[: len(idx)].float().cpu())
+    modality = get_modality(cfg.modality)
+    return modality.preview(raw.cpu(), views, deltas, job.space.cpu(), dst)
+
+
+def train(
+    cfg: TrainConfig,
+    out: Path = Path("runs"),
+    resume: Path | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a viewmaker and encoder on `cfg.data`; returns the run's summary (also summary.json).
+
+    With `resume`, continue the run in that folder from its checkpoint (optionally to a new
+    number of `epochs`); the data is re-read with the run's stored shapes and statistics.
+    Under torchrun every rank calls this; rank 0 alone writes and prints.
+    """
+    world = world_from_env()
+    quiet_before = console.quiet
+    if not world.is_main:
+        console.quiet = True
+    try:
+        return _train(cfg, out, resume, epochs, progress, world)
+    finally:
+        console.quiet = quiet_before
+        if world.distributed:
+            teardown()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    resume: Path | None,
+    epochs: int | None,
+    progress: bool,
+    world: World,
+) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    if resume is not None:
+        run_dir = runs.resolve_run(resume)
+        saved = runs.read_json(run_dir / runs.CONFIG)
+        cfg = TrainConfig.from_dict(saved["train"])
+        if epochs is not None:
+            cfg.epochs = epochs
+        cfg.validate()
+        state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+        if state["epoch"] >= cfg.epochs:
+            raise ConfigError(
+                f"{run_dir} already finished {state['epoch']} epochs; pass --epochs N (N > {state['epoch']}) to train on"
+            )
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            info(f"{run_dir} was trained on {cfg.device}; no GPU here, resuming on the CPU")
+            cfg.device = "cpu"
+        device = _rank_device(resolve_device(cfg.device), world)
+        setup(device.type)
+        modality = get_modality(cfg.modality or "")
+        index = scan(Path(cfg.data), MODALITIES, cfg.modality)
+        data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
+        meta, stats = saved["data_meta"], saved["space_stats"]
+        space = modality.build_space(cfg.view_space or "", meta, stats)
+        info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+        if world.is_main:
+            saved["train"]["epochs"] = cfg.epochs
+            runs.write_json(run_dir / runs.CONFIG, saved)
+    else:
+        cfg.validate()
+        device = _rank_device(resolve_device(cfg.device), world)
+        setup(device.type)
+        index = scan(Path(cfg.data), MODALITIES, cfg.modality)
+        _describe(index)
+        modality = get_modality(index.modality)
+        data = load_training_data(cfg, modality, index)
+        cfg = _resolve(cfg, modality, len(data), device, world)
+        space = modality.build_space(cfg.view_space or "", data.meta)
+        stats = space.fit(data.sample)
+        meta = {**data.meta, "raw_shape": list(data.sample.shape[1:])}
+        run_dir = None
+        if world.is_main:
+            run_dir = runs.new_run_dir(out)
+            runs.write_json(run_dir / runs.CONFIG, _config_record(cfg, meta, stats, index, data))
+        run_dir = Path(broadcast(str(run_dir), world))
+    _header(cfg, len(data), run_dir)
+    job = _build_job(cfg, modality, data, space, device)
+    job.run_dir, job.state, job.world = run_dir, state, world
+    result = fit(job, progress=progress)
+    summary: dict[str, Any] = {}
+    if world.is_main:
+        summary = _finish(job, data, meta, stats, result)
+    return broadcast(summary, world)  # type: ignore[return-value]
+
+
+def _rank_device(device: torch.device, world: World) -> torch.device:
+    if world.distributed and device.type == "cuda":
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def _config_record(
+    cfg: TrainConfig, meta: dict, stats: dict, index: DataIndex, data: TrainingData
+) -> dict[str, Any]:
+    """config.json: the resolved settings and everything needed to rebuild the run."""
+    return {
+        "vmcli_version": _version(),
+        "train": cfg.to_dict(),
+        "data_meta": meta,
+        "space_stats": stats,
+        "data": {
+            "root": cfg.data,
+            "modality": index.modality,
+            "samples": len(data),
+            "skipped": [[str(p), r] for p, r in data.skipped],
+            "classes": sorted({it.label for it in data.items if it.label is not None}),
+            "splits": sorted({it.split for it in data.items if it.split}),
+        },
+    }
+
+
+def _finish(
+    job: Job, data: TrainingData, meta: dict, stats: dict, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Exports, preview and summary.json once training is done (rank 0)."""
+    cfg, run_dir = job.cfg, job.run_dir
+    metadata = export_metadata(cfg.to_dict(), meta, stats)
+    if job.viewmaker is not None:
+        runs.save_weights(
+            job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata}
+        )
+    runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
+    previews = write_preview(job, data.sample, run_dir / runs.PREVIEW)
+    last = result["metrics"][-1] if result.get("metrics") else {}
+    summary = {
+        "run": str(run_dir),
+        "modality": cfg.modality,
+        "view_space": cfg.view_space,
+        "views": cfg.views,
+        "budget": cfg.budget if cfg.uses_viewmaker else None,
+        "encoder": cfg.encoder,
+        "device": cfg.device,
+        "devices": job.world.size,
+        "precision": cfg.precision,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "train_samples": len(data),
+        "streamed": isinstance(data.source, StreamedBatches),
+        "final_loss": last.get("loss"),
+        "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
+        "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,
+        "samples_per_s": last.get("samples_per_s"),
+        "train_s": last.get("elapsed_s"),
+        "previews": [p.name for p in previews],
+    }
+    runs.write_json(run_dir / runs.SUMMARY, summary)
+    summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    return summary
+
+
+def _version() -> str:
+    from vmcli import __version__
+
+    return __version__
+
+
+def _describe(index: DataIndex) -> None:
+    n = len(index.items)
+    parts = [f"{n} {index.modality} files"]
+    if index.splits:
+        per = {s: sum(it.split == s for it in index.items) for s in index.splits}
+        parts.append("splits " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    classes = {it.label for it in index.items if it.label is not None}
+    parts.append(f"{len(classes)} classes" if classes else "unlabeled")
+    if index.unrecognized:
+        parts.append(f"{index.unrecognized} other files ignored")
+    info(f"detected {index.root}: " + "; ".join(parts))
+    for note in index.notes:
+        info(f"note: {note}")
