@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vmcli import runs
+from vmcli import __version__, runs
 from vmcli.config import TrainConfig
 from vmcli.console import console, info
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
@@ -100,8 +100,7 @@ def load_training_data(
         return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
     meta, usable, skipped = modality.plan(index.root, items, cfg.load, meta)
     if cfg.data_mode == "auto":
-        probe = modality.decode_all(index.root, usable[:1], meta, [], 1).x
-        decoded_bytes = len(usable) * probe[0].numel() * probe.element_size()
+        decoded_bytes = len(usable) * _sample_bytes(modality, index.root, usable, meta)
         if decoded_bytes <= available_ram_bytes() // 4:
             data = modality.decode_all(index.root, usable, meta, skipped, len(items))
             return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
@@ -125,6 +124,18 @@ def load_training_data(
     return TrainingData(source, sample, usable, meta, skipped)
 
 
+def _sample_bytes(modality: Modality, root: Path, usable: list[Item], meta: dict[str, Any]) -> int:
+    """Bytes of one decoded sample: the first of the planned files that decodes (0 if none
+    does: then the in-memory path decodes them all and reports each failure)."""
+    for item in usable[:20]:
+        try:
+            x = modality.decode_item(root, item, meta)
+        except DataError:
+            continue
+        return x.numel() * x.element_size()
+    return 0
+
+
 def _build_job(
     cfg: TrainConfig, modality: Modality, data: TrainingData, space: ViewSpace, device: torch.device
 ) -> Job:
@@ -143,8 +154,6 @@ def _build_job(
 
 def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
     from rich.table import Table
-
-    from vmcli.console import console
 
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
@@ -297,7 +306,7 @@ def _config_record(
 ) -> dict[str, Any]:
     """config.json: the resolved settings and everything needed to rebuild the run."""
     return {
-        "vmcli_version": _version(),
+        "vmcli_version": __version__,
         "train": cfg.to_dict(),
         "data_meta": meta,
         "space_stats": stats,
@@ -349,12 +358,6 @@ def _finish(
     runs.write_json(run_dir / runs.SUMMARY, summary)
     summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     return summary
-
-
-def _version() -> str:
-    from vmcli import __version__
-
-    return __version__
 
 
 def _describe(index: DataIndex) -> None:
