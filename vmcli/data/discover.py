@@ -117,7 +117,8 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
         modality = next(iter(counts))
     chosen = [p for p, k in kinds.items() if k == modality]
     if not chosen:
-        raise DataError(f"{root}: no {modality} files (found: {counts})")
+        found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        raise DataError(f"{root}: no {modality} files here (it holds {found} files)")
 
     rels = [p.relative_to(root) for p in chosen]
     split_dirs = {
