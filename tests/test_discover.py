@@ -72,3 +72,9 @@ def test_files_beside_split_folders_are_reported(tmp_path):
     index = scan(tmp_path, MODALITIES)
     assert len(index.items) == 2 and index.outside_splits == 1
     assert any("outside the split folders" in n for n in index.notes)
+
+
+def test_asking_for_a_modality_the_folder_lacks(tmp_path):
+    png(tmp_path / "a.png")
+    with pytest.raises(DataError, match=r"no audio files here \(it holds 1 image files\)"):
+        scan(tmp_path, MODALITIES, modality="audio")
