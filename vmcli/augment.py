@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from vmcli import runs
+from vmcli.config import TrainConfig
 from vmcli.console import TrainProgress, info, warn
-from vmcli.data import MODALITIES, LoadOptions, get_modality, scan
+from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.pipeline import load_viewmaker
 from vmcli.training import resolve_device
@@ -81,9 +82,7 @@ def augment_folder(
     modality = get_modality(cfg["modality"])
     index = scan(src, MODALITIES, modality=cfg["modality"])
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
-    options = LoadOptions(
-        **{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__}
-    )
+    options = TrainConfig.from_dict(cfg).load  # the loading options the run used
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

@@ -242,7 +242,7 @@ def train(
         view_space=view_space,
         views=views,
         budget=budget,
-        epochs=epochs if epochs is not None else 100,
+        epochs=epochs if epochs is not None else TrainConfig.epochs,
         batch_size=batch_size,
         encoder=encoder,
         viewmaker_width=viewmaker_width,

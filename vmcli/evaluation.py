@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vmcli import runs
+from vmcli.config import TrainConfig
 from vmcli.console import info
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
@@ -212,11 +213,7 @@ def evaluate(
             f"{root}: no labels to evaluate with. Put files in class subfolders (e.g. {root}/cat/1.png, "
             f"{root}/dog/2.png), optionally under train/ and test/; or pass --data DIR with labelled data"
         )
-    from vmcli.data import LoadOptions
-
-    options = LoadOptions(
-        **{k: v for k, v in cfg.get("load", {}).items() if k in LoadOptions.__dataclass_fields__}
-    )
+    options = TrainConfig.from_dict(cfg).load  # the loading options the run used
     loaded: TensorData = modality.load(index.root, labeled, options, meta=meta)
     train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
     if not train_idx or not test_idx:

@@ -75,8 +75,7 @@ class _LogMelNormalised(ViewSpace):
         )
 
     def fit(self, raw: Tensor) -> dict[str, Any]:
-        s, s2, count = 0.0, 0.0, 0
-        sq = 0.0
+        s, s2, count, sq = 0.0, 0.0, 0, 0.0
         with torch.no_grad():
             for i in range(0, len(raw), 256):
                 chunk = raw[i : i + 256].float()
@@ -162,8 +161,18 @@ class _Header:
     samplerate: int
 
 
-def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int, int] | str:
-    """(mono float32 at `rate`, original rate, original channels) or the reason to skip."""
+@dataclass(frozen=True)
+class _Decoded:
+    mono: np.ndarray  # float32 at the requested rate
+    source_rate: int
+    original: np.ndarray  # frames × channels as stored, float32
+    format: str
+    subtype: str
+
+
+def _decode(path: Path, rate: int, max_seconds: float) -> _Decoded | str:
+    """The file read once: mono at `rate`, plus what writing a view back needs; or the
+    reason to skip it."""
     meta = _check_header(path, max_seconds)
     if isinstance(meta, str):
         return meta
@@ -180,7 +189,7 @@ def _decode(path: Path, rate: int, max_seconds: float) -> tuple[np.ndarray, int,
         return "is silent (peak below 1e-5)"
     if sr != rate:
         mono = soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32)
-    return mono, sr, meta.channels
+    return _Decoded(mono, sr, data, meta.format, meta.subtype)
 
 
 def fit_length(wav: np.ndarray, length: int) -> np.ndarray:
@@ -289,7 +298,7 @@ class AudioModality(Modality):
         decoded = _decode(path, int(meta["sample_rate"]), float("inf"))
         if isinstance(decoded, str):
             raise DataError(f"{path}: {decoded}")
-        return torch.from_numpy(fit_length(decoded[0], int(meta["clip_samples"])).copy())[
+        return torch.from_numpy(fit_length(decoded.mono, int(meta["clip_samples"])).copy())[
             None
         ]  # 1 × T
 
@@ -311,17 +320,14 @@ class AudioModality(Modality):
         decoded = _decode(path, rate, options.max_clip_seconds)
         if isinstance(decoded, str):
             raise DataError(f"{path}: {decoded}")
-        mono, source_rate, _ = decoded
-        original, _ = sf.read(str(path), dtype="float32", always_2d=True)
-        info_ = sf.info(str(path))
         return FileSample(
-            torch.from_numpy(mono.copy())[None, None],
+            torch.from_numpy(decoded.mono.copy())[None, None],
             {
                 "rate": rate,
-                "source_rate": source_rate,
-                "original": original,
-                "format": info_.format,
-                "subtype": info_.subtype,
+                "source_rate": decoded.source_rate,
+                "original": decoded.original,
+                "format": decoded.format,
+                "subtype": decoded.subtype,
             },
         )
 

@@ -201,7 +201,7 @@ class SensorModality(Modality):
             good = [(it, r) for it, r in good if tuple(r.layout.channel_columns) == chosen]
         report_skipped(skipped, len(items), "CSV")
 
-        stride = (meta or {}).get("stride") if meta else options.stride
+        stride = meta.get("stride") if meta else options.stride
         window = int(meta["window"]) if meta else options.window
         lengths = np.array([len(r.values) for _, r in good])
         out_items, windows = [], []
