@@ -5,7 +5,8 @@
     python benchmarks/quality.py --quick                        # CPU smoke run on examples/ (~2 min)
 
 For each modality, on the same data, encoder, epochs and seeds, `vm train` runs with
-`--views viewmaker` (every view space), `handcrafted`, `both` and `none`; each encoder is then
+`--views viewmaker` (every view space), `random` (the same viewmaker frozen at init: the control
+that separates learned from random views), `handcrafted`, `both` and `none`; each encoder is then
 frozen and probed (linear probe and kNN on pooled features), beside a random-init encoder of
 the same architecture and probes on raw features. Splits avoid leakage:
   image   Fashion-MNIST, official train/test (Debian dataset-fashion-mnist)
@@ -19,6 +20,8 @@ Also: a budget sweep (viewmaker, ε ∈ 0.01 … 0.2) with a plot, and robustnes
 probes under common corruptions of the test data. A `--time-budget` keeps the whole run inside
 a device lease: work is done in priority order and what did not fit is reported as not run.
 Results go to OUT/quality.json (after every run), OUT/quality.md and OUT/budget_sweep.png.
+Incremental: run the same command again and finished runs are kept, not redone (`--fresh`
+starts over), so a long benchmark can be completed in pieces.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from vmcli.config import TrainConfig  # noqa: E402
 from vmcli.console import console  # noqa: E402
 from vmcli.data import MODALITIES, LoadOptions, TensorData, scan  # noqa: E402
+from vmcli.devices import resolve_device  # noqa: E402
 from vmcli.evaluation import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
 from vmcli.session import train  # noqa: E402
@@ -204,11 +208,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.t0 = time.perf_counter()
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if args.device == "auto"
-            else args.device
-        )
+        self.device = resolve_device(args.device)
         self.out = args.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.report: dict[str, Any] = {
@@ -221,6 +221,14 @@ class Bench:
             "modalities": {},
             "not_run": [],
         }
+        previous = self.out / "quality.json"
+        if previous.is_file() and not args.fresh:
+            # incremental: every finished run was saved as it finished; keep those, redo none
+            old = json.loads(previous.read_text())
+            self.report["modalities"] = old.get("modalities", {})
+            self.report["command"] = old.get("command", "") + " ; " + self.report["command"]
+            done = sum(len(r.get("runs", [])) for r in self.report["modalities"].values())
+            console.print(f"continuing {previous}: {done} finished runs are kept")
 
     def left(self) -> float:
         return self.args.time_budget - (time.perf_counter() - self.t0)
@@ -236,8 +244,9 @@ class Bench:
         view_space: str | None,
         budget: float,
         seed: int,
-        precision: str = "auto",
+        precision: str | None = None,
     ) -> tuple[Path, dict] | None:
+        precision = precision or self.args.precision
         label = f"{plan.modality}/{views}{'-' + view_space if view_space else ''}/eps{budget:g}/seed{seed}"
         label += f"/{precision}" if precision != "auto" else ""
         if self.left() < self.args.min_run_seconds:
@@ -259,6 +268,7 @@ class Bench:
             preview_samples=4,
             preview_views=2,
             precision=precision,
+            viewmaker_lr=self.args.viewmaker_lr,
         )
         name = label.replace("/", "_")
         console.print(f"[bold]train[/bold] {label}  ({self.left():.0f} s left)")
@@ -270,18 +280,28 @@ class Bench:
         splits and baselines. Returns the context later runs of this modality need."""
         m = plan.modality
         modality = MODALITIES[m]
-        res: dict[str, Any] = {
+        res: dict[str, Any] = self.report["modalities"].get(m) or {
             "data": str(plan.data),
             "epochs": plan.epochs,
             "runs": [],
             "baselines": {},
-            "target": TARGETS[m],
         }
+        if res["epochs"] != plan.epochs or res["data"] != str(plan.data):
+            raise SystemExit(
+                f"{self.out / 'quality.json'} holds {m} runs of {res['epochs']} epochs on {res['data']}; "
+                "use another --out or --fresh"
+            )
+        res["target"] = TARGETS[m]
         self.report["modalities"][m] = res
-        first = self.train_run(plan, "viewmaker", plan.view_spaces[0], 0.05, plan.seeds[0])
-        if first is None:
-            return None
-        run_dir, summary = first
+        space0 = plan.view_spaces[0]
+        known = self.find(res, "viewmaker", space0, 0.05, plan.seeds[0], "main")
+        if known is not None and (Path(known["run"]) / "config.json").is_file():
+            run_dir, summary = Path(known["run"]), None
+        else:
+            first = self.train_run(plan, "viewmaker", space0, 0.05, plan.seeds[0])
+            if first is None:
+                return None
+            run_dir, summary = first
         config = json.loads((run_dir / "config.json").read_text())
         index = scan(plan.data, MODALITIES, modality=m)
         labeled = [it for it in index.items if it.label is not None]
@@ -304,9 +324,10 @@ class Bench:
             f"{m}: fit {len(fit_idx)} / val {len(val_idx)} / test {len(test_idx)}, {len(classes)} classes"
         )
         ctx = {"plan": plan, "res": res, "data": data, "y": y, "split": split}
-        self.record(
-            ctx, run_dir, summary, "viewmaker", plan.view_spaces[0], 0.05, plan.seeds[0], "main"
-        )
+        if summary is not None:
+            self.record(ctx, run_dir, summary, "viewmaker", space0, 0.05, plan.seeds[0], "main")
+        if res["baselines"]:
+            return ctx
         extractor = load_encoder(run_dir, self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(plan.seeds[0])
@@ -363,7 +384,7 @@ class Bench:
     ) -> None:
         extractor = load_encoder(run_dir, self.device)
         feats = extract_features(extractor, ctx["data"].x, self.device)
-        uses_vm = views in ("viewmaker", "both")
+        uses_vm = views in ("viewmaker", "both", "random")
         row = {
             "views": views,
             "view_space": space if uses_vm else None,
@@ -383,9 +404,24 @@ class Bench:
         self.save()
         console.print(f"  → val {row['val']:.4f}  test {row['test']:.4f}  kNN {row['knn']:.4f}")
 
+    @staticmethod
+    def find(
+        res: dict, views: str, space: str | None, budget: float, seed: int, role: str
+    ) -> dict | None:
+        """The recorded run of this setting, if one finished earlier."""
+        uses_vm = views in ("viewmaker", "both", "random")
+        for r in res["runs"]:
+            if (r["views"], r["seed"], r["role"]) == (views, seed, role) and (
+                not uses_vm or (r["view_space"], r["budget"]) == (space, budget)
+            ):
+                return r
+        return None
+
     def add(
         self, ctx: dict, views: str, space: str | None, budget: float, seed: int, role: str
     ) -> None:
+        if self.find(ctx["res"], views, space, budget, seed, role) is not None:
+            return  # finished in an earlier invocation
         made = self.train_run(ctx["plan"], views, space, budget, seed)
         if made:
             self.record(ctx, *made, views, space, budget, seed, role)
@@ -399,13 +435,22 @@ class Bench:
             if ctx:
                 ctxs.append(ctx)
 
+        arms = self.args.arms.split(",")
+
         def settings(plan: Plan, first: bool) -> list[tuple[str, str | None]]:
-            rest = [("viewmaker", s) for s in plan.view_spaces[1:]] + [
-                ("handcrafted", None),
-                ("both", plan.view_spaces[0]),
-                ("none", None),
+            space0 = plan.view_spaces[0]
+            rest = [
+                (views, space)
+                for views, space in [
+                    ("random", space0),
+                    *[("viewmaker", s) for s in plan.view_spaces[1:]],
+                    ("handcrafted", None),
+                    ("both", space0),
+                    ("none", None),
+                ]
+                if views in arms and (space in (None, space0) or self.args.all_spaces)
             ]
-            return rest if first else [("viewmaker", plan.view_spaces[0]), *rest]
+            return rest if first else [("viewmaker", space0), *rest]
 
         for ctx in ctxs:
             plan = ctx["plan"]
@@ -697,6 +742,24 @@ def main() -> None:
         "--precision-check",
         action="store_true",
         help="also train the main viewmaker setting in fp32 (first seed) to compare with the bf16 fast path",
+    )
+    p.add_argument(
+        "--arms",
+        default="viewmaker,random,handcrafted,both,none",
+        help="view settings to compare (viewmaker always runs: it is the reference)",
+    )
+    p.add_argument(
+        "--all-spaces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the viewmaker in the modality's other view spaces",
+    )
+    p.add_argument(
+        "--precision", default="auto", help="auto | fp32 | bf16 (bf16 works on CPUs too)"
+    )
+    p.add_argument("--viewmaker-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--fresh", action="store_true", help="ignore OUT/quality.json instead of continuing it"
     )
     p.add_argument(
         "--merge",

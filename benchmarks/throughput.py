@@ -20,6 +20,7 @@ Prints a table last; `--out FILE.json` keeps every number.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import signal
@@ -38,6 +39,7 @@ from vmcli.config import TrainConfig  # noqa: E402
 from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
+from vmcli.devices import resolve_device  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
 from vmcli.training import Job, prepare, train_step  # noqa: E402
 
@@ -52,7 +54,7 @@ class Variant:
     batch: int | None = None  # None: the shape's default
 
 
-PAPER = Variant("paper: 2 passes, fp32", alternating=True)
+PAPER = Variant("paper: 2 passes, fp32", alternating=True)  # fp32 rows: TF32 off
 LADDER = [
     PAPER,
     Variant("1 pass (grad reversal), fp32"),
@@ -120,7 +122,9 @@ def make_job(
         x = torch.randint(0, 256, (n, *shape["raw"]), generator=g, dtype=torch.uint8)
     else:
         x = 0.1 * torch.randn((n, *shape["raw"]), generator=g)
-    space = shape["space"]
+    # each variant gets its own CPU copy of the view space: prepare() moves the space it is
+    # given to the device, and a shared one would leave the next variant's fit() mismatched
+    space = copy.deepcopy(shape["space"])
     space.fit(x[:512])
     batch = variant.batch or shape["batch"]
     cfg = TrainConfig(
@@ -157,7 +161,38 @@ def count_flops(job: Job, x: torch.Tensor, batch: int, opt, autocast) -> float:
     return counter.get_total_flops() / batch
 
 
+def set_tf32(device: torch.device, allowed: bool) -> None:
+    """Rows labelled fp32 run true fp32: PyTorch's default lets cuDNN convolutions use TF32."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = allowed
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+def viewmaker_share(job: Job, x: torch.Tensor, batch: int, autocast, steps: int) -> float:
+    """Share of a step's time spent in the viewmaker: forward + backward of the viewmaker
+    alone on both views of a batch, over a whole step, timed the same way."""
+    vm, device = job.viewmaker, x.device
+    gen = torch.Generator(device).manual_seed(3)
+
+    def vm_only() -> None:
+        with autocast:
+            inputs = job.space.to_view(torch.cat([x[:batch], x[:batch]]))
+            y = vm.raw_output(inputs, vm.sample_noise(inputs, gen))
+        y.float().sum().backward()
+
+    for _ in range(2):
+        vm_only()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        vm_only()
+    sync(device)
+    vm.zero_grad(set_to_none=True)
+    return (time.perf_counter() - t0) / steps
+
+
 def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> dict:
+    set_tf32(device, variant.precision != "fp32")
     job, x, batch = make_job(shape, variant, device, args.encoder, args.width)
     opt = prepare(job)
     autocast = torch.autocast(
@@ -197,6 +232,9 @@ def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> d
     sync(device)
     gather_s = (time.perf_counter() - t0) / args.steps
     step_s = batch / statistics.median(rates)
+    vm_s = None
+    if not variant.compile and not variant.alternating:
+        vm_s = viewmaker_share(job, x, batch, autocast, args.steps)
     flops = None
     if not variant.compile:
         flops = count_flops(job, x, batch, opt, autocast)
@@ -206,6 +244,7 @@ def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> d
         "samples_per_s": statistics.median(rates),
         "spread": (min(rates), max(rates)),
         "data_share": gather_s / step_s,
+        "viewmaker_share": vm_s / step_s if vm_s is not None else None,
         "gflop_per_sample": flops / 1e9 if flops else None,
         "warmup_s": warmup_s,
     }
@@ -276,9 +315,7 @@ def main() -> None:
     if args.quick:
         args.device, args.encoder, args.width = "cpu", "small", 8
         args.warmup, args.steps, args.chunks, args.big_batch = 1, 2, 2, 16
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = resolve_device(args.device)
     peak = bf16_peak(device)
     results = {
         "device": device_name(device),
@@ -293,36 +330,26 @@ def main() -> None:
         flush=True,
     )
     all_shapes = shapes(args.quick)
-    # eager ladders for every shape first; the slow-to-warm compiled rows last, so a time
-    # limit cuts those and keeps the rest
+    # per shape: the eager ladder, then (images) the compiled rows and the big batch. Images
+    # come first, so the slow-to-warm compiled rows start early and a time limit cuts the
+    # cheap rows of the other shapes last
     todo: list[tuple[str, Variant]] = []
     for name in args.shapes.split(","):
         todo += [(name, v) for v in LADDER]
-        if name == "image" and args.big_batch:
-            todo.append(
-                (
-                    name,
-                    replace(
-                        LADDER[-1],
-                        name=LADDER[-1].name + f", batch {args.big_batch}",
-                        batch=args.big_batch,
-                    ),
-                )
-            )
-    if args.compile and "image" in args.shapes:
+        if name != "image":
+            continue
         compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
-        todo.append(("image", compiled))
+        if args.compile:
+            todo.append((name, compiled))
         if args.big_batch:
+            big = f", batch {args.big_batch}"
             todo.append(
-                (
-                    "image",
-                    replace(
-                        compiled,
-                        name=compiled.name + f", batch {args.big_batch}",
-                        batch=args.big_batch,
-                    ),
-                )
+                (name, replace(LADDER[-1], name=LADDER[-1].name + big, batch=args.big_batch))
             )
+            if args.compile:
+                todo.append(
+                    (name, replace(compiled, name=compiled.name + big, batch=args.big_batch))
+                )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` → still print the table
     t0 = time.perf_counter()
     try:
@@ -375,18 +402,19 @@ def main() -> None:
 def print_table(results: dict) -> None:
     print()
     print(
-        "| shape | schedule | batch | samples/s | × paper | data share | GFLOP/sample | of bf16 peak |"
+        "| shape | schedule | batch | samples/s | × paper | data share | viewmaker share | GFLOP/sample | of bf16 peak |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         if "error" in r:
-            print(f"| {r['shape']} | {r['variant']} | | {r['error'][:80]} | | | | |")
+            print(f"| {r['shape']} | {r['variant']} | | {r['error'][:80]} | | | | | |")
             continue
         frac = f"{100 * r['peak_fraction']:.1f} %" if r.get("peak_fraction") else "—"
         gf = f"{r['gflop_per_sample']:.2f}" if r.get("gflop_per_sample") else "—"
         vs = f"{r['vs_paper']:.2f}" if r.get("vs_paper") else "—"
+        vms = f"{100 * r['viewmaker_share']:.0f} %" if r.get("viewmaker_share") else "—"
         print(
-            f"| {r['shape']} | {r['variant']} | {r['batch']} | {r['samples_per_s']:,.0f} | {vs} | {100 * r['data_share']:.1f} % | {gf} | {frac} |"
+            f"| {r['shape']} | {r['variant']} | {r['batch']} | {r['samples_per_s']:,.0f} | {vs} | {100 * r['data_share']:.1f} % | {vms} | {gf} | {frac} |"
         )
     print(
         f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}", flush=True

@@ -23,9 +23,9 @@ from vmcli import runs
 from vmcli.config import TrainConfig
 from vmcli.console import TrainProgress, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
+from vmcli.devices import resolve_device
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.pipeline import load_viewmaker
-from vmcli.training import resolve_device
 
 
 def view_seed(seed: int, rel: Path, k: int) -> int:

@@ -111,7 +111,9 @@ def train(
     ] = None,
     views: Annotated[
         str,
-        typer.Option(help="viewmaker | handcrafted | both (handcrafted, then viewmaker) | none."),
+        typer.Option(
+            help="viewmaker | random (the control: the same viewmaker frozen at init) | handcrafted | both (handcrafted, then viewmaker) | none."
+        ),
     ] = "viewmaker",
     view_space: Annotated[
         str | None,

@@ -14,7 +14,9 @@ from typing import Any
 from vmcli.data.base import LoadOptions
 from vmcli.errors import ConfigError
 
-VIEWS = ("viewmaker", "handcrafted", "both", "none")
+VIEWS = ("viewmaker", "random", "handcrafted", "both", "none")
+# `random` is the control arm: the same viewmaker network, budget and noise, frozen at its
+# random initialisation. Learned views only mean something beside it.
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -23,7 +25,7 @@ class TrainConfig:
     data: str
     modality: str | None = None  # None: detect from the files
     view_space: str | None = None  # None: the modality's default
-    views: str = "viewmaker"  # viewmaker | handcrafted | both | none
+    views: str = "viewmaker"  # viewmaker | random | handcrafted | both | none
     budget: float = 0.05  # ε: mean |δ| per example, in view-space units
     epochs: int = 100
     batch_size: int | None = None  # None: the modality's default (paper: 256 images, 128 else)
@@ -70,6 +72,11 @@ class TrainConfig:
 
     @property
     def uses_viewmaker(self) -> bool:
+        """A viewmaker makes the views (learned, or frozen at init for `random`)."""
+        return self.views in ("viewmaker", "both", "random")
+
+    @property
+    def learns_viewmaker(self) -> bool:
         return self.views in ("viewmaker", "both")
 
     @property

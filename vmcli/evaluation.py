@@ -26,9 +26,9 @@ from vmcli.config import TrainConfig
 from vmcli.console import info
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
+from vmcli.devices import resolve_device
 from vmcli.errors import DataError
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder
-from vmcli.training import resolve_device
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
 

@@ -22,10 +22,11 @@ from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
 from vmcli.data.discover import DataIndex
 from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
+from vmcli.devices import resolve_device
 from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
 from vmcli.errors import ConfigError, DataError
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
-from vmcli.training import Job, fit, make_views, resolve_device
+from vmcli.training import Job, fit, make_views
 
 
 def _training_items(index: DataIndex) -> list:

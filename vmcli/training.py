@@ -55,19 +55,6 @@ METRIC_FIELDS = [
 ]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)"
-        ) from None
-
-
 @dataclass
 class Job:
     """Everything `fit()` needs, built by `train()` (or by a test)."""
@@ -121,7 +108,7 @@ def make_optimizers(job: Job) -> _Optimizers:
         **({"fused": True} if fused else {}),
     )
     vm = None
-    if job.viewmaker is not None:
+    if job.viewmaker is not None and cfg.learns_viewmaker:
         vm = torch.optim.Adam(
             job.viewmaker.parameters(), lr=cfg.viewmaker_lr, **({"fused": True} if fused else {})
         )
@@ -210,7 +197,7 @@ def train_step(
     job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, autocast
 ) -> tuple[Tensor, Views]:
     """One update of both networks on one (global) batch; returns the loss and the views."""
-    if job.cfg.alternating and job.viewmaker is not None:
+    if job.cfg.alternating and opt.viewmaker is not None:
         return _alternating_step(job, raw, gen, opt, autocast)
     with autocast:
         made = make_views(job, raw, gen, reverse=True)
@@ -265,13 +252,16 @@ def prepare(job: Job) -> _Optimizers:
     raw_fn: nn.Module | None = None
     if job.viewmaker is not None:
         job.viewmaker.to(device)
+        # the `random` control: frozen at initialisation (no gradient, no optimizer)
+        job.viewmaker.requires_grad_(cfg.learns_viewmaker)
         raw_fn = _RawOutput(job.viewmaker)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
         encoder_fn = DDP(encoder_fn, device_ids=ids)
-        raw_fn = DDP(raw_fn, device_ids=ids) if raw_fn is not None else None
+        if raw_fn is not None and cfg.learns_viewmaker:  # a frozen module needs no DDP
+            raw_fn = DDP(raw_fn, device_ids=ids)
     if cfg.compile:
         encoder_fn = torch.compile(encoder_fn)
         raw_fn = torch.compile(raw_fn) if raw_fn is not None else None
@@ -318,6 +308,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         opt.encoder.load_state_dict(st["encoder_opt"])
         if viewmaker is not None:
             viewmaker.load_state_dict(st["viewmaker"])
+        if opt.viewmaker is not None:
             opt.viewmaker.load_state_dict(st["viewmaker_opt"])
         try:
             order_gen.set_state(st["order_gen"])

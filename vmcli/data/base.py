@@ -243,12 +243,14 @@ class Modality(ABC):
     def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
         """Hand-made features for honest probe baselines (name → N × D): here the encoder's
         input itself, flattened (average-pooled down to at most 4096 values)."""
+        from vmcli.devices import module_device
+
+        device = module_device(space)  # evaluation may have moved the space to the GPU
         feats = []
         with torch.no_grad():
             for i in range(0, len(data.x), 512):
-                feats.append(
-                    _pool_flat(space.to_encoder(space.to_view(data.x[i : i + 512]))).float()
-                )
+                chunk = data.x[i : i + 512].to(device)
+                feats.append(_pool_flat(space.to_encoder(space.to_view(chunk))).float().cpu())
         return {"raw inputs": torch.cat(feats)}
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vmcli.console import info, warn
 from vmcli.data.base import Item, Modality
+from vmcli.devices import with_index
 from vmcli.errors import DataError
 
 
@@ -44,31 +45,34 @@ def available_ram_bytes() -> int:
 
 
 class ResidentBatches:
-    """Batches gathered from a tensor held on the device (or in pinned host memory)."""
+    """Batches gathered from a tensor held on the device (or in host memory when it does not
+    fit on the GPU: then each batch is gathered, pinned and copied without blocking)."""
 
     def __init__(self, x: Tensor, device: torch.device):
-        self.device = device
+        self.device = with_index(device)
         self.data_wait_s = 0.0
-        on_device = True
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            on_device = x.numel() * x.element_size() < free // 4
-            if not on_device:
+        self.resident = True  # the whole dataset lives on self.device
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.resident = x.numel() * x.element_size() < free // 4
+            if not self.resident:
                 info(
-                    f"dataset ({x.numel() * x.element_size() / 2**30:.1f} GiB) kept in pinned host memory; batches copied per step"
+                    f"dataset ({x.numel() * x.element_size() / 2**30:.1f} GiB) kept in host memory; batches pinned and copied per step"
                 )
-        self.x = x.to(device) if on_device else x.pin_memory()
+        # host fallback: keep the dataset as it is and pin each gathered batch (pinning the
+        # whole dataset as well would double its host memory for nothing)
+        self.x = x.to(self.device) if self.resident else x.cpu()
         self.n = x.shape[0]
 
     def epoch(self, perm: Tensor, batch: int, start_step: int) -> Iterator[Tensor]:
         steps = self.n // batch
-        if self.x.device != self.device:
+        if not self.resident:
             perm = perm.cpu()
         for step in range(start_step, steps):
             idx = perm[step * batch : (step + 1) * batch]
             t0 = time.perf_counter()
             raw = self.x[idx]
-            if raw.device != self.device:
+            if not self.resident:
                 raw = raw.pin_memory().to(self.device, non_blocking=True)
             self.data_wait_s += time.perf_counter() - t0
             yield raw

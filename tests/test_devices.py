@@ -1,0 +1,108 @@
+"""The GPU-only branches, checked without a GPU: device resolution, the resident-batch decision,
+evaluation baselines with the view space on another device, and throughput variants that do not
+share mutated state. (The `meta` device stands in for a GPU where a real copy is not needed.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmcli.data import base as data_base
+from vmcli.data.base import Item, TensorData
+from vmcli.data.image import ImageModality, PixelSpace
+from vmcli.data.loader import ResidentBatches
+from vmcli.devices import module_device, resolve_device, with_index
+from vmcli.errors import ConfigError
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """PyTorch believes a GPU is there (index 0, 256 MiB free): enough for device decisions."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (256 << 20, 2 << 30))
+
+
+def test_cpu_resolves_to_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("gpu-please")
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda", "cuda:0"])
+def test_cuda_always_resolves_to_an_indexed_device(fake_cuda, name):
+    # tensors live on cuda:0, and torch.device("cuda") != torch.device("cuda:0")
+    assert resolve_device(name) == torch.device("cuda", 0)
+    assert with_index(torch.device("cuda")) == torch.device("cuda", 0)
+    assert with_index(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_resident_batches_decide_by_flag_not_device_equality(fake_cuda):
+    big = torch.zeros(1024, 1024, 128, dtype=torch.uint8)  # 128 MiB > a quarter of 256 MiB free
+    src = ResidentBatches(big, torch.device("cuda"))
+    assert src.device == torch.device("cuda", 0)
+    assert not src.resident
+    # the host fallback keeps the dataset unpinned (each batch is pinned on its own)
+    assert src.x.device.type == "cpu" and not src.x.is_pinned()
+
+
+def test_resident_batches_on_the_device_gather_without_host_copies(monkeypatch):
+    monkeypatch.setattr(
+        torch.Tensor, "pin_memory", lambda self: pytest.fail("a resident batch was pinned")
+    )
+    x = torch.arange(40, dtype=torch.float32).view(10, 1, 4)
+    src = ResidentBatches(x, torch.device("meta"))  # stands in for a GPU the data fits on
+    assert src.resident and src.x.device.type == "meta"
+    batches = list(src.epoch(torch.arange(10, device="meta"), 4, 0))
+    assert len(batches) == 2 and all(b.device.type == "meta" for b in batches)
+
+
+def test_module_device():
+    assert module_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert module_device(torch.nn.Linear(2, 2, device="meta")).type == "meta"
+    assert module_device(torch.nn.ReLU()) == torch.device("cpu")
+
+
+def test_raw_baselines_follow_the_space_to_its_device(monkeypatch):
+    """`vm eval` moves the shared view space to the GPU to extract features; the raw-input
+    baseline must then feed it inputs on that device and bring the features back."""
+    seen: list[torch.device] = []
+    space = PixelSpace({"channels": 1, "size": 4})
+    to_view = space.to_view
+    monkeypatch.setattr(space, "to_view", lambda raw: seen.append(raw.device) or to_view(raw))
+    monkeypatch.setattr(data_base, "_pool_flat", lambda x: torch.zeros(x.shape[0], 3))
+    space.to("meta")
+    data = TensorData(
+        torch.zeros(6, 1, 4, 4, dtype=torch.uint8), [Item(Path(f"{i}.png")) for i in range(6)], {}
+    )
+    feats = ImageModality().raw_baselines(data, space)["raw inputs"]
+    assert seen and all(d.type == "meta" for d in seen)
+    assert feats.device.type == "cpu" and feats.shape == (6, 3)
+
+
+def _load_throughput():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_throughput"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_variants_do_not_share_the_view_space():
+    tp = _load_throughput()
+    shape = tp.shapes(quick=True)["image"]
+    before = dict(shape["space"].stats)
+    jobs = [tp.make_job(shape, v, torch.device("cpu"), "small", 8)[0] for v in tp.LADDER[:2]]
+    assert jobs[0].space is not jobs[1].space
+    jobs[0].space.to("meta")  # what prepare() does to a variant's space on a GPU
+    assert module_device(jobs[1].space).type == "cpu"
+    assert shape["space"].stats == before  # the shared template is never fitted or moved

@@ -1,0 +1,44 @@
+"""Which device to run on: one place, so augment and evaluation need not import the loop.
+
+`resolve_device` always returns an *indexed* CUDA device (`cuda:0`, never bare `cuda`):
+tensors report `cuda:0`, and `torch.device("cuda") != torch.device("cuda:0")`, so comparing
+a tensor's device with an unindexed one silently says "elsewhere".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vmcli.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → the current GPU when there is one, else the CPU; `cuda` → `cuda:<current>`."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)"
+        ) from None
+    return with_index(device)
+
+
+def with_index(device: torch.device) -> torch.device:
+    """`cuda` → `cuda:<current device>`; anything else unchanged."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters and buffers live (the CPU for a module that has none)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
