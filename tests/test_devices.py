@@ -106,3 +106,19 @@ def test_throughput_variants_do_not_share_the_view_space():
     jobs[0].space.to("meta")  # what prepare() does to a variant's space on a GPU
     assert module_device(jobs[1].space).type == "cpu"
     assert shape["space"].stats == before  # the shared template is never fitted or moved
+
+
+def test_encoder_shape_probe_runs_on_the_space_device():
+    """quality.py and `vm eval` build a random encoder from a space already on the GPU."""
+    from vmcli.data.audio import LogMelSpace
+    from vmcli.data.sensor import SignalSpace
+
+    spaces = [
+        (PixelSpace({"channels": 3, "size": 8}), (3, 8, 8)),
+        (LogMelSpace({"sample_rate": 8000, "clip_samples": 4000, "n_mels": 32}), (1, 4000)),
+        (SignalSpace({"columns": list("abc"), "window": 32}), (3, 32)),
+    ]
+    for space, raw_shape in spaces:
+        on_cpu = space.encoder_input_shape(raw_shape)
+        space.to("meta")
+        assert space.encoder_input_shape(raw_shape) == on_cpu

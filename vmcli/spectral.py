@@ -7,6 +7,7 @@ transforms cost little next to the networks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -43,6 +44,14 @@ def mel_filterbank(
     return torch.clamp(torch.minimum(up, down), min=0).float()
 
 
+def fp32(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off (spectra stay fp32 under bf16 training). A `meta` tensor, used to work out
+    shapes without data, has no autocast: nothing to turn off."""
+    if x.device.type in ("cpu", "cuda"):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class Stft(nn.Module):
     """Power spectrogram of B × C × T signals → B × C × (n_fft//2+1) × frames (Hann window)."""
 
@@ -56,7 +65,7 @@ class Stft(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t = x.shape
-        with torch.autocast(x.device.type, enabled=False):
+        with fp32(x):
             flat = x.float().reshape(b * c, t)
             pad_mode = "reflect" if t > self.n_fft // 2 else "constant"
             spec = torch.stft(
@@ -88,7 +97,7 @@ class LogMel(nn.Module):
 
     def forward(self, wav: Tensor) -> Tensor:
         power = self.stft(wav)  # B × 1 × F × frames
-        with torch.autocast(wav.device.type, enabled=False):
+        with fp32(wav):
             mel = torch.einsum("bcft,fm->bcmt", power, self.filters)
             return torch.log(mel.clamp_min(LOG_FLOOR))
 
@@ -102,7 +111,7 @@ class LogSpectrogram(nn.Module):
         self.stft = Stft(n_fft, hop)
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with fp32(x):
             return torch.log(self.stft(x).clamp_min(LOG_FLOOR))
 
 

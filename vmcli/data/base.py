@@ -130,8 +130,10 @@ class ViewSpace(nn.Module, ABC):
 
     def encoder_input_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, ...]:
         """C × spatial shape the encoder receives for one raw sample of `raw_shape`."""
-        with torch.no_grad():
-            probe = torch.zeros((1, *raw_shape))
+        from vmcli.devices import module_device
+
+        with torch.no_grad():  # probe on the space's own device (it may sit on a GPU)
+            probe = torch.zeros((1, *raw_shape), device=module_device(self))
             return tuple(self.to_encoder(self.to_view(probe)).shape[1:])
 
 
