@@ -66,11 +66,11 @@ def augment_folder(
     if views_per_input < 1:
         raise ConfigError("--views-per-input must be at least 1")
     run_dir = runs.resolve_run(run, runs_parent)
-    if not (run_dir / runs.VIEWMAKER).is_file():
+    if not (run_dir / runs.VIEWMAKER).is_file() and not (run_dir / runs.TRANSFORMS).is_file():
         trained = runs.read_json(run_dir / runs.CONFIG)["train"]
         if trained.get("views") in ("handcrafted", "none"):
             raise CheckpointError(
-                f"{run_dir} was trained with --views {trained['views']}: it has no viewmaker to apply"
+                f"{run_dir} was trained with --views {trained['views']}: it has no learned views to apply"
             )
     _check_folders(src, out)
     if run is None:

@@ -112,7 +112,7 @@ def train(
     views: Annotated[
         str,
         typer.Option(
-            help="viewmaker | random (the control: the same viewmaker frozen at init) | handcrafted | both (handcrafted, then viewmaker) | none."
+            help="viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor/audio: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none."
         ),
     ] = "viewmaker",
     view_space: Annotated[
@@ -198,6 +198,17 @@ def train(
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
+    encoder_lr: Annotated[
+        float, typer.Option(help="Encoder SGD learning rate (momentum 0.9, wd 1e-4).")
+    ] = 0.03,
+    viewmaker_lr: Annotated[
+        float,
+        typer.Option(help="Viewmaker Adam learning rate: how fast the adversary adapts."),
+    ] = 1e-3,
+    transforms_lr: Annotated[
+        float,
+        typer.Option(help="Adam learning rate of the learned transform strengths (their logits)."),
+    ] = 1e-2,
     data_mode: Annotated[
         str,
         typer.Option(
@@ -249,6 +260,9 @@ def train(
         encoder=encoder,
         viewmaker_width=viewmaker_width,
         temperature=temperature,
+        encoder_lr=encoder_lr,
+        viewmaker_lr=viewmaker_lr,
+        transforms_lr=transforms_lr,
         alternating=alternating,
         device=device,
         precision=precision,

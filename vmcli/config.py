@@ -14,9 +14,21 @@ from typing import Any
 from vmcli.data.base import LoadOptions
 from vmcli.errors import ConfigError
 
-VIEWS = ("viewmaker", "random", "handcrafted", "both", "none")
-# `random` is the control arm: the same viewmaker network, budget and noise, frozen at its
-# random initialisation. Learned views only mean something beside it.
+VIEWS = (
+    "viewmaker",
+    "random",
+    "handcrafted",
+    "both",
+    "none",
+    "learned-transforms",
+    "fixed-transforms",
+    "learned-transforms+viewmaker",
+)
+# Two learned families, each with its control arm: `viewmaker` (free-form δ) beside `random`
+# (the same viewmaker frozen at its random initialisation), and `learned-transforms` (bounded
+# strengths of differentiable transforms) beside `fixed-transforms` (the same transforms frozen
+# at their initial strengths, the hand-designed recipe). Learned views only mean something
+# beside their control.
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -25,7 +37,7 @@ class TrainConfig:
     data: str
     modality: str | None = None  # None: detect from the files
     view_space: str | None = None  # None: the modality's default
-    views: str = "viewmaker"  # viewmaker | random | handcrafted | both | none
+    views: str = "viewmaker"  # one of VIEWS
     budget: float = 0.05  # ε: mean |δ| per example, in view-space units
     epochs: int = 100
     batch_size: int | None = None  # None: the modality's default (paper: 256 images, 128 else)
@@ -37,6 +49,7 @@ class TrainConfig:
     encoder_momentum: float = 0.9
     encoder_weight_decay: float = 1e-4
     viewmaker_lr: float = 1e-3
+    transforms_lr: float = 1e-2  # Adam, on the logits of the learned transform strengths
     alternating: bool = False  # the paper's two-pass schedule instead of gradient reversal
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -67,17 +80,35 @@ class TrainConfig:
             )
         if self.data_mode not in ("auto", "memory", "stream"):
             raise ConfigError(f"--data-mode must be auto, memory or stream; got {self.data_mode!r}")
+        for name in ("encoder_lr", "viewmaker_lr", "transforms_lr"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}"
+                )
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
 
     @property
     def uses_viewmaker(self) -> bool:
         """A viewmaker makes the views (learned, or frozen at init for `random`)."""
-        return self.views in ("viewmaker", "both", "random")
+        return self.views in ("viewmaker", "both", "random", "learned-transforms+viewmaker")
 
     @property
     def learns_viewmaker(self) -> bool:
-        return self.views in ("viewmaker", "both")
+        return self.views in ("viewmaker", "both", "learned-transforms+viewmaker")
+
+    @property
+    def uses_transforms(self) -> bool:
+        return "transforms" in self.views
+
+    @property
+    def learns_transforms(self) -> bool:
+        return self.views.startswith("learned-transforms")
+
+    @property
+    def learns_views(self) -> bool:
+        """Some part of the view pipeline is trained adversarially (so it has a control)."""
+        return self.learns_viewmaker or self.learns_transforms
 
     @property
     def uses_handcrafted(self) -> bool:

@@ -1,6 +1,7 @@
 """Trained modules as users hold them: raw data in, views or features out.
 
-`Augmenter` = view space + viewmaker: a batch augmentation for your own training loop.
+`Augmenter` = [learned transforms] + view space + [viewmaker]: a batch augmentation for your
+own training loop.
 `FeatureExtractor` = view space + encoder: embeddings and probe features for raw batches.
 Both are rebuilt from a run folder (or one of its .safetensors files) with `load_viewmaker`
 and `load_encoder`; the safetensors header holds everything needed to rebuild them.
@@ -16,8 +17,9 @@ from torch import Tensor, nn
 
 from vmcli import runs
 from vmcli.data import ViewSpace, get_modality
-from vmcli.errors import CheckpointError
+from vmcli.errors import CheckpointError, ConfigError
 from vmcli.nn.encoders import Encoder, create_encoder
+from vmcli.nn.transforms import FAMILIES, LearnedTransforms
 from vmcli.nn.viewmaker import Viewmaker
 
 
@@ -40,19 +42,34 @@ def build_encoder(name: str, space: ViewSpace, raw_shape: tuple[int, ...]) -> En
 class Augmenter(nn.Module):
     """Raw batch → one learned view per sample, in the raw representation when the view space
     can be inverted (pixels in [0, 1], waveforms, sensor signals in their units), else in the
-    view space (e.g. normalised log-mel spectrograms). Fresh noise on every call.
+    view space (e.g. normalised log-mel spectrograms). Fresh randomness on every call.
+
+    The view pipeline is a run's: learned transforms (if the run has them) on the raw batch,
+    then the viewmaker (if it has one) in the view space.
 
     >>> augment = vmcli.load_viewmaker("runs/train")        # doctest: +SKIP
     >>> v1, v2 = augment(batch), augment(batch)              # two views per sample
     """
 
-    def __init__(self, space: ViewSpace, viewmaker: Viewmaker):
+    def __init__(
+        self,
+        space: ViewSpace,
+        viewmaker: Viewmaker | None,
+        transforms: LearnedTransforms | None = None,
+    ):
         super().__init__()
+        if viewmaker is None and transforms is None:
+            raise ConfigError("an Augmenter needs a viewmaker, learned transforms or both")
         self.space = space
         self.viewmaker = viewmaker
+        self.transforms = transforms
 
     def forward(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        view = self.viewmaker(self.space.to_view(raw), generator=generator)
+        if self.transforms is not None:
+            raw = self.transforms(raw, generator)
+        view = self.space.to_view(raw)
+        if self.viewmaker is not None:
+            view = self.viewmaker(view, generator=generator)
         return self.space.from_view(view) if self.space.invertible else view
 
 
@@ -108,15 +125,38 @@ def _weights_path(run: str | Path, filename: str) -> Path:
 
 
 def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augmenter:
-    """The trained viewmaker of a run folder (or its viewmaker.safetensors), in eval mode."""
-    src = _weights_path(run, runs.VIEWMAKER)
-    tensors, header = runs.read_weights(src)
-    space = _space_from(header, src)
-    vm = build_viewmaker(
-        space, header["budget"], header["viewmaker"]["width"], header["viewmaker"]["blocks"]
-    )
-    runs.load_state(vm, tensors, src)
-    return Augmenter(space, vm).to(device).eval()
+    """The trained view pipeline of a run folder (or of one of its .safetensors exports), in
+    eval mode: its viewmaker, its learned transforms, or both."""
+    path = Path(run)
+    if path.suffix == ".safetensors":
+        files = [path]
+    else:
+        folder = runs.resolve_run(path)
+        files = [f for f in (folder / runs.TRANSFORMS, folder / runs.VIEWMAKER) if f.is_file()]
+        if not files:
+            raise CheckpointError(
+                f"{folder}: no {runs.VIEWMAKER} or {runs.TRANSFORMS} (was it trained with "
+                "--views handcrafted or none, or did it not finish?)"
+            )
+    space, vm, tf = None, None, None
+    for src in files:
+        tensors, header = runs.read_weights(src)
+        space = space or _space_from(header, src)
+        if header.get("kind") == "transforms":
+            try:
+                tf = FAMILIES[header["family"]]()
+            except KeyError as e:
+                raise CheckpointError(f"{src}: unknown transform family {e}") from None
+            runs.load_state(tf, tensors, src)
+        else:
+            vm = build_viewmaker(
+                space,
+                header["budget"],
+                header["viewmaker"]["width"],
+                header["viewmaker"]["blocks"],
+            )
+            runs.load_state(vm, tensors, src)
+    return Augmenter(space, vm, tf).to(device).eval()
 
 
 def load_encoder(run: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:

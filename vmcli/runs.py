@@ -32,6 +32,8 @@ CHECKPOINT = "checkpoint.pt"
 VIEWMAKER = "viewmaker.safetensors"
 ENCODER = "encoder.safetensors"
 PREVIEW = "preview.png"
+TRANSFORMS = "transforms.safetensors"
+TRAINING_PLOT = "training.png"
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ create the run folder, train, then export weights, preview and summary.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from vmcli import __version__, runs
 from vmcli.config import TrainConfig
-from vmcli.console import console, info
+from vmcli.console import console, info, warn
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
 from vmcli.data.discover import DataIndex
@@ -25,8 +26,10 @@ from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
 from vmcli.devices import resolve_device
 from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
 from vmcli.errors import ConfigError, DataError
+from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
-from vmcli.training import Job, fit, make_views
+from vmcli.plots import plot_training
+from vmcli.training import Job, adversary_inert, fit, make_views
 
 
 def _training_items(index: DataIndex) -> list:
@@ -150,7 +153,20 @@ def _build_job(
             else None
         )
     handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
-    return Job(cfg, data.source, space, encoder, viewmaker, handcrafted, device)
+    transforms = create_transforms(cfg.modality or "") if cfg.uses_transforms else None
+    return Job(
+        cfg,
+        data.source,
+        space,
+        encoder,
+        viewmaker,
+        handcrafted,
+        device,
+        transforms=transforms,
+        # frozen copies at initialisation: what the adversary's effect is measured against
+        reference_viewmaker=copy.deepcopy(viewmaker) if cfg.learns_viewmaker else None,
+        reference_transforms=copy.deepcopy(transforms) if cfg.learns_transforms else None,
+    )
 
 
 def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
@@ -276,6 +292,8 @@ def _train(
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _describe(index)
         modality = get_modality(index.modality)
+        if cfg.uses_transforms:
+            create_transforms(index.modality)  # fails early for a modality without a family
         data = load_training_data(cfg, modality, index)
         cfg = _resolve(cfg, modality, len(data), device, world)
         space = modality.build_space(cfg.view_space or "", data.meta)
@@ -332,9 +350,24 @@ def _finish(
         runs.save_weights(
             job.viewmaker, run_dir / runs.VIEWMAKER, {"kind": "viewmaker", **metadata}
         )
+    strengths = job.transforms.table() if job.transforms is not None else None
+    if job.transforms is not None:
+        runs.save_weights(
+            job.transforms,
+            run_dir / runs.TRANSFORMS,
+            {
+                "kind": "transforms",
+                "family": job.transforms.family,
+                "strengths": strengths,
+                **metadata,
+            },
+        )
     runs.save_weights(job.encoder, run_dir / runs.ENCODER, {"kind": "encoder", **metadata})
     previews = write_preview(job, data.sample, run_dir / runs.PREVIEW)
     last = result["metrics"][-1] if result.get("metrics") else {}
+    adversary = _adversary_summary(cfg, result.get("metrics", []))
+    if result.get("metrics"):
+        plot_training(result["metrics"], run_dir / runs.TRAINING_PLOT, cfg.views)
     summary = {
         "run": str(run_dir),
         "modality": cfg.modality,
@@ -355,10 +388,63 @@ def _finish(
         "samples_per_s": last.get("samples_per_s"),
         "train_s": last.get("elapsed_s"),
         "previews": [p.name for p in previews],
+        "adversary": adversary,
+        "transforms": strengths,
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
+    if strengths:
+        _print_strengths(strengths, cfg.learns_transforms)
+    if adversary and adversary["inert"]:
+        warn(_inert_advice(cfg, adversary))
     summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     return summary
+
+
+def _adversary_summary(cfg: TrainConfig, metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The adversary's effect over the last epoch: learned views vs their frozen initial copy."""
+    if not cfg.learns_views or not metrics or "probe_loss" not in metrics[-1]:
+        return None
+    m = metrics[-1]
+    return {
+        "loss_learned_views": m["probe_loss"],
+        "loss_initial_views": m["probe_loss_init"],
+        "effect": m["adversary_effect"],
+        "pos_cos_learned_views": m["pos_cos"],
+        "pos_cos_initial_views": m["pos_cos_init"],
+        "inert": adversary_inert(m["adversary_effect"], m["probe_loss_init"]),
+    }
+
+
+def _inert_advice(cfg: TrainConfig, adversary: dict[str, Any]) -> str:
+    what = "viewmaker" if cfg.learns_viewmaker else "transform strengths"
+    fix = (
+        f"a larger --budget (now {cfg.budget:g}), a higher --viewmaker-lr (now {cfg.viewmaker_lr:g})"
+        if cfg.learns_viewmaker
+        else f"a higher --transforms-lr (now {cfg.transforms_lr:g})"
+    )
+    return (
+        f"learned views are no harder for the encoder than the {what} at initialisation "
+        f"(loss {adversary['loss_learned_views']:.3f} vs {adversary['loss_initial_views']:.3f} on the "
+        f"same batch): the adversary is inert, so these views are not really learned. Try {fix} "
+        "or more epochs, and compare with the control arm (--views random / fixed-transforms)"
+    )
+
+
+def _print_strengths(strengths: list[dict[str, Any]], learned: bool) -> None:
+    from rich.table import Table
+
+    t = Table(title="transform strengths" + (" (learned)" if learned else " (fixed)"))
+    for col in ("transform", "initial", "learned", "bounds", "unit"):
+        t.add_column(col, justify="right" if col in ("initial", "learned") else "left")
+    for s in strengths:
+        t.add_row(
+            s["name"],
+            f"{s['initial']:.3g}",
+            f"{s['learned']:.3g}",
+            f"{s['low']:g}–{s['high']:g}",
+            str(s["unit"]),
+        )
+    console.print(t)
 
 
 def _describe(index: DataIndex) -> None:

@@ -12,6 +12,7 @@ viewmaker step on fresh views with the encoder frozen (two forward/backward pass
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import signal
@@ -40,6 +41,7 @@ from vmcli.distributed import (
 from vmcli.errors import ConfigError, DataError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.encoders import Encoder
+from vmcli.nn.transforms import LearnedTransforms
 from vmcli.nn.viewmaker import Viewmaker, grad_reverse, project_to_budget
 
 METRIC_FIELDS = [
@@ -51,6 +53,14 @@ METRIC_FIELDS = [
     "view_l1",
     "samples_per_s",
     "data_wait_share",  # share of the wall time the step loop waited for batches
+    # the adversary's effect (learned views only): the encoder's NT-Xent loss and positive-pair
+    # cosine on views from the current view generator vs the same generator at its
+    # initialisation, on the same batch and noise (epoch means of the log windows)
+    "probe_loss",
+    "probe_loss_init",
+    "adversary_effect",  # probe_loss − probe_loss_init: > 0 when learned views are harder
+    "pos_cos",
+    "pos_cos_init",
     "elapsed_s",
 ]
 
@@ -72,6 +82,10 @@ class Job:
     # what a step calls: the networks, or their compiled / DistributedDataParallel wrappers
     encoder_fn: Callable[[Tensor], Tensor] | None = None
     raw_fn: Callable[[Tensor, Any], Tensor] | None = None
+    transforms: LearnedTransforms | None = None  # learned (or fixed) transform strengths
+    # frozen copies of the learned parts at their initialisation: the adversary's control
+    reference_viewmaker: Viewmaker | None = None
+    reference_transforms: LearnedTransforms | None = None
 
 
 class _RawOutput(nn.Module):
@@ -90,11 +104,15 @@ class _RawOutput(nn.Module):
 class _Optimizers:
     encoder: torch.optim.Optimizer
     viewmaker: torch.optim.Optimizer | None
+    transforms: torch.optim.Optimizer | None = None
+
+    @property
+    def adversaries(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.viewmaker, self.transforms) if o is not None]
 
     def zero_grad(self) -> None:
-        self.encoder.zero_grad(set_to_none=True)
-        if self.viewmaker is not None:
-            self.viewmaker.zero_grad(set_to_none=True)
+        for o in (self.encoder, *self.adversaries):
+            o.zero_grad(set_to_none=True)
 
 
 def make_optimizers(job: Job) -> _Optimizers:
@@ -112,7 +130,10 @@ def make_optimizers(job: Job) -> _Optimizers:
         vm = torch.optim.Adam(
             job.viewmaker.parameters(), lr=cfg.viewmaker_lr, **({"fused": True} if fused else {})
         )
-    return _Optimizers(enc, vm)
+    tf = None
+    if job.transforms is not None and cfg.learns_transforms:
+        tf = torch.optim.Adam(job.transforms.parameters(), lr=cfg.transforms_lr)
+    return _Optimizers(enc, vm, tf)
 
 
 class Views(NamedTuple):
@@ -127,16 +148,29 @@ def _local_rows(world: World, b_local: int, b_global: int, device: torch.device)
     return torch.cat([mine, mine + b_global])
 
 
-def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool) -> Views:
+def make_views(
+    job: Job, raw: Tensor, gen: torch.Generator, reverse: bool, reference: bool = False
+) -> Views:
     """Two views of each sample, stacked (view 1 of all, then view 2 of all), and δ.
 
+    raw → [handcrafted views | learned transforms] → view space → [viewmaker δ] → view.
     Both views go through the viewmaker as one batch. `raw` is the *global* batch: in
     distributed training every rank draws the global batch's random numbers (the same on
     every rank) and keeps its own rows, so N ranks make exactly the views one process would.
+    `reverse` puts the gradient-reversal layer on every learned part; `reference` uses the
+    frozen copies at initialisation instead (the adversary's control).
     """
     world = job.world
+    vm, tf = job.viewmaker, job.transforms
+    if reference:
+        vm = job.reference_viewmaker or vm
+        tf = job.reference_transforms or tf
     if job.handcrafted is not None:
         x = torch.cat([job.handcrafted(raw, gen), job.handcrafted(raw, gen)])
+    elif tf is not None:
+        x = torch.cat([tf(raw, gen), tf(raw, gen)])
+        if reverse and tf is job.transforms and job.cfg.learns_transforms:
+            x = grad_reverse(x)
     else:
         x = torch.cat([raw, raw])
     rows = None
@@ -144,26 +178,75 @@ def make_views(job: Job, raw: Tensor, gen: torch.Generator, reverse: bool) -> Vi
         rows = _local_rows(world, raw.shape[0] // world.size, raw.shape[0], raw.device)
         x = x[rows]
     inputs = job.space.to_view(x)
-    if job.viewmaker is None:
+    if vm is None:
         return Views(inputs, None, inputs)
-    vm = job.viewmaker
     noise = vm.sample_noise(inputs, gen, batch=2 * raw.shape[0])
     if rows is not None:
         noise = (noise[0][rows], noise[1][:, rows])
-    raw_fn = job.raw_fn if job.raw_fn is not None else vm.raw_output
-    delta = project_to_budget(raw_fn(inputs, noise), vm.budget)
+    raw_fn = job.raw_fn if job.raw_fn is not None and vm is job.viewmaker else vm.raw_output
+    # the viewmaker's input carries no gradient to the transforms: they learn through the
+    # view itself (otherwise δ's reversed gradient would reach them reversed twice)
+    delta = project_to_budget(raw_fn(inputs.detach(), noise), vm.budget)
     if reverse:
         delta = grad_reverse(delta)
     return Views(vm.apply_perturbation(inputs, delta), delta, inputs)
 
 
-def _contrastive_loss(job: Job, views: Tensor) -> Tensor:
+def _embed(job: Job, views: Tensor, encoder: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     e = job.space.to_encoder(views)
     if job.device.type == "cuda" and job.cfg.channels_last and e.ndim == 4:
         e = e.contiguous(memory_format=torch.channels_last)
-    z = (job.encoder_fn if job.encoder_fn is not None else job.encoder)(e)
+    if encoder is None:
+        encoder = job.encoder_fn if job.encoder_fn is not None else job.encoder
+    return encoder(e)
+
+
+def _contrastive_loss(job: Job, views: Tensor) -> Tensor:
+    z = _embed(job, views)
     b = z.shape[0] // 2
     return nt_xent(z[:b], z[b:], job.cfg.temperature, gather=job.world.distributed)
+
+
+@torch.no_grad()
+def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
+    """[loss, loss at init, positive cosine, positive cosine at init] on one batch.
+
+    The encoder scores views from the current view generator and from its frozen copy at
+    initialisation, made from the same batch with the same random numbers; the loss gap is
+    what learning the views has bought. Batch norm normalises with batch statistics, as in
+    training (eval-mode running statistics are poor early on and would distort the gap), and
+    its running statistics are restored afterwards, so the probe changes nothing. It costs two
+    forward passes per log window (≈ 1–2 % of training at log_every 50).
+    """
+    gen = torch.Generator(raw.device).manual_seed(job.cfg.seed * 1_000_003 + step)
+    start = gen.get_state()
+    plain = dataclasses.replace(job, encoder_fn=None, raw_fn=None)
+    norms = [m for m in job.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    out = []
+    try:
+        for reference in (False, True):
+            gen.set_state(start)
+            with autocast:
+                made = make_views(plain, raw, gen, reverse=False, reference=reference)
+                z = _embed(plain, made.views, job.encoder)
+            z = z.float()
+            b = z.shape[0] // 2
+            zn = torch.nn.functional.normalize(z, dim=1)
+            out += [
+                nt_xent(z[:b], z[b:], job.cfg.temperature),
+                (zn[:b] * zn[b:]).sum(dim=1).mean(),
+            ]
+    finally:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+    loss, cos, loss0, cos0 = out
+    return torch.stack([loss, loss0, cos, cos0])
+
+
+def adversary_inert(effect: float, loss_init: float) -> bool:
+    """Learned views no harder than the control's: a gap under 0.02 nats or 5 % of the loss."""
+    return effect < max(0.02, 0.05 * abs(loss_init))
 
 
 class _GracefulStop:
@@ -197,17 +280,29 @@ def train_step(
     job: Job, raw: Tensor, gen: torch.Generator, opt: _Optimizers, autocast
 ) -> tuple[Tensor, Views]:
     """One update of both networks on one (global) batch; returns the loss and the views."""
-    if job.cfg.alternating and opt.viewmaker is not None:
+    if job.cfg.alternating and opt.adversaries:
         return _alternating_step(job, raw, gen, opt, autocast)
     with autocast:
         made = make_views(job, raw, gen, reverse=True)
         loss = _contrastive_loss(job, made.views)
     opt.zero_grad()
     loss.backward()
+    _average_transform_grads(job, opt)
     opt.encoder.step()
-    if opt.viewmaker is not None:
-        opt.viewmaker.step()
+    for adversary in opt.adversaries:
+        adversary.step()
     return loss, made
+
+
+def _average_transform_grads(job: Job, opt: _Optimizers) -> None:
+    """The transform strengths are not wrapped in DDP (a few scalars): average their gradient
+    across ranks by hand, as DDP does for the networks."""
+    if opt.transforms is None or not job.world.distributed:
+        return
+    for p in job.transforms.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= job.world.size
 
 
 def _alternating_step(
@@ -226,9 +321,11 @@ def _alternating_step(
         with autocast:
             fresh = make_views(job, raw, gen, reverse=False)
             vm_loss = -_contrastive_loss(job, fresh.views)
-        opt.viewmaker.zero_grad(set_to_none=True)
+        for adversary in opt.adversaries:
+            adversary.zero_grad(set_to_none=True)
         vm_loss.backward()
-        opt.viewmaker.step()
+        for adversary in opt.adversaries:
+            adversary.step()
     finally:
         job.encoder.requires_grad_(True)
     return loss, made
@@ -255,6 +352,11 @@ def prepare(job: Job) -> _Optimizers:
         # the `random` control: frozen at initialisation (no gradient, no optimizer)
         job.viewmaker.requires_grad_(cfg.learns_viewmaker)
         raw_fn = _RawOutput(job.viewmaker)
+    if job.transforms is not None:
+        job.transforms.to(device).requires_grad_(cfg.learns_transforms)
+    for frozen in (job.reference_viewmaker, job.reference_transforms):
+        if frozen is not None:
+            frozen.to(device).requires_grad_(False)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -310,6 +412,10 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
             viewmaker.load_state_dict(st["viewmaker"])
         if opt.viewmaker is not None:
             opt.viewmaker.load_state_dict(st["viewmaker_opt"])
+        if job.transforms is not None and st.get("transforms"):
+            job.transforms.load_state_dict(st["transforms"])
+        if opt.transforms is not None and st.get("transforms_opt"):
+            opt.transforms.load_state_dict(st["transforms_opt"])
         try:
             order_gen.set_state(st["order_gen"])
             view_gen.set_state(st["view_gen"])
@@ -335,6 +441,8 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                 "encoder_opt": opt.encoder.state_dict(),
                 "viewmaker": viewmaker.state_dict() if viewmaker is not None else {},
                 "viewmaker_opt": opt.viewmaker.state_dict() if opt.viewmaker is not None else {},
+                "transforms": job.transforms.state_dict() if job.transforms is not None else {},
+                "transforms_opt": opt.transforms.state_dict() if opt.transforms is not None else {},
                 "order_gen": order_state,
                 "view_gen": view_gen.get_state(),
                 "metrics": metrics,
@@ -347,6 +455,8 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         enabled=progress and world.is_main,
     )
     sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
+    probes = torch.zeros(4, device=device)  # the adversary probe, summed over an epoch's windows
+    n_probes = 0
     window_steps, t_window, last, wait_window = 0, time.perf_counter(), {}, 0.0
     with _GracefulStop() as stop:
         try:
@@ -364,6 +474,11 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                             )
                     step, samples_seen, window_steps = step + 1, samples_seen + b, window_steps + 1
                     if window_steps == cfg.log_every or step == steps_per_epoch:
+                        if cfg.learns_views:
+                            probes += adversary_probe(
+                                job, raw, epoch * steps_per_epoch + step, autocast
+                            )
+                            n_probes += 1
                         now = time.perf_counter()
                         means = all_reduce_mean(sums / window_steps, world)
                         last = _log_window(
@@ -375,6 +490,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                             elapsed0 + now - t_start,
                             job,
                             bar,
+                            probes / n_probes if n_probes else None,
                         )
                         last["data_wait_share"] = (source.data_wait_s - wait_window) / max(
                             now - t_window, 1e-9
@@ -389,6 +505,10 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                     if check and _stop_requested(stop, world) and step < steps_per_epoch:
                         checkpoint(epoch_order_state)
                         raise KeyboardInterrupt
+                if n_probes:
+                    last.update(_probe_row(all_reduce_mean(probes / n_probes, world)))
+                    probes.zero_()
+                    n_probes = 0
                 metrics.append(dict(last))
                 epoch, step = epoch + 1, 0
                 if writes:
@@ -405,6 +525,17 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
         finally:
             bar.close()
     return {**last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
+
+
+def _probe_row(means: Tensor) -> dict[str, float]:
+    loss, loss0, cos, cos0 = means.tolist()
+    return {
+        "probe_loss": loss,
+        "probe_loss_init": loss0,
+        "adversary_effect": loss - loss0,
+        "pos_cos": cos,
+        "pos_cos_init": cos0,
+    }
 
 
 def _stop_requested(stop: _GracefulStop, world: World) -> bool:
@@ -428,6 +559,7 @@ def _log_window(
     elapsed: float,
     job: Job,
     bar: TrainProgress,
+    probe: Tensor | None = None,
 ) -> dict[str, Any]:
     """Read the window's device-side sums (the host sync) into a metrics row; update progress."""
     loss, delta_l1, view_l1 = means.tolist()
@@ -440,6 +572,8 @@ def _log_window(
     status = f"epoch {epoch + 1}/{job.cfg.epochs}  loss {loss:.4f}"
     if has_vm:
         status += f"  |δ| {delta_l1:.4f} (ε {job.viewmaker.budget:g})"
+    if probe is not None:  # this epoch so far, this rank: how much harder than at init
+        status += f"  vs init {probe[0] - probe[1]:+.3f}"
     bar.update(done, status + f"  {rate:,.0f} samples/s")
     return {
         "epoch": epoch + 1,

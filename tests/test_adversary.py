@@ -1,0 +1,94 @@
+"""The adversary's effect and the control arm: is a run's view generator actually learned?"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import fast_config
+from PIL import Image
+from test_train import small_job
+
+from vmcli import runs
+from vmcli.config import TrainConfig
+from vmcli.errors import ConfigError
+from vmcli.session import train
+from vmcli.training import adversary_inert, adversary_probe, fit
+
+
+def test_random_views_keep_the_viewmaker_at_its_initialisation(image_folder):
+    job = small_job(image_folder, views="random", epochs=2)
+    vm0 = {k: v.clone() for k, v in job.viewmaker.state_dict().items()}
+    enc0 = [p.detach().clone() for p in job.encoder.parameters()]
+    result = fit(job, progress=False)
+    assert all(torch.equal(vm0[k], v) for k, v in job.viewmaker.state_dict().items())
+    assert not any(p.requires_grad for p in job.viewmaker.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(enc0, job.encoder.parameters(), strict=True))
+    assert result["delta_l1"] == pytest.approx(job.cfg.budget, rel=1e-4)
+    assert "probe_loss" not in result  # nothing is learned: no adversary to measure
+
+
+def test_probe_compares_with_the_initial_copy_on_the_same_noise(image_folder):
+    job = small_job(image_folder)
+    raw = job.data[:8]
+    autocast = torch.autocast("cpu", enabled=False)
+    norms_before = {k: v.clone() for k, v in job.encoder.state_dict().items()}
+    loss, loss0, cos, cos0 = adversary_probe(job, raw, 3, autocast).tolist()
+    assert loss == pytest.approx(loss0) and cos == pytest.approx(cos0)  # untrained: identical
+    # batch-norm running statistics are untouched by the probe
+    assert all(torch.equal(norms_before[k], v) for k, v in job.encoder.state_dict().items())
+    job.viewmaker.budget = 0.5  # stands in for a viewmaker that learned harder views
+    loss, loss0, cos, cos0 = adversary_probe(job, raw, 3, autocast).tolist()
+    assert loss > loss0 and cos < cos0
+    assert adversary_probe(job, raw, 3, autocast).tolist()[0] == pytest.approx(loss)
+
+
+def test_inert_threshold():
+    assert adversary_inert(0.0, 1.0)
+    assert adversary_inert(0.04, 1.0)  # under 5 % of the loss
+    assert not adversary_inert(0.2, 1.0)
+    assert adversary_inert(0.015, 0.01) and not adversary_inert(0.03, 0.01)
+
+
+def test_inert_run_is_warned_about_and_reported(image_folder, tmp_path, capsys):
+    # viewmaker lr 0: the "learned" viewmaker never moves, so it is exactly as hard as at init
+    summary = train(
+        fast_config(image_folder, epochs=2, viewmaker_lr=0.0), out=tmp_path, progress=False
+    )
+    run = tmp_path / "train"
+    adv = summary["adversary"]
+    assert adv["effect"] == 0.0 and adv["inert"]
+    assert "the adversary is inert" in capsys.readouterr().err
+    rows = list(csv.DictReader((run / runs.METRICS).open()))
+    assert {"probe_loss", "probe_loss_init", "adversary_effect", "pos_cos", "pos_cos_init"} <= set(
+        rows[0]
+    )
+    assert len(rows) == 2 and float(rows[-1]["adversary_effect"]) == 0.0
+    assert json.loads((run / runs.SUMMARY).read_text())["adversary"]["inert"]
+    with Image.open(run / runs.TRAINING_PLOT) as img:
+        assert img.size[1] > img.size[0] // 2  # two panels: loss, and learned vs initial views
+
+
+def test_active_run_is_not_warned_about(image_folder, tmp_path, capsys, monkeypatch):
+    import vmcli.session as session
+
+    build = session._build_job
+
+    def harder_learned_views(*args, **kwargs):
+        job = build(*args, **kwargs)
+        job.viewmaker.budget = 0.5  # learned views 10× the control's budget: far harder
+        return job
+
+    monkeypatch.setattr(session, "_build_job", harder_learned_views)
+    summary = train(fast_config(image_folder, epochs=1), out=tmp_path, progress=False)
+    assert summary["adversary"]["effect"] > 0.1 and not summary["adversary"]["inert"]
+    assert "inert" not in capsys.readouterr().err
+
+
+def test_learning_rates_are_options_and_validated(image_folder):
+    with pytest.raises(ConfigError, match="viewmaker-lr"):
+        TrainConfig(data=str(image_folder), viewmaker_lr=-1).validate()
+    for views in ("viewmaker", "random", "learned-transforms", "fixed-transforms"):
+        TrainConfig(data=str(image_folder), views=views).validate()

@@ -1,0 +1,220 @@
+"""Learned transforms: bounded, differentiable, seeded strengths; exported and applied."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import vmcli
+from vmcli import runs
+from vmcli.cli import app
+from vmcli.errors import ConfigError
+from vmcli.nn.transforms import AudioTransforms, SensorTransforms, create_transforms
+from vmcli.views import sensor_views
+
+FAMILIES = [(SensorTransforms, (6, 6, 64)), (AudioTransforms, (4, 1, 4000))]
+
+
+def contrastive_like(v: torch.Tensor) -> torch.Tensor:
+    """A loss that depends on every part of a view (not just its mean)."""
+    return (v[:, :, 1:] - v[:, :, :-1]).square().mean() + v.square().mean() + v.abs().mean()
+
+
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_gradient_reaches_every_strength(cls, shape):
+    t = cls()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    contrastive_like(t(x, torch.Generator().manual_seed(1))).backward()
+    g = t.logits.grad
+    assert g is not None and torch.isfinite(g).all()
+    assert (g.abs() > 0).all(), dict(zip([s.name for s in cls.STRENGTHS], g.tolist(), strict=True))
+
+
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_strengths_stay_within_bounds(cls, shape):
+    t = cls()
+    for value in (-1e4, 1e4):
+        with torch.no_grad():
+            t.logits.fill_(value)
+        for spec, s in zip(cls.STRENGTHS, t.strengths().values(), strict=True):
+            assert spec.low - 1e-6 <= float(s.detach()) <= spec.high + 1e-6
+        v = t(torch.randn(shape), torch.Generator().manual_seed(0))
+        assert torch.isfinite(v).all() and v.shape == shape
+
+
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_same_seed_same_views(cls, shape):
+    t, x = cls(), torch.randn(shape)
+    a = t(x, torch.Generator().manual_seed(5))
+    b = t(x, torch.Generator().manual_seed(5))
+    c = t(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_initial_strengths_are_the_handcrafted_recipe():
+    import inspect
+
+    defaults = inspect.signature(sensor_views).parameters
+    s = {k: float(v) for k, v in SensorTransforms().strengths().items()}
+    assert s["crop"] == pytest.approx(1 - defaults["min_crop"].default, abs=1e-6)
+    assert s["time_warp"] == pytest.approx(defaults["warp_sigma"].default, abs=1e-6)
+    assert s["permute"] == pytest.approx(defaults["permute_p"].default, abs=1e-6)
+    assert s["magnitude_warp"] == pytest.approx(defaults["magnitude_sigma"].default, abs=1e-6)
+    assert s["scale"] == pytest.approx(defaults["scale_sigma"].default, abs=1e-6)
+    assert s["jitter"] == pytest.approx(defaults["jitter"].default, abs=1e-6)
+
+
+def test_zero_strengths_leave_a_sensor_window_unchanged():
+    t = SensorTransforms()
+    with torch.no_grad():
+        t.logits.fill_(-1e4)  # every strength at its lower bound, 0
+    x = torch.randn(3, 2, 32)
+    assert torch.allclose(t(x, torch.Generator().manual_seed(0)), x, atol=1e-5)
+
+
+def test_images_have_no_transform_family():
+    with pytest.raises(ConfigError, match="sensor and audio"):
+        create_transforms("image")
+
+
+def write_sensor_folder(root, n=24, t=64):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("test", 6)):
+        for i in range(count):
+            cls = "walk" if i % 2 else "sit"
+            path = root / split / cls / f"s{i:02d}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = 1.0 if cls == "walk" else 0.2
+            sig = np.sin(np.linspace(0, 6 * f * np.pi, t))[:, None] + 0.1 * rng.normal(size=(t, 3))
+            pd.DataFrame(sig.round(5), columns=["ax", "ay", "az"]).to_csv(path, index=False)
+    return root
+
+
+FAST = ["--epochs", "3", "--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
+
+
+def test_learned_transforms_train_export_and_augment_csv(tmp_path):
+    data = write_sensor_folder(tmp_path / "watch")
+    cli = CliRunner()
+    r = cli.invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "--views",
+            "learned-transforms",
+            "--transforms-lr",
+            "0.2",
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+            "-q",
+            *FAST,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    run = tmp_path / "runs" / "train"
+    assert (run / runs.TRANSFORMS).is_file() and not (run / runs.VIEWMAKER).exists()
+    table = {row["name"]: row for row in summary["transforms"]}
+    assert set(table) == {s.name for s in SensorTransforms.STRENGTHS}
+    assert any(abs(row["learned"] - row["initial"]) > 1e-3 for row in table.values())
+    # export → load → the learned strengths, and the same views from the same generator
+    augment = vmcli.load_viewmaker(run)
+    learned = {k: float(v) for k, v in augment.transforms.strengths().items()}
+    assert learned == pytest.approx({k: row["learned"] for k, row in table.items()}, abs=1e-6)
+    x = torch.randn(2, 3, 64)
+    with torch.no_grad():
+        a = augment(x, torch.Generator().manual_seed(0))
+        b = augment.transforms(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-5)  # signal space: the transformed window, in CSV units
+    r = cli.invoke(
+        app, ["augment", str(data / "test"), "--out", str(tmp_path / "views"), "--run", str(run)]
+    )
+    assert r.exit_code == 0, r.output
+    src = pd.read_csv(data / "test" / "sit" / "s00.csv")
+    out = pd.read_csv(tmp_path / "views" / "sit" / "s00.csv")
+    assert list(out.columns) == list(src.columns) and out.shape == src.shape
+    assert not np.allclose(out.to_numpy(), src.to_numpy())
+
+
+def test_fixed_transforms_keep_their_strengths_and_compose_with_the_viewmaker(tmp_path):
+    data = write_sensor_folder(tmp_path / "watch")
+    cli = CliRunner()
+    for views in ("fixed-transforms", "learned-transforms+viewmaker"):
+        r = cli.invoke(
+            app,
+            [
+                "train",
+                str(data),
+                "--views",
+                views,
+                "--out",
+                str(tmp_path / views),
+                "--json",
+                "-q",
+                *FAST,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        rows = summary["transforms"]
+        if views == "fixed-transforms":
+            assert all(row["learned"] == pytest.approx(row["initial"], abs=1e-6) for row in rows)
+            assert summary["adversary"] is None
+        else:
+            assert (tmp_path / views / "train" / runs.VIEWMAKER).is_file()
+            assert summary["adversary"] is not None
+            augment = vmcli.load_viewmaker(tmp_path / views / "train")
+            assert augment.transforms is not None and augment.viewmaker is not None
+
+
+def test_audio_learned_transforms_write_wav_views(tmp_path):
+    rate = 8000
+    for split, n in (("train", 8), ("test", 2)):
+        for i in range(n):
+            folder = tmp_path / "clips" / split / ("low" if i % 2 else "high")
+            folder.mkdir(parents=True, exist_ok=True)
+            f = 220 if i % 2 else 880
+            t = np.arange(rate // 2) / rate
+            sf.write(folder / f"c{i}.wav", 0.3 * np.sin(2 * np.pi * f * t), rate, subtype="PCM_16")
+    cli = CliRunner()
+    r = cli.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "clips"),
+            "--views",
+            "learned-transforms",
+            "--view-space",
+            "waveform",
+            "--sample-rate",
+            "8000",
+            "--out",
+            str(tmp_path / "runs"),
+            "-q",
+            *FAST,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = cli.invoke(
+        app,
+        [
+            "augment",
+            str(tmp_path / "clips" / "test"),
+            "--out",
+            str(tmp_path / "views"),
+            "--run",
+            str(tmp_path / "runs" / "train"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    src, rate_in = sf.read(tmp_path / "clips" / "test" / "high" / "c0.wav")
+    out, rate_out = sf.read(tmp_path / "views" / "high" / "c0.wav")
+    assert rate_out == rate_in and out.shape == src.shape and not np.allclose(out, src)

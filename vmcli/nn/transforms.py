@@ -1,0 +1,272 @@
+"""Learned transforms: a second learned-view family, for sensors and audio.
+
+Instead of a free-form perturbation δ, the adversary learns the *strengths* of a few
+differentiable, label-preserving transforms (the idea of LEAVES, Yu, Yang & Sano 2022): jitter,
+per-channel scaling, magnitude warp, time warp, crop and segment permutation for sensor windows;
+gain, time shift, noise level, time and frequency masks, an EQ curve and speed for audio. Each
+strength s lives in its own units within fixed bounds,
+
+    s = low + (high − low) · sigmoid(θ),
+
+and θ starts where s equals the standard hand-designed recipe. Randomness is reparameterised
+(s scales a draw from an explicit generator), so the contrastive loss has a gradient with
+respect to every s; training applies the same reversed gradient as for the viewmaker, so the
+strengths move towards the views the encoder finds hardest, and never past their bounds.
+Discrete choices are made soft: segment permutation is a relaxed-Bernoulli mix with the permuted
+window; masks have smooth edges. The strengths are few and readable ("this data tolerates 14 %
+time warp"), and the module frozen at its initial strengths is the control arm.
+
+    >>> t = SensorTransforms()
+    >>> v = t(torch.randn(8, 6, 128), torch.Generator().manual_seed(0))
+    >>> v.shape
+    torch.Size([8, 6, 128])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Strength:
+    """One learnable strength: its name, initial value, bounds and unit (for people)."""
+
+    name: str
+    init: float
+    low: float
+    high: float
+    unit: str
+    meaning: str
+
+
+class LearnedTransforms(nn.Module):
+    """Base class: bounded strengths as parameters; subclasses define `STRENGTHS` and `apply`."""
+
+    family: str = ""
+    STRENGTHS: tuple[Strength, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        init = []
+        for s in self.STRENGTHS:
+            frac = (s.init - s.low) / (s.high - s.low)
+            frac = min(max(frac, 1e-4), 1 - 1e-4)
+            init.append(math.log(frac / (1 - frac)))
+        self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+
+    def strengths(self) -> dict[str, Tensor]:
+        """name → current strength (a 0-d tensor that carries the gradient)."""
+        frac = torch.sigmoid(self.logits.float())
+        return {s.name: s.low + (s.high - s.low) * frac[i] for i, s in enumerate(self.STRENGTHS)}
+
+    def table(self) -> list[dict[str, float | str]]:
+        """Each strength's initial and current value, for summaries and people."""
+        now = {k: float(v.detach()) for k, v in self.strengths().items()}
+        return [
+            {
+                "name": s.name,
+                "initial": s.init,
+                "learned": now[s.name],
+                "low": s.low,
+                "high": s.high,
+                "unit": s.unit,
+                "meaning": s.meaning,
+            }
+            for s in self.STRENGTHS
+        ]
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply_strengths(x.float(), self.strengths(), generator)
+
+    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+
+# -- differentiable building blocks ----------------------------------------------------------
+
+
+def _rand(shape: tuple[int, ...], like: Tensor, g: torch.Generator | None) -> Tensor:
+    return torch.rand(shape, device=like.device, generator=g)
+
+
+def _randn(shape: tuple[int, ...], like: Tensor, g: torch.Generator | None) -> Tensor:
+    return torch.randn(shape, device=like.device, generator=g)
+
+
+def resample(x: Tensor, pos: Tensor, fill_outside: bool = False) -> Tensor:
+    """Linear interpolation of B × C × T signals at fractional positions `pos` (B × T').
+
+    Differentiable with respect to `pos` (through the interpolation weights), which is how
+    crop, time warp, shift and speed strengths get their gradient. Positions outside [0, T−1]
+    are clamped to the edge, or give zeros with `fill_outside`.
+    """
+    t = x.shape[-1]
+    inside = (pos >= 0) & (pos <= t - 1)
+    p = pos.clamp(0, t - 1)
+    lo = p.detach().floor().long().clamp(max=t - 2 if t > 1 else 0)
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (p - lo.to(p.dtype))[:, None, :]
+    c = x.shape[1]
+    out = (
+        torch.gather(x, 2, lo[:, None, :].expand(-1, c, -1)) * (1 - w)
+        + torch.gather(x, 2, hi[:, None, :].expand(-1, c, -1)) * w
+    )
+    return out * inside[:, None, :].to(out.dtype) if fill_outside else out
+
+
+def smooth_noise(b: int, c: int, t: int, knots: int, like: Tensor, g) -> Tensor:
+    """B × C × T smooth standard-normal curves (linear through `knots` N(0, 1) points)."""
+    k = _randn((b * c, 1, knots), like, g)
+    return F.interpolate(k, size=t, mode="linear", align_corners=True).view(b, c, t)
+
+
+def soft_span(n: int, start: Tensor, width: Tensor, edge: float, like: Tensor) -> Tensor:
+    """B × n soft indicator of [start, start + width) (in index units), edges `edge` wide."""
+    pos = torch.arange(n, device=like.device, dtype=torch.float32)[None, :]
+    a, b = start[:, None], (start + width)[:, None]
+    return torch.sigmoid((pos - a) / edge) * torch.sigmoid((b - pos) / edge)
+
+
+def relaxed_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
+    """B soft coin flips in (0, 1) with P(≈1) = p; differentiable in p (binary Concrete)."""
+    u = _rand((b,), like, g).clamp(1e-6, 1 - 1e-6)
+    p = p.clamp(1e-4, 1 - 1e-4)
+    logit = torch.log(p) - torch.log1p(-p) + torch.log(u) - torch.log1p(-u)
+    return torch.sigmoid(logit / temperature)
+
+
+# -- sensors -----------------------------------------------------------------------------------
+
+
+class SensorTransforms(LearnedTransforms):
+    """The time-series recipe (Um et al. 2017), with learnable strengths. Amplitudes are relative
+    to each window's own per-channel spread, so strengths need no units of the data. The
+    initial strengths are exactly `vmcli.views.sensor_views`' defaults."""
+
+    family = "sensor"
+    STRENGTHS = (
+        Strength(
+            "crop", 0.2, 0.0, 0.5, "of the window", "a random span of ≥ 1 − crop, stretched back"
+        ),
+        Strength("time_warp", 0.2, 0.0, 0.5, "speed σ", "smooth speed changes ~ N(1, σ)"),
+        Strength("permute", 0.5, 0.0, 1.0, "probability", "4 segments shuffled (soft mix)"),
+        Strength("magnitude_warp", 0.2, 0.0, 0.6, "σ", "a smooth gain curve ~ N(1, σ)"),
+        Strength("scale", 0.1, 0.0, 0.5, "σ", "a per-channel gain ~ N(1, σ)"),
+        Strength("jitter", 0.05, 0.0, 0.5, "× channel std", "added Gaussian noise"),
+    )
+
+    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+        b, c, t = x.shape
+        base = torch.linspace(0, 1, t, device=x.device)[None, :]
+        # crop a span of at least (1 − crop) and stretch it back
+        span = 1 - s["crop"] * _rand((b, 1), x, g)
+        start = _rand((b, 1), x, g) * (1 - span)
+        x = resample(x, (start + span * base) * (t - 1))
+        # time warp: integrate a smooth positive speed curve, rescale to the window
+        speed = (1 + s["time_warp"] * smooth_noise(b, 1, t, 4, x, g).view(b, t)).clamp_min(0.1)
+        warp = torch.cumsum(speed, dim=1)
+        warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
+        x = resample(x, warp * (t - 1))
+        # segment permutation, mixed in softly with probability `permute`
+        segments, seg = 4, t // 4
+        if seg > 0:
+            order = torch.argsort(_rand((b, segments), x, g), dim=1)
+            idx = (order[:, :, None] * seg + torch.arange(seg, device=x.device)).reshape(b, -1)
+            idx = torch.cat(
+                [idx, torch.arange(seg * segments, t, device=x.device).expand(b, -1)], dim=1
+            )
+            shuffled = torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))
+            m = relaxed_bernoulli(s["permute"], b, x, g).view(b, 1, 1)
+            x = m * shuffled + (1 - m) * x
+        # magnitude warp and per-channel scale around each channel's mean, then jitter
+        mean = x.mean(dim=2, keepdim=True)
+        std = x.detach().std(dim=2, keepdim=True).clamp_min(1e-6)
+        curve = 1 + s["magnitude_warp"] * smooth_noise(b, c, t, 4, x, g)
+        scale = 1 + s["scale"] * _randn((b, c, 1), x, g)
+        x = mean + (x - mean) * curve * scale
+        return x + s["jitter"] * std * _randn(tuple(x.shape), x, g)
+
+
+# -- audio -------------------------------------------------------------------------------------
+
+
+class AudioTransforms(LearnedTransforms):
+    """The waveform recipe with learnable strengths: speed, time shift, gain, an EQ curve, noise,
+    two soft time masks and a soft frequency mask. Initial strengths are
+    `vmcli.views.audio_views`' defaults, plus a mild EQ (±2 dB) and speed (±3 %) that recipe
+    lacks."""
+
+    family = "audio"
+    STRENGTHS = (
+        Strength("speed", 0.03, 0.0, 0.2, "± fraction", "playback speed 1 ± speed (pitch follows)"),
+        Strength("shift", 0.1, 0.0, 0.3, "± of the clip", "time shift, zero-filled"),
+        Strength("gain", 6.0, 0.0, 12.0, "± dB", "overall gain"),
+        Strength("eq", 2.0, 0.0, 12.0, "± dB", "a smooth random EQ curve over frequency"),
+        Strength(
+            "noise",
+            10 ** (-10 / 20),
+            0.01,
+            1.0,
+            "noise/signal at most",
+            "white noise (1 = 0 dB SNR)",
+        ),
+        Strength(
+            "time_mask", 0.1, 0.0, 0.3, "of the clip, each", "two zeroed time spans (soft edges)"
+        ),
+        Strength(
+            "freq_mask", 0.15, 0.0, 0.4, "of the spectrum", "one zeroed frequency band (soft edges)"
+        ),
+    )
+
+    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+        b, c, t = x.shape
+        pos = torch.arange(t, device=x.device, dtype=torch.float32)[None, :]
+        centre = (t - 1) / 2
+        # speed (resample around the centre) and shift, in one resampling
+        factor = 1 + s["speed"] * (2 * _rand((b, 1), x, g) - 1)
+        shift = s["shift"] * (2 * _rand((b, 1), x, g) - 1) * t
+        x = resample(x, centre + (pos - centre) * factor - shift, fill_outside=True)
+        x = x * (10 ** (s["gain"] * (2 * _rand((b, 1, 1), x, g) - 1) / 20))
+        # EQ: a smooth random gain curve over frequency (in dB), then back to a waveform
+        spec = torch.fft.rfft(x, dim=-1)
+        nf = spec.shape[-1]
+        eq_db = s["eq"] * smooth_noise(b, 1, nf, 8, x, g).clamp(-2, 2) / 2
+        # noise at a random SNR between the learned minimum and 20 dB above it
+        rms = x.detach().square().mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-8)
+        level = s["noise"] * 10 ** (-20 * _rand((b, 1, 1), x, g) / 20)
+        # soft masks: two time spans, one frequency band
+        keep_f = 1 - soft_span(
+            nf, _rand((b,), x, g) * nf, s["freq_mask"] * _rand((b,), x, g) * nf, 1.0, x
+        )
+        spec = spec * (10 ** (eq_db / 20)) * keep_f[:, None, :]
+        x = torch.fft.irfft(spec, n=t, dim=-1)
+        x = x + _randn(tuple(x.shape), x, g) * rms * level
+        edge = max(1.0, 0.002 * t)
+        for _ in range(2):
+            width = s["time_mask"] * _rand((b,), x, g) * t
+            start = _rand((b,), x, g) * (t - width.detach())
+            x = x * (1 - soft_span(t, start, width, edge, x))[:, None, :]
+        return x
+
+
+FAMILIES: dict[str, type[LearnedTransforms]] = {
+    "sensor": SensorTransforms,
+    "audio": AudioTransforms,
+}
+
+
+def create_transforms(modality: str) -> LearnedTransforms:
+    """The learned-transform family for a modality (sensor or audio)."""
+    from vmcli.errors import ConfigError
+
+    if modality not in FAMILIES:
+        raise ConfigError(
+            f"learned transforms exist for {' and '.join(FAMILIES)} data, not {modality}; "
+            "use --views viewmaker (or handcrafted) for it"
+        )
+    return FAMILIES[modality]()
