@@ -269,6 +269,10 @@ class Bench:
             preview_views=2,
             precision=precision,
             viewmaker_lr=self.args.viewmaker_lr,
+            transforms_lr=self.args.transforms_lr,
+            load=LoadOptions(sample_rate=self.args.sample_rate, clip_seconds=self.args.clip_seconds)
+            if plan.modality == "audio"
+            else LoadOptions(),
         )
         name = label.replace("/", "_")
         console.print(f"[bold]train[/bold] {label}  ({self.left():.0f} s left)")
@@ -293,12 +297,12 @@ class Bench:
             )
         res["target"] = TARGETS[m]
         self.report["modalities"][m] = res
-        space0 = plan.view_spaces[0]
-        known = self.find(res, "viewmaker", space0, 0.05, plan.seeds[0], "main")
-        if known is not None and (Path(known["run"]) / "config.json").is_file():
+        views0, space0, budget0, seed0, role0 = self.work(plan)[0]
+        known = next((r for r in res["runs"] if (Path(r["run"]) / "config.json").is_file()), None)
+        if known is not None:  # continuing: any finished run gives the data's shapes
             run_dir, summary = Path(known["run"]), None
         else:
-            first = self.train_run(plan, "viewmaker", space0, 0.05, plan.seeds[0])
+            first = self.train_run(plan, views0, space0, budget0, seed0)
             if first is None:
                 return None
             run_dir, summary = first
@@ -325,7 +329,7 @@ class Bench:
         )
         ctx = {"plan": plan, "res": res, "data": data, "y": y, "split": split}
         if summary is not None:
-            self.record(ctx, run_dir, summary, "viewmaker", space0, 0.05, plan.seeds[0], "main")
+            self.record(ctx, run_dir, summary, views0, space0, budget0, seed0, role0)
         if res["baselines"]:
             return ctx
         extractor = load_encoder(run_dir, self.device)
@@ -424,87 +428,61 @@ class Bench:
     ) -> None:
         if self.find(ctx["res"], views, space, budget, seed, role) is not None:
             return  # finished in an earlier invocation
-        made = self.train_run(ctx["plan"], views, space, budget, seed)
+        precision = "fp32" if role == "fp32" else None  # the precision check's reference run
+        made = self.train_run(ctx["plan"], views, space, budget, seed, precision)
         if made:
             self.record(ctx, *made, views, space, budget, seed, role)
 
+    def work(self, plan: Plan) -> list[tuple[str, str | None, float, int, str]]:
+        """(views, view space, budget, seed, role) in priority order, so a time budget cuts the
+        least important work: every arm at the first seed, the precision check and the budget
+        sweep, then the other seeds."""
+        arms = self.args.arms.split(",")
+        space0, budget = plan.view_spaces[0], self.args.budget
+        candidates = [
+            ("viewmaker", space0),
+            ("random", space0),
+            *[("viewmaker", s) for s in plan.view_spaces[1:]],
+            ("handcrafted", None),
+            ("both", space0),
+            ("none", None),
+            ("learned-transforms", None),
+            ("fixed-transforms", None),
+            ("learned-transforms+viewmaker", space0),
+        ]
+        settings = [
+            (views, space)
+            for views, space in candidates
+            if views in arms
+            and (space in (None, space0) or self.args.all_spaces)
+            and ("transforms" not in views or plan.modality != "image")
+        ]
+        role = self.args.role
+        todo = [(v, sp, budget, plan.seeds[0], role) for v, sp in settings]
+        if self.args.precision_check:
+            todo.append(("viewmaker", space0, budget, plan.seeds[0], "fp32"))
+        todo += [
+            ("viewmaker", space0, b, plan.seeds[0], "sweep") for b in plan.budgets if b != budget
+        ]
+        for seed in plan.seeds[1:]:
+            todo += [(v, sp, budget, seed, role) for v, sp in settings]
+        return todo
+
     def run(self, plans: list[Plan]) -> None:
-        """Priority order, so a time budget cuts the least important work: every modality's
-        main comparison at the first seed, then the budget sweeps, then the other seeds."""
         ctxs = []
         for plan in plans:
             ctx = self._guard(plan.modality, self.start, plan)
             if ctx:
                 ctxs.append(ctx)
-
-        arms = self.args.arms.split(",")
-
-        def settings(plan: Plan, first: bool) -> list[tuple[str, str | None]]:
-            space0 = plan.view_spaces[0]
-            rest = [
-                (views, space)
-                for views, space in [
-                    ("random", space0),
-                    *[("viewmaker", s) for s in plan.view_spaces[1:]],
-                    ("handcrafted", None),
-                    ("both", space0),
-                    ("none", None),
-                    ("learned-transforms", None),
-                    ("fixed-transforms", None),
-                    ("learned-transforms+viewmaker", space0),
-                ]
-                if views in arms
-                and (space in (None, space0) or self.args.all_spaces)
-                and ("transforms" not in views or plan.modality != "image")
-            ]
-            return rest if first else [("viewmaker", space0), *rest]
-
-        for ctx in ctxs:
-            plan = ctx["plan"]
-            for views, space in settings(plan, True):
-                self._guard(plan.modality, self.add, ctx, views, space, 0.05, plan.seeds[0], "main")
-        if self.args.precision_check:
+        queues = {id(c): self.work(c["plan"]) for c in ctxs}
+        # round-robin over modalities, so each gets its most important runs first
+        while any(queues.values()):
             for ctx in ctxs:
-                plan = ctx["plan"]
-                self._guard(
-                    plan.modality,
-                    self.add,
-                    ctx,
-                    "viewmaker",
-                    plan.view_spaces[0],
-                    0.05,
-                    plan.seeds[0],
-                    "fp32",
-                )
-        for ctx in ctxs:
-            plan = ctx["plan"]
-            for budget in plan.budgets:
-                if budget != 0.05:
+                if queues[id(ctx)]:
+                    views, space, budget, seed, role = queues[id(ctx)].pop(0)
                     self._guard(
-                        plan.modality,
-                        self.add,
-                        ctx,
-                        "viewmaker",
-                        plan.view_spaces[0],
-                        budget,
-                        plan.seeds[0],
-                        "sweep",
+                        ctx["plan"].modality, self.add, ctx, views, space, budget, seed, role
                     )
-        for seed_index in range(1, max((len(c["plan"].seeds) for c in ctxs), default=0)):
-            for ctx in ctxs:
-                plan = ctx["plan"]
-                if seed_index < len(plan.seeds):
-                    for views, space in settings(plan, False):
-                        self._guard(
-                            plan.modality,
-                            self.add,
-                            ctx,
-                            views,
-                            space,
-                            0.05,
-                            plan.seeds[seed_index],
-                            "main",
-                        )
 
     def _guard(self, modality: str, fn, *args):
         """Run one piece of work; a failure is recorded and the benchmark goes on."""
@@ -542,9 +520,10 @@ def markdown(report: dict, wall_s: float) -> str:
         ]
         groups: dict[str, list[dict]] = {}
         for r in res["runs"]:
-            if r["role"] != "main":
+            if r["role"] in ("sweep", "fp32"):
                 continue
             key = r["views"] + (f" ({r['view_space']})" if r.get("view_space") else "")
+            key += f" [{r['role']}]" if r["role"] != "main" else ""
             groups.setdefault(key, []).append(r)
         for key, rows in groups.items():
             effects = [r["adversary"]["effect"] for r in rows if r.get("adversary")]
@@ -669,7 +648,8 @@ def _commit() -> str:
 
 
 def merge(parts: list[Path], out: Path) -> None:
-    """Combine quality.json files written by separate processes (one per modality)."""
+    """Combine quality.json files written by separate processes (per modality, or per arm of
+    one modality: their runs are pooled)."""
     reports = [json.loads(p.read_text()) for p in parts if p.is_file()]
     if not reports:
         raise SystemExit("nothing to merge")
@@ -677,7 +657,14 @@ def merge(parts: list[Path], out: Path) -> None:
     merged["modalities"], merged["not_run"], merged["errors"] = {}, [], []
     merged["command"] = " ; ".join(r["command"] for r in reports)
     for r in reports:
-        merged["modalities"].update(r["modalities"])
+        for m, res in r["modalities"].items():
+            if m not in merged["modalities"]:
+                merged["modalities"][m] = json.loads(json.dumps(res))
+                continue
+            into = merged["modalities"][m]  # the same modality from another process: add runs
+            into["runs"] += res.get("runs", [])
+            for name, b in res.get("baselines", {}).items():
+                into["baselines"].setdefault(name, b)
         merged["not_run"] += r.get("not_run", [])
         merged["errors"] += r.get("errors", [])
     out.mkdir(parents=True, exist_ok=True)
@@ -781,7 +768,7 @@ def main() -> None:
     p.add_argument(
         "--arms",
         default="viewmaker,random,handcrafted,both,none,learned-transforms,fixed-transforms",
-        help="view settings to compare (viewmaker always runs: it is the reference)",
+        help="view settings to compare (--views values; transforms arms skip images)",
     )
     p.add_argument(
         "--all-spaces",
@@ -793,6 +780,17 @@ def main() -> None:
         "--precision", default="auto", help="auto | fp32 | bf16 (bf16 works on CPUs too)"
     )
     p.add_argument("--viewmaker-lr", type=float, default=1e-3)
+    p.add_argument("--budget", type=float, default=0.05, help="ε of the main comparison")
+    p.add_argument("--transforms-lr", type=float, default=1e-2)
+    p.add_argument(
+        "--role",
+        default="main",
+        help="label for a variant's runs (e.g. eps0.2); tables show it beside the arm",
+    )
+    p.add_argument("--seed-list", default=None, help="seeds to run, e.g. 1,2 (overrides --seeds)")
+    p.add_argument("--sample-rate", type=int, default=None, help="audio: resample to this rate")
+    p.add_argument("--clip-seconds", type=float, default=None, help="audio: clip length")
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument(
         "--fresh", action="store_true", help="ignore OUT/quality.json instead of continuing it"
     )
@@ -827,8 +825,10 @@ def main() -> None:
                 data=data,
                 view_spaces=MODALITIES[m].view_spaces,
                 epochs=int(epochs[m]),
-                batch_size=None,
-                seeds=list(range(args.seeds)),
+                batch_size=args.batch_size,
+                seeds=[int(x) for x in args.seed_list.split(",")]
+                if args.seed_list
+                else list(range(args.seeds)),
                 budgets=() if args.no_sweep else budgets,
             )
         )

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Learned views against their controls, on long schedules, in one GPU call: every arm of the
+# quality benchmark as its own process (the small CPU-default networks leave one GPU mostly
+# idle per process, so many run side by side), each under a hard timeout, results merged.
+#
+#   sensors  7 arms × seeds 0,1,2, 150 epochs (≈ 2,900 steps), and 3 variants (ε 0.2, faster
+#            transform learning rate)
+#   audio    5 arms × seeds 0,1, 0.5 s clips at 8 kHz, 112 epochs (≈ 1,000 steps)
+#   images   4 arms × seeds 0,1, Fashion-MNIST 10k/10k, 26 epochs (≈ 1,000 steps)
+# Networks: the CPU defaults (small encoder, viewmaker width 16), so the numbers speak for the
+# settings a CPU user gets, on schedules 10× longer than a CPU session allows.
+# Needs .gpu/ (benchmarks/prepare_gpu_payload.sh). Prints the merged table last.
+#
+#   OUT=/tmp/out bash benchmarks/gpu_learned_views.sh          # on the GPU machine
+#   DRY=1 OUT=/tmp/out bash benchmarks/gpu_learned_views.sh    # the same flow on CPU, tiny
+set -u
+START=$(date +%s)
+DEADLINE=${DEADLINE:-390}
+OUT=${OUT:-$PWD/benchmarks/out/gpu-learned}
+WORK=${WORK:-/tmp/vmgpu2}
+DRY=${DRY:-0}
+mkdir -p "$OUT" "$WORK"
+LOG="$OUT/learned.log"
+export PYTHONUNBUFFERED=1
+left() { echo $((DEADLINE - ($(date +%s) - START))); }
+say() { echo "[$(($(date +%s) - START)) s] $*" | tee -a "$LOG"; }
+
+COMMON="--encoder small --width 16 --no-robustness --no-sweep --no-all-spaces"
+if [ "$DRY" = 1 ]; then
+  PY=python
+  SENSOR=examples/watch; AUDIO=examples/instruments; IMAGE=examples/fashion-mnist
+  EPOCHS="image=1,audio=1,sensor=2"; SEEDS_S=0; SEEDS=0; AUDIO_OPTS="--sample-rate 8000 --clip-seconds 0.5"
+  COMMON="$COMMON --device cpu"
+else
+  PY=python3
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl >>"$LOG" 2>&1 || { say "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+  nvidia-smi --query-gpu=name,memory.total --format=csv >>"$LOG" 2>&1
+  SENSOR=$WORK/watch; AUDIO=.gpu/instruments; IMAGE=$WORK/fmnist10k
+  say "materialising data"
+  $PY benchmarks/make_watch_windows.py --source .gpu/watch.npz --no-baseline --out "$SENSOR" >>"$LOG" 2>&1
+  $PY examples/make_fashion_mnist.py --source .gpu/fmnist --train-per-class 1000 --test-per-class 1000 --out "$IMAGE" >>"$LOG" 2>&1
+  EPOCHS="image=26,audio=112,sensor=150"; SEEDS_S=0,1,2; SEEDS=0,1; AUDIO_OPTS="--sample-rate 8000 --clip-seconds 0.5"
+fi
+
+merge() {
+  set +e
+  say "merging"
+  $PY benchmarks/quality.py --merge "$WORK"/q-*/quality.json --out "$WORK/merged" >/dev/null 2>>"$LOG"
+  cp "$WORK"/merged/quality.json "$OUT"/learned_views.json 2>/dev/null
+  cp "$WORK"/merged/quality.md "$OUT"/learned_views.md 2>/dev/null
+  tar -C "$WORK" -czf "$OUT/logs.tgz" $(cd "$WORK" && ls q-*.log 2>/dev/null) 2>/dev/null
+  echo; cat "$OUT/learned_views.md" 2>/dev/null
+}
+trap merge EXIT
+
+BUDGET=$(($(left) - 25))
+say "launching, $BUDGET s per process"
+launch() {  # modality data arm seeds tag [extra...]
+  local m=$1 d=$2 arm=$3 seeds=$4 tag=$5; shift 5
+  timeout -k 5 "$BUDGET" $PY benchmarks/quality.py --modality "$m" --data "$m=$d" --arms "$arm" \
+    --seed-list "$seeds" --epochs "$EPOCHS" $COMMON "$@" --time-budget $((BUDGET - 10)) \
+    --min-run-seconds 15 --out "$WORK/q-$m-$arm$tag" --runs-dir "$WORK/runs-$m-$arm$tag" \
+    >"$WORK/q-$m-$arm$tag.log" 2>&1 &
+}
+for arm in viewmaker random learned-transforms fixed-transforms handcrafted both none; do
+  launch sensor "$SENSOR" "$arm" "$SEEDS_S" ""
+done
+# variants (levers for the defaults; chosen on validation only): a larger budget for both
+# viewmaker arms, a faster learning rate for the transform strengths
+launch sensor "$SENSOR" viewmaker "$SEEDS_S" -eps0.2 --budget 0.2 --role eps0.2
+launch sensor "$SENSOR" random "$SEEDS_S" -eps0.2 --budget 0.2 --role eps0.2
+launch sensor "$SENSOR" learned-transforms "$SEEDS_S" -lr0.1 --transforms-lr 0.1 --role lr0.1
+for arm in viewmaker random learned-transforms fixed-transforms handcrafted; do
+  launch audio "$AUDIO" "$arm" "$SEEDS" "" $AUDIO_OPTS
+done
+for arm in viewmaker random handcrafted both; do
+  launch image "$IMAGE" "$arm" "$SEEDS" ""
+done
+wait
+say "all processes ended"
