@@ -265,3 +265,22 @@ def test_array_image_views_seeded_and_shape_preserving():
     a = array_image_views(x, torch.Generator().manual_seed(0))
     b = array_image_views(x, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x)
+
+
+def test_array_layout_option_reads_2d_arrays_as_images(tmp_path):
+    data = tmp_path / "maps"
+    rng = np.random.default_rng(2)
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(5):
+            np.save(data / cls / f"{i}.npy", rng.normal(size=(12, 14)).astype(np.float32))
+    runs = tmp_path / "runs"
+    r = invoke("train", data, *FAST, "--array-layout", "hw", "--out", runs)
+    assert r.exit_code == 0, r.output
+    config = json.loads((runs / "train" / "config.json").read_text())
+    assert config["data_meta"] == {"shape": [1, 12, 14], "layout": "hw", "raw_shape": [1, 12, 14]}
+    out = tmp_path / "views"
+    assert invoke("augment", data, "--out", out, "--runs", runs).exit_code == 0
+    assert np.load(out / "a" / "0.npy").shape == (12, 14)
+    r = invoke("train", data, *FAST, "--array-layout", "xy", "--out", runs)
+    assert r.exit_code == 2 and "--array-layout" in r.output
