@@ -332,3 +332,9 @@ def test_sensor_long_recordings_with_window_and_stride(tmp_path):
     assert json.loads(r.stdout)["train_samples"] == 6 * 8  # 6 recordings × 8 windows
     r = invoke("eval", "--runs", runs, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["test_samples"] == 2 * 8
+
+
+def test_help_shows_no_type_for_the_version_flag():
+    line = next(ln for ln in invoke("--help").output.splitlines() if "--version" in ln)
+    assert "<bool>" not in line and "Show the version" in line
+    assert invoke("--version").output.startswith("vm ")

@@ -111,6 +111,7 @@ def test_run_folder_and_load_viewmaker_reproduces_training_module(image_folder, 
             "viewmaker.safetensors",
             "encoder.safetensors",
             "preview.png",
+            "training.png",
         ]
     )
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs

@@ -20,7 +20,7 @@ from vmcli.errors import VmError
 app = typer.Typer(
     name="vm",
     help="Learn data augmentations (viewmaker networks) for self-supervised learning on your own "
-    "images, audio clips or sensor CSV windows.",
+    "images, audio clips, sensor CSV windows or NumPy arrays.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -75,7 +75,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, metavar="", help="Show the version."
+        ),
     ] = False,
 ) -> None:
     pass
@@ -93,7 +96,8 @@ def train(
     data: Annotated[
         Path | None,
         typer.Argument(
-            help="Folder of images, audio clips or CSV sensor windows.", show_default=False
+            help="Folder of images, audio clips, CSV sensor windows or .npy/.npz arrays.",
+            show_default=False,
         ),
     ] = None,
     budget: Annotated[
@@ -118,14 +122,14 @@ def train(
     view_space: Annotated[
         str | None,
         typer.Option(
-            help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors). [default: per modality]",
+            help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors); values (arrays). [default: per modality]",
             show_default=False,
         ),
     ] = None,
     modality: Annotated[
         str | None,
         typer.Option(
-            help="image | audio | sensor (needed only for folders that mix them).",
+            help="image | audio | sensor | array (needed only for folders that mix them).",
             show_default=False,
         ),
     ] = None,
@@ -190,6 +194,13 @@ def train(
         str | None,
         typer.Option(help="Sensors: comma-separated channel columns to use.", show_default=False),
     ] = None,
+    array_layout: Annotated[
+        str | None,
+        typer.Option(
+            help="Arrays: read 2-D arrays as ct (channels × time) or hw (1-channel H × W images). [default: ct]",
+            show_default=False,
+        ),
+    ] = None,
     viewmaker_width: Annotated[
         int | None,
         typer.Option(
@@ -248,6 +259,7 @@ def train(
         window=window,
         stride=stride,
         columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
+        array_layout=array_layout,
     )
     cfg = TrainConfig(
         data=str(data) if data is not None else "",

@@ -5,10 +5,16 @@ own training loop.
 `FeatureExtractor` = view space + encoder: embeddings and probe features for raw batches.
 Both are rebuilt from a run folder (or one of its .safetensors files) with `load_viewmaker`
 and `load_encoder`; the safetensors header holds everything needed to rebuild them.
+
+Loaded modules behave like an augmentation or a feature extractor from a model zoo: frozen
+(no parameter requires grad, so a call builds no autograd graph) and in eval mode, unless
+loaded with `trainable=True`. They check what they are given: a batch of the wrong rank,
+channel count or value range is a one-line `DataError` that says what the run expects.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,7 @@ from torch import Tensor, nn
 
 from vmcli import runs
 from vmcli.data import ViewSpace, get_modality
-from vmcli.errors import CheckpointError, ConfigError
+from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.encoders import Encoder, create_encoder
 from vmcli.nn.transforms import FAMILIES, LearnedTransforms
 from vmcli.nn.viewmaker import Viewmaker
@@ -39,7 +45,79 @@ def build_encoder(name: str, space: ViewSpace, raw_shape: tuple[int, ...]) -> En
     return create_encoder(name, dims=space.encoder_dims, in_channels=shape[0], input_size=shape[1:])
 
 
-class Augmenter(nn.Module):
+@dataclass(frozen=True)
+class RawSpec:
+    """The raw batches a loaded module accepts, from its run's metadata."""
+
+    shape: tuple[int, ...]  # one training sample: C × T or C × H × W (other T, H, W are fine)
+    form: str  # in words, e.g. "images B × 1 × H × W, float in [0, 1] or uint8"
+    value_range: tuple[float, float] | None = None  # bounds for float inputs (images: 0..1)
+    source: str = "the run"  # for messages: "this viewmaker (image run, 1 × 16 × 16)"
+
+
+def check_raw(raw: Any, spec: RawSpec, check_range: bool = True) -> None:
+    """Raise a one-line DataError when `raw` cannot be a batch of what the run was trained on.
+
+    Rank and channels are checked on every call (free); the value range (for spaces that
+    have one) reads the batch's min and max, which waits for a GPU: `check_range=False`
+    skips it."""
+    c, dims = spec.shape[0], len(spec.shape) - 1
+    expects = f"{spec.source} expects {spec.form}"
+    if not isinstance(raw, Tensor):
+        raise DataError(f"{expects}; got a {type(raw).__name__}, not a torch.Tensor")
+    got = f"got a tensor of shape {tuple(raw.shape)}"
+    if raw.ndim != dims + 2:
+        hint = ""
+        if raw.ndim == dims + 1 and raw.shape[0] == c:
+            hint = " (one sample? add a batch axis: x[None])"
+        raise DataError(f"{expects}; {got}{hint}")
+    if raw.shape[1] != c:
+        raise DataError(f"{expects}; {got}: {raw.shape[1]} channel(s), not {c}")
+    if raw.dtype == torch.bool or raw.is_complex():
+        raise DataError(f"{expects}; got a {raw.dtype} tensor")
+    if spec.value_range is None:
+        return
+    if not raw.is_floating_point() and raw.dtype != torch.uint8:
+        raise DataError(f"{expects}; got a {raw.dtype} tensor (use uint8, or floats)")
+    if check_range and raw.is_floating_point() and raw.numel():
+        lo, hi = (float(v) for v in torch.aminmax(raw.detach()))
+        low, high = spec.value_range
+        if lo < low - 1e-3 or hi > high + 1e-3:
+            hint = " (divide by 255?)" if hi > 2 else ""
+            raise DataError(f"{expects}; got values from {lo:.4g} to {hi:.4g}{hint}")
+
+
+def _raw_spec(header: dict[str, Any], space: ViewSpace, what: str) -> RawSpec:
+    modality = get_modality(header["modality"])
+    meta = {"raw_shape": header["raw_shape"], **header["data_meta"]}
+    shape = tuple(int(s) for s in header["raw_shape"])
+    return RawSpec(
+        shape,
+        modality.describe_raw(meta),
+        # a clamped view space (pixels) is one whose raw floats are the view: same bounds
+        tuple(space.clamp) if space.clamp is not None else None,
+        f"this {what} ({modality.name} run, trained on {' × '.join(map(str, shape))})",
+    )
+
+
+class _Checked(nn.Module):
+    """Checks raw batches against the run's RawSpec (when there is one). On a GPU the value
+    range is checked on the first batch only (it needs a device sync)."""
+
+    def __init__(self, spec: RawSpec | None):
+        super().__init__()
+        self.spec = spec
+        self._range_checked = False
+
+    def check(self, raw: Any) -> None:
+        if self.spec is None:
+            return
+        on_gpu = isinstance(raw, Tensor) and raw.device.type != "cpu"
+        check_raw(raw, self.spec, check_range=not (on_gpu and self._range_checked))
+        self._range_checked = True
+
+
+class Augmenter(_Checked):
     """Raw batch → one learned view per sample, in the raw representation when the view space
     can be inverted (pixels in [0, 1], waveforms, sensor signals in their units), else in the
     view space (e.g. normalised log-mel spectrograms). Fresh randomness on every call.
@@ -56,8 +134,9 @@ class Augmenter(nn.Module):
         space: ViewSpace,
         viewmaker: Viewmaker | None,
         transforms: LearnedTransforms | None = None,
+        spec: RawSpec | None = None,
     ):
-        super().__init__()
+        super().__init__(spec)
         if viewmaker is None and transforms is None:
             raise ConfigError("an Augmenter needs a viewmaker, learned transforms or both")
         self.space = space
@@ -65,6 +144,7 @@ class Augmenter(nn.Module):
         self.transforms = transforms
 
     def forward(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        self.check(raw)
         if self.transforms is not None:
             raw = self.transforms(raw, generator)
         view = self.space.to_view(raw)
@@ -73,15 +153,16 @@ class Augmenter(nn.Module):
         return self.space.from_view(view) if self.space.invertible else view
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(_Checked):
     """Raw batch → 128-d contrastive embedding (`forward`) or pooled features (`features`)."""
 
-    def __init__(self, space: ViewSpace, encoder: Encoder):
-        super().__init__()
+    def __init__(self, space: ViewSpace, encoder: Encoder, spec: RawSpec | None = None):
+        super().__init__(spec)
         self.space = space
         self.encoder = encoder
 
     def encoder_input(self, raw: Tensor) -> Tensor:
+        self.check(raw)
         return self.space.to_encoder(self.space.to_view(raw))
 
     def features(self, raw: Tensor) -> Tensor:
@@ -124,9 +205,19 @@ def _weights_path(run: str | Path, filename: str) -> Path:
     return runs.resolve_run(path) / filename
 
 
-def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augmenter:
-    """The trained view pipeline of a run folder (or of one of its .safetensors exports), in
-    eval mode: its viewmaker, its learned transforms, or both."""
+def _frozen(module: nn.Module, device: str | torch.device, trainable: bool) -> Any:
+    module = module.to(device)
+    module.requires_grad_(trainable)
+    return module.train(trainable)
+
+
+def load_viewmaker(
+    run: str | Path, device: str | torch.device = "cpu", trainable: bool = False
+) -> Augmenter:
+    """The trained view pipeline of a run folder (or of one of its .safetensors exports): its
+    viewmaker, its learned transforms, or both. Frozen and in eval mode, or with
+    `trainable=True` its parameters require grad (train mode) so you can keep training it or
+    backpropagate into it."""
     path = Path(run)
     if path.suffix == ".safetensors":
         files = [path]
@@ -138,7 +229,7 @@ def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augme
                 f"{folder}: no {runs.VIEWMAKER} or {runs.TRANSFORMS} (was it trained with "
                 "--views handcrafted or none, or did it not finish?)"
             )
-    space, vm, tf = None, None, None
+    space, vm, tf, header = None, None, None, {}
     for src in files:
         tensors, header = runs.read_weights(src)
         space = space or _space_from(header, src)
@@ -156,14 +247,21 @@ def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augme
                 header["viewmaker"]["blocks"],
             )
             runs.load_state(vm, tensors, src)
-    return Augmenter(space, vm, tf).to(device).eval()
+    spec = _raw_spec(header, space, "viewmaker") if "raw_shape" in header else None
+    return _frozen(Augmenter(space, vm, tf, spec), device, trainable)
 
 
-def load_encoder(run: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """The trained encoder of a run folder (or its encoder.safetensors), in eval mode."""
+def load_encoder(
+    run: str | Path, device: str | torch.device = "cpu", trainable: bool = False
+) -> FeatureExtractor:
+    """The trained encoder of a run folder (or its encoder.safetensors): frozen and in eval
+    mode, or with `trainable=True` its parameters require grad and batch norm is in train
+    mode (fine-tuning)."""
     src = _weights_path(run, runs.ENCODER)
     tensors, header = runs.read_weights(src)
     space = _space_from(header, src)
     encoder = build_encoder(header["encoder"], space, tuple(header["raw_shape"]))
     runs.load_state(encoder, tensors, src)
-    return FeatureExtractor(space, encoder).to(device).eval()
+    return _frozen(
+        FeatureExtractor(space, encoder, _raw_spec(header, space, "encoder")), device, trainable
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vmcli.data.array import ArrayModality
 from vmcli.data.audio import AudioModality
 from vmcli.data.base import FileSample, Item, LoadOptions, Modality, TensorData, ViewSpace
 from vmcli.data.discover import DataIndex, scan
@@ -9,7 +10,7 @@ from vmcli.data.image import ImageModality
 from vmcli.data.sensor import SensorModality
 
 MODALITIES: dict[str, Modality] = {
-    m.name: m for m in (ImageModality(), AudioModality(), SensorModality())
+    m.name: m for m in (ImageModality(), AudioModality(), SensorModality(), ArrayModality())
 }
 
 

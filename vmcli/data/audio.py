@@ -314,6 +314,9 @@ class AudioModality(Modality):
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return audio_views
 
+    def describe_raw(self, meta: dict[str, Any]) -> str:
+        return f"mono waveforms B × 1 × T at {int(meta['sample_rate'])} Hz"
+
     # -- augment ------------------------------------------------------------------------------
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
         rate = int(meta["sample_rate"])

@@ -59,6 +59,7 @@ class LoadOptions:
     stride: int | None = None
     columns: list[str] | None = None
     max_clip_seconds: float = 600.0
+    array_layout: str | None = None  # 2-D arrays: "ct" (C × T, the default) or "hw" (H × W)
 
 
 @dataclass
@@ -235,6 +236,12 @@ class Modality(ABC):
         (e.g. .npy) when its views are not files of the input's kind."""
         suffix = self.output_suffix.get(view_space)
         return rel.with_suffix(suffix) if suffix else rel
+
+    def describe_raw(self, meta: dict[str, Any]) -> str:
+        """What a raw batch of this modality looks like, for the Python API's error messages."""
+        shape = [int(s) for s in meta["raw_shape"]]
+        axes = " × ".join(["T"] if len(shape) == 2 else ["H", "W"])
+        return f"B × {shape[0]} × {axes} tensors"
 
     @abstractmethod
     def preview(

@@ -102,7 +102,7 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
     counts = dict(Counter(kinds.values()))
     if not counts:
         raise DataError(
-            f"{root}: found no image, audio or sensor (CSV) files"
+            f"{root}: found no image, audio, sensor (CSV) or array (.npy, .npz) files"
             + (f" ({unrecognized} other files ignored)" if unrecognized else "")
         )
     if modality is None:

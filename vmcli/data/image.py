@@ -217,6 +217,9 @@ class ImageModality(Modality):
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return simclr_image_views
 
+    def describe_raw(self, meta: dict[str, Any]) -> str:
+        return f"images B × {int(meta['channels'])} × H × W, float in [0, 1] or uint8"
+
     # -- augment: one file at native size ---------------------------------------------------
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
         try:

@@ -266,6 +266,10 @@ class SensorModality(Modality):
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return sensor_views
 
+    def describe_raw(self, meta: dict[str, Any]) -> str:
+        columns = list(meta["columns"])
+        return f"windows B × {len(columns)} × T ({', '.join(columns)}) in the CSV's units"
+
     def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
         x = data.x.float()
         z = (x - x.mean(dim=(0, 2), keepdim=True)) / x.std(dim=(0, 2), keepdim=True).clamp_min(1e-6)

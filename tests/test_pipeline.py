@@ -1,0 +1,74 @@
+"""The Python API: loaded modules are frozen augmentations / feature extractors that check
+their inputs against what the run was trained on."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import fast_config, make_image_folder
+
+import vmcli
+from vmcli.errors import DataError
+from vmcli.session import train
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    data = make_image_folder(root / "shapes")
+    return train(fast_config(data), out=root / "runs", progress=False)["run"]
+
+
+def test_loaded_modules_are_frozen_and_in_eval_mode(image_run):
+    augment = vmcli.load_viewmaker(image_run)
+    encoder = vmcli.load_encoder(image_run)
+    for module in (augment, encoder):
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
+    x = torch.rand(4, 1, 16, 16)
+    view = augment(x)
+    assert view.shape == x.shape and not view.requires_grad and view.grad_fn is None
+    assert not encoder(x).requires_grad and encoder.features(x).shape == (4, 256)
+
+
+def test_trainable_modules_are_differentiable(image_run):
+    augment = vmcli.load_viewmaker(image_run, trainable=True)
+    encoder = vmcli.load_encoder(image_run, trainable=True)
+    assert augment.training and encoder.training
+    assert all(p.requires_grad for p in augment.parameters())
+    loss = encoder(augment(torch.rand(4, 1, 16, 16))).square().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in augment.viewmaker.out.parameters())
+    assert encoder.encoder.fc.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (torch.rand(4, 3, 16, 16), r"3 channel\(s\), not 1"),
+        (torch.rand(1, 16, 16), r"add a batch axis"),
+        (torch.rand(4, 16, 16), r"got a tensor of shape \(4, 16, 16\)"),
+        (torch.rand(4, 1, 16, 16) * 255, r"values from .* to .*\(divide by 255\?\)"),
+        (torch.randint(0, 255, (4, 1, 16, 16)), r"int64 tensor \(use uint8, or floats\)"),
+        (np.zeros((4, 1, 16, 16), np.float32), r"got a ndarray, not a torch.Tensor"),
+    ],
+)
+def test_mismatched_batches_get_one_clear_line(image_run, batch, message):
+    for module, name in (
+        (vmcli.load_viewmaker(image_run), "viewmaker"),
+        (vmcli.load_encoder(image_run), "encoder"),
+    ):
+        with pytest.raises(DataError, match=message) as err:
+            module(batch)
+        text = str(err.value)
+        assert "\n" not in text
+        assert (
+            f"this {name} (image run, trained on 1 × 16 × 16) expects images B × 1 × H × W" in text
+        )
+        assert "float in [0, 1] or uint8" in text
+
+
+def test_uint8_and_other_sizes_are_fine(image_run):
+    augment = vmcli.load_viewmaker(image_run)
+    raw = torch.randint(0, 256, (2, 1, 20, 24), dtype=torch.uint8)
+    view = augment(raw)
+    assert view.shape == (2, 1, 20, 24) and view.min() >= 0 and view.max() <= 1
