@@ -92,3 +92,20 @@ def test_learning_rates_are_options_and_validated(image_folder):
         TrainConfig(data=str(image_folder), viewmaker_lr=-1).validate()
     for views in ("viewmaker", "random", "learned-transforms", "fixed-transforms"):
         TrainConfig(data=str(image_folder), views=views).validate()
+
+
+def test_default_budget_is_per_view_space(image_folder, tmp_path):
+    from test_transforms import write_sensor_folder
+
+    from vmcli.data import MODALITIES
+    from vmcli.session import _resolve
+
+    sensors = write_sensor_folder(tmp_path / "watch")
+    cpu = torch.device("cpu")
+    image = MODALITIES["image"]
+    sensor = MODALITIES["sensor"]
+    assert _resolve(fast_config(image_folder), image, 16, cpu).budget == 0.05
+    assert _resolve(fast_config(sensors), sensor, 24, cpu).budget == 0.2
+    spectro = fast_config(sensors, view_space="spectrogram")
+    assert _resolve(spectro, sensor, 24, cpu).budget == 0.05
+    assert _resolve(fast_config(sensors, budget=0.1), sensor, 24, cpu).budget == 0.1

@@ -101,8 +101,12 @@ def train(
         ),
     ] = None,
     budget: Annotated[
-        float, typer.Option(help="Distortion budget ε: mean |δ| per example, in view-space units.")
-    ] = 0.05,
+        float | None,
+        typer.Option(
+            help="Distortion budget ε: mean |δ| per example, in view-space units. [default: 0.2 for sensor signals (channel stds), 0.05 elsewhere]",
+            show_default=False,
+        ),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs.  [default: 100]", show_default=False)
     ] = None,

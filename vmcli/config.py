@@ -38,7 +38,7 @@ class TrainConfig:
     modality: str | None = None  # None: detect from the files
     view_space: str | None = None  # None: the modality's default
     views: str = "viewmaker"  # one of VIEWS
-    budget: float = 0.05  # ε: mean |δ| per example, in view-space units
+    budget: float | None = None  # ε: mean |δ| per example, in view-space units; None: per space
     epochs: int = 100
     batch_size: int | None = None  # None: the modality's default (paper: 256 images, 128 else)
     encoder: str = "auto"  # auto: resnet18 on a GPU, small on the CPU
@@ -70,7 +70,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
             )
-        if not self.budget > 0:
+        if self.budget is not None and not self.budget > 0:
             raise ConfigError(f"--budget must be > 0 (the mean |δ| per example); got {self.budget}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1; got {self.epochs}")

@@ -53,6 +53,8 @@ def _resolve(
             f"--view-space {r.view_space!r} does not apply to {modality.name} data; "
             f"choose one of {', '.join(modality.view_spaces)}"
         )
+    if r.budget is None:
+        r.budget = modality.default_budget(r.view_space)
     r.device = device.type if world.distributed else str(device)
     if r.encoder == "auto":
         r.encoder = "resnet18" if device.type == "cuda" else "small"

@@ -158,6 +158,13 @@ class Modality(ABC):
     streamable: bool = True  # implements plan() + decode_item(), so it can stream from disk
     view_spaces: tuple[str, ...] = ()  # the first one is the default
     default_batch_size: int = 128
+    # ε per view space where 0.05 (the paper's) is not the right default; chosen on validation
+    # splits against the random-viewmaker control (benchmarks/RESULTS.md)
+    default_budgets: dict[str, float] = {}
+
+    def default_budget(self, view_space: str) -> float:
+        return self.default_budgets.get(view_space, 0.05)
+
     output_suffix: dict[str, str] = {}  # view space → file suffix when views are not raw
 
     @abstractmethod
