@@ -468,6 +468,18 @@ def info(
         for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
             if summary.get(key) is not None:
                 t.add_row(key, f"{summary[key]:.4g}")
+        adv = summary.get("adversary")
+        if adv:
+            t.add_row(
+                "learned vs initial views",
+                f"loss {adv['loss_learned_views']:.4f} vs {adv['loss_initial_views']:.4f} "
+                f"(effect {adv['effect']:+.4f}{', inert' if adv['inert'] else ''})",
+            )
+        for row in summary.get("transforms") or []:
+            t.add_row(
+                f"strength: {row['name']}",
+                f"{row['initial']:.3g} → {row['learned']:.3g} {row['unit']}",
+            )
     if evaluation is not None:
         for row in evaluation["rows"]:
             t.add_row(
