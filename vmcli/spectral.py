@@ -60,9 +60,6 @@ class Stft(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    def frames(self, length: int) -> int:
-        return 1 + length // self.hop
-
     def forward(self, x: Tensor) -> Tensor:
         b, c, t = x.shape
         with fp32(x):

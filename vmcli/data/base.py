@@ -31,8 +31,6 @@ from torch import Tensor, nn
 
 from vmcli.errors import ConfigError, DataError
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass(frozen=True)
 class Item:
@@ -78,21 +76,6 @@ class TensorData:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def subset(self, keep: list[int]) -> TensorData:
-        index = torch.as_tensor(keep, dtype=torch.long)
-        return TensorData(self.x[index], [self.items[i] for i in keep], self.meta, self.skipped)
-
-    def split(self, name: str) -> TensorData:
-        return self.subset([i for i, it in enumerate(self.items) if it.split == name])
-
-    @property
-    def splits(self) -> set[str]:
-        return {it.split for it in self.items}
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted({it.label for it in self.items if it.label is not None})
 
 
 class ViewSpace(nn.Module, ABC):
@@ -284,9 +267,7 @@ def _decode_or_reason(
 PARALLEL_MIN_ITEMS = 2000
 
 
-def parallel_map(
-    fn: Callable[[Any], Any], items: list[Any], min_items: int | None = None
-) -> list[Any]:
+def parallel_map(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """`[fn(x) for x in items]`, in worker processes when the list is long (Linux).
 
     Decoding many small files is Python-bound: threads fight over the GIL (slower than one
@@ -296,7 +277,7 @@ def parallel_map(
     threads, the usual hazard of forking a process that uses torch. Elsewhere: one process.
     """
     workers = min(os.cpu_count() or 1, 16)
-    if len(items) < (PARALLEL_MIN_ITEMS if min_items is None else min_items) or workers < 2:
+    if len(items) < PARALLEL_MIN_ITEMS or workers < 2:
         return [fn(x) for x in items]
     if "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith(
         "linux"
