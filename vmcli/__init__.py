@@ -19,6 +19,7 @@ _EXPORTS = {
     "Augmenter": "vmcli.pipeline",
     "FeatureExtractor": "vmcli.pipeline",
     "Viewmaker": "vmcli.nn.viewmaker",
+    "LearnedTransforms": "vmcli.nn.transforms",
     "project_to_budget": "vmcli.nn.viewmaker",
     "grad_reverse": "vmcli.nn.viewmaker",
     "create_encoder": "vmcli.nn.encoders",
