@@ -12,7 +12,7 @@ from vmcli.config import TrainConfig
 from vmcli.data import MODALITIES, scan
 from vmcli.distributed import World, setup, teardown, world_from_env
 from vmcli.session import _build_job, _resolve, load_training_data
-from vmcli.training import _contrastive_loss, make_views, prepare
+from vmcli.training import _average_transform_grads, _contrastive_loss, make_views, prepare
 
 
 def one_step(folder: Path, world: World, views: str) -> dict:
@@ -33,13 +33,14 @@ def one_step(folder: Path, world: World, views: str) -> dict:
     space.fit(data.sample)
     job = _build_job(cfg, modality, data, space, torch.device("cpu"))
     job.world = world
-    prepare(job)
+    opt = prepare(job)
     job.encoder.train()
     gen = torch.Generator().manual_seed(1)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     made = make_views(job, data.sample[perm[:8]], gen, reverse=True)
     loss = _contrastive_loss(job, made.views)
     loss.backward()
+    _average_transform_grads(job, opt)  # what train_step does for the transform strengths
     global_loss = loss.detach().clone()
     if world.distributed:
         torch.distributed.all_reduce(global_loss)
@@ -49,6 +50,8 @@ def one_step(folder: Path, world: World, views: str) -> dict:
         grads.update(
             {f"viewmaker.{n}": p.grad.clone() for n, p in job.viewmaker.named_parameters()}
         )
+    if job.transforms is not None:
+        grads["transforms.logits"] = job.transforms.logits.grad.clone()
     return {"loss": global_loss, "grads": grads}
 
 

@@ -27,13 +27,17 @@ ARGS = [
 ]
 
 
-@pytest.mark.parametrize("views", ["viewmaker", "both"])
+@pytest.mark.parametrize("views", ["viewmaker", "both", "learned-transforms+viewmaker"])
 def test_two_processes_give_the_single_process_loss_and_gradients(image_folder, tmp_path, views):
     """The same global batch of 8: 2 ranks × 4 (gathered negatives, synchronised batch norm,
-    DDP averaging) against 1 process × 8."""
+    DDP averaging; transform strengths averaged by hand) against 1 process × 8."""
     from ddp_worker import one_step
+    from test_transforms import write_sensor_folder
 
     from vmcli.distributed import World
+
+    if "transforms" in views:  # learned transforms exist for signals, not images
+        image_folder = write_sensor_folder(tmp_path / "watch", n=16)
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
