@@ -54,7 +54,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False  # torch.compile the viewmaker and encoder
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True  # 2-D encoders (CUDA and CPU) and 2-D viewmakers on the CPU
     seed: int = 0
     data_mode: str = "auto"  # memory | stream | auto (stream when decoded data > 1/4 of RAM)
     workers: int = 4  # DataLoader worker processes when streaming
