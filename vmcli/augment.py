@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -85,7 +84,7 @@ def augment_folder(
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = runs.make_temp_dir(out.parent, prefix=f".{out.name}.partial-")
     written, skipped = 0, []
     t0 = time.perf_counter()
     bar = TrainProgress(len(index.items), enabled=progress)
