@@ -141,6 +141,12 @@ def train(
         Path | None,
         typer.Option(help="Continue this run folder from its checkpoint.", show_default=False),
     ] = None,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoints inside an epoch, at a step boundary: every 10m (minutes), 30s, 2h of training, or every 500steps; off = at epoch ends only."
+        ),
+    ] = "10m",
     alternating: Annotated[
         bool,
         typer.Option(
@@ -256,6 +262,7 @@ def train(
         seed=seed,
         data_mode=data_mode,
         workers=workers,
+        checkpoint_every=checkpoint_every,
         load=load,
     )
     summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
