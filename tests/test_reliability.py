@@ -137,3 +137,63 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_fold
         b, _ = runs.read_weights(straight / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# -- resuming on changed data --------------------------------------------------------------------
+
+
+def vm(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_lines(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith("error:")]
+
+
+def test_resume_refuses_changed_data_unless_allowed(image_folder, tmp_path):
+    from vmcli.data import MODALITIES, scan
+    from vmcli.data.discover import fingerprint
+
+    fast = ["--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q"]
+    r = vm("train", image_folder, *fast, "--epochs", "1", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    circles = image_folder / "train" / "circle"
+    first = circles / "000.png"
+
+    def refused(*extra) -> str:
+        r = vm("train", "--resume", run, "--epochs", "2", "-q", *extra)
+        assert r.exit_code == 3, r.output
+        assert len(error_lines(r.output)) == 1 and "Traceback" not in r.output
+        assert "--allow-data-change" in r.output
+        assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 1  # nothing trained
+        return r.output
+
+    (circles / "new.png").write_bytes(first.read_bytes())  # a file added
+    assert "17 training files now, 16 when the run started" in refused()
+    (circles / "new.png").unlink()
+    first.rename(circles / "renamed.png")  # the same count, another name
+    assert "under other names" in refused()
+    (circles / "renamed.png").rename(first)
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the same file, re-saved
+    assert "were modified" in refused()
+
+    # test/ files are not training files: adding one is not a change to refuse
+    test_dir = image_folder / "test" / "circle"
+    (test_dir / "extra.png").write_bytes(first.read_bytes())
+    assert "were modified" in refused()
+
+    r = vm("train", "--resume", run, "--epochs", "2", "-q", "--allow-data-change")
+    assert r.exit_code == 0, r.output
+    saved = runs.read_json(run / runs.CONFIG)["data"]["fingerprint"]
+    assert saved == fingerprint(scan(image_folder, MODALITIES))  # the data as it is now
+
+    # a run from before fingerprints: resumed with a note, and recorded from then on
+    config = runs.read_json(run / runs.CONFIG)
+    del config["data"]["fingerprint"]
+    runs.write_json(run / runs.CONFIG, config)
+    r = vm("train", "--resume", run, "--epochs", "3")
+    assert r.exit_code == 0 and "not checked for changes" in r.output
+    assert "fingerprint" in runs.read_json(run / runs.CONFIG)["data"]

@@ -147,6 +147,12 @@ def train(
             help="Checkpoints inside an epoch, at a step boundary: every 10m (minutes), 30s, 2h of training, or every 500steps; off = at epoch ends only."
         ),
     ] = "10m",
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: go on even if the data folder's training files changed since the run started."
+        ),
+    ] = False,
     alternating: Annotated[
         bool,
         typer.Option(
@@ -265,7 +271,14 @@ def train(
         checkpoint_every=checkpoint_every,
         load=load,
     )
-    summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
+    summary = run_training(
+        cfg,
+        out=out,
+        resume=resume,
+        epochs=epochs,
+        progress=not quiet,
+        allow_data_change=allow_data_change,
+    )
     from vmcli.distributed import world_from_env
 
     if not world_from_env().is_main:  # under torchrun, rank 0 reports
