@@ -66,7 +66,7 @@ def augment_folder(
         raise ConfigError("--views-per-input must be at least 1")
     run_dir = runs.resolve_run(run, runs_parent)
     if not (run_dir / runs.VIEWMAKER).is_file():
-        trained = runs.read_json(run_dir / runs.CONFIG)["train"]
+        trained = runs.read_config(run_dir)["train"]
         if trained.get("views") in ("handcrafted", "none"):
             raise CheckpointError(
                 f"{run_dir} was trained with --views {trained['views']}: it has no viewmaker to apply"
@@ -74,7 +74,7 @@ def augment_folder(
     _check_folders(src, out)
     if run is None:
         info(f"using the newest run: {run_dir}")
-    config = runs.read_json(run_dir / runs.CONFIG)
+    config = runs.read_config(run_dir)
     cfg, meta = config["train"], config["data_meta"]
     dev = resolve_device(device)
     augmenter = load_viewmaker(run_dir, dev)

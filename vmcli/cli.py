@@ -4,7 +4,6 @@ the commands so `vm --help` is instant; all human output goes to stderr, `--json
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -419,17 +418,8 @@ def info(
     from vmcli import runs
 
     run_dir = runs.resolve_run(run, runs_parent)
-    config = runs.read_json(run_dir / runs.CONFIG)
-    summary = (
-        json.loads((run_dir / runs.SUMMARY).read_text())
-        if (run_dir / runs.SUMMARY).is_file()
-        else None
-    )
-    evaluation = (
-        json.loads((run_dir / "eval.json").read_text())
-        if (run_dir / "eval.json").is_file()
-        else None
-    )
+    config = runs.read_config(run_dir)
+    summary, evaluation = runs.read_results(run_dir)
     if as_json:
         print_json({"run": str(run_dir), "config": config, "summary": summary, "eval": evaluation})
         return

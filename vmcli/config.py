@@ -77,6 +77,12 @@ class TrainConfig:
             raise ConfigError(f"--data-mode must be auto, memory or stream; got {self.data_mode!r}")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
+        if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:
+            raise ConfigError(f"--viewmaker-width must be 1..256; got {self.viewmaker_width}")
+        if not 0 <= self.viewmaker_blocks <= 32:
+            raise ConfigError(f"viewmaker_blocks must be 0..32; got {self.viewmaker_blocks}")
+        if self.workers < 0 or self.log_every < 1:
+            raise ConfigError("--workers must be ≥ 0 and log_every ≥ 1")
         CheckpointCadence.parse(self.checkpoint_every)
 
     @property

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vmcli import runs
-from vmcli.data import ViewSpace, get_modality
-from vmcli.errors import CheckpointError
+from vmcli import runs, untrusted
+from vmcli.data import ViewSpace
 from vmcli.nn.encoders import Encoder, create_encoder
 from vmcli.nn.viewmaker import Viewmaker
 
@@ -91,13 +90,10 @@ def export_metadata(
 
 
 def _space_from(header: dict[str, Any], src: Path) -> ViewSpace:
-    try:
-        modality = get_modality(header["modality"])
-        return modality.build_space(
-            header["view_space"], header["data_meta"], header["space_stats"]
-        )
-    except KeyError as e:
-        raise CheckpointError(f"{src}: metadata lacks {e}; was it written by vm?") from None
+    """The view space of a checked export header."""
+    return untrusted.build_space(
+        header["modality"], header["view_space"], header["data_meta"], header["space_stats"], src
+    )
 
 
 def _weights_path(run: str | Path, filename: str) -> Path:
@@ -111,10 +107,13 @@ def load_viewmaker(run: str | Path, device: str | torch.device = "cpu") -> Augme
     """The trained viewmaker of a run folder (or its viewmaker.safetensors), in eval mode."""
     src = _weights_path(run, runs.VIEWMAKER)
     tensors, header = runs.read_weights(src)
+    header = untrusted.export_header(header, src, kind="viewmaker")
     space = _space_from(header, src)
-    vm = build_viewmaker(
-        space, header["budget"], header["viewmaker"]["width"], header["viewmaker"]["blocks"]
-    )
+    width, blocks = header["viewmaker"]["width"], header["viewmaker"]["blocks"]
+    with torch.device("meta"):  # the shapes the metadata implies, nothing allocated
+        expected = build_viewmaker(space, header["budget"], width, blocks).state_dict()
+    untrusted.same_tensors(tensors, expected, src)
+    vm = build_viewmaker(space, header["budget"], width, blocks)
     runs.load_state(vm, tensors, src)
     return Augmenter(space, vm).to(device).eval()
 
@@ -123,7 +122,9 @@ def load_encoder(run: str | Path, device: str | torch.device = "cpu") -> Feature
     """The trained encoder of a run folder (or its encoder.safetensors), in eval mode."""
     src = _weights_path(run, runs.ENCODER)
     tensors, header = runs.read_weights(src)
+    header = untrusted.export_header(header, src, kind="encoder")
     space = _space_from(header, src)
     encoder = build_encoder(header["encoder"], space, tuple(header["raw_shape"]))
+    untrusted.same_tensors(tensors, encoder.state_dict(), src)
     runs.load_state(encoder, tensors, src)
     return FeatureExtractor(space, encoder).to(device).eval()

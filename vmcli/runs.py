@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vmcli import __version__
+from vmcli import __version__, untrusted
 from vmcli.errors import CheckpointError
 
 CONFIG = "config.json"
@@ -35,6 +35,7 @@ CHECKPOINT = "checkpoint.pt"
 VIEWMAKER = "viewmaker.safetensors"
 ENCODER = "encoder.safetensors"
 PREVIEW = "preview.png"
+EVAL = "eval.json"
 
 
 def _fresh_name(parent: Path, prefix: str, suffix: str) -> Path:
@@ -129,6 +130,23 @@ def read_json(src: Path) -> dict[str, Any]:
         raise CheckpointError(f"{src}: not valid JSON ({e})") from None
 
 
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json, checked: settings of the right types and bounded shapes that agree
+    (CheckpointError otherwise, also for a run written by a newer, incompatible vm)."""
+    src = Path(run_dir) / CONFIG
+    return untrusted.config(read_json(src), src)
+
+
+def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A run's summary.json and eval.json (None where missing), checked for what `vm info`
+    shows."""
+    found = []
+    for name in (SUMMARY, EVAL):
+        src = Path(run_dir) / name
+        found.append(untrusted.results(read_json(src), src) if src.is_file() else None)
+    return found[0], found[1]
+
+
 def new_run_dir(parent: Path, name: str = "train") -> Path:
     """Create and return parent/name, or parent/name-2, -3... (the first that does not exist)."""
     parent = Path(parent)
@@ -181,6 +199,7 @@ def save_weights(module: nn.Module, dst: Path, metadata: dict[str, Any]) -> None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     header = {k: json.dumps(v) for k, v in metadata.items()}
     header["vmcli_version"] = json.dumps(__version__)
+    header["format"] = json.dumps(untrusted.RUN_FORMAT)
     with atomic_write(dst, durable=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
 
@@ -220,16 +239,24 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], src: Path) -
 
 
 def save_checkpoint(dst: Path, state: dict[str, Any]) -> None:
+    state = {**state, "format": untrusted.RUN_FORMAT, "vmcli_version": __version__}
     with atomic_write(dst, durable=True) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(src: Path) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`: only torch's zip format, unpickled with
+    `weights_only=True` (no code runs), with the layout and value types checked."""
     if not Path(src).is_file():
         raise CheckpointError(f"{src}: no checkpoint to resume from")
     try:
-        return torch.load(src, map_location="cpu", weights_only=True)
+        untrusted.checkpoint_file(src)
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch raises several types for corrupt or foreign files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {e})"
+            f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {reason[:200]})"
         ) from None
+    return untrusted.checkpoint(state, Path(src))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vmcli import __version__, runs
+from vmcli import __version__, runs, untrusted
 from vmcli.config import TrainConfig
 from vmcli.console import console, info
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
@@ -249,7 +249,7 @@ def _train(
     state: dict[str, Any] = {}
     if resume is not None:
         run_dir = runs.resolve_run(resume)
-        saved = runs.read_json(run_dir / runs.CONFIG)
+        saved = runs.read_config(run_dir)
         cfg = TrainConfig.from_dict(saved["train"])
         if epochs is not None:
             cfg.epochs = epochs
@@ -269,7 +269,9 @@ def _train(
         _check_data_unchanged(saved, index, run_dir, allow_data_change)
         data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
         meta, stats = saved["data_meta"], saved["space_stats"]
-        space = modality.build_space(cfg.view_space or "", meta, stats)
+        space = untrusted.build_space(
+            modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
+        )
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
         if world.is_main:
             saved["train"]["epochs"] = cfg.epochs
@@ -294,6 +296,8 @@ def _train(
     _header(cfg, len(data), run_dir)
     job = _build_job(cfg, modality, data, space, device)
     job.run_dir, job.state, job.world = run_dir, state, world
+    if state:  # a checkpoint that does not fit these models stops here, not inside fit()
+        untrusted.fits_models(state, job, run_dir / runs.CHECKPOINT)
     result = fit(job, progress=progress)
     summary: dict[str, Any] = {}
     if world.is_main:
@@ -313,6 +317,7 @@ def _config_record(
     """config.json: the resolved settings and everything needed to rebuild the run."""
     return {
         "vmcli_version": __version__,
+        "format": untrusted.RUN_FORMAT,
         "train": cfg.to_dict(),
         "data_meta": meta,
         "space_stats": stats,
