@@ -101,6 +101,33 @@ def test_time_cadence_checkpoints_mid_epoch_at_step_boundaries(image_folder, tmp
     assert saved == [3, 6, 0]  # (epoch 0, step 3), (0, 6), then the epoch's end (1, 0)
 
 
+def test_divergence_stops_exports_nothing_and_keeps_the_last_good_checkpoint(
+    image_folder, tmp_path, monkeypatch
+):
+    """The loss turns NaN from step 3 on; progress is read every 4 steps and a checkpoint is
+    due after every step: steps 1 and 2 are saved, step 3's NaN weights are not, and step 4's
+    progress update stops the run."""
+    import vmcli.training as T
+    from vmcli.errors import DataError
+
+    real, calls = T.nt_xent, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(T, "nt_xent", poisoned)
+    cfg = fast_config(image_folder, batch_size=2, log_every=4, checkpoint_every="1step")
+    with pytest.raises(DataError, match="training diverged at step 4"):
+        train(cfg, out=tmp_path / "runs", progress=False)
+    run = tmp_path / "runs" / "train"
+    assert not (run / runs.VIEWMAKER).exists() and not (run / runs.ENCODER).exists()
+    state = runs.load_checkpoint(run / runs.CHECKPOINT)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["viewmaker"].values())
+
+
 def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_folder, tmp_path):
     """`vm train` SIGKILLed inside step 12 of 16 (epoch 2 of 2, 8 steps each), with a checkpoint
     every 3 steps: the run resumes from step 9 and ends with the same weights, bit for bit, as
