@@ -81,6 +81,17 @@ def test_tab_file_with_commas_in_text_and_excel_sep_line(tmp_path):
     assert "line 4" in read_error(put(tmp_path, "sep=;\nax;ay\n1;2\n3;x\n5;6\n"))
 
 
+def test_old_mac_line_ends_with_an_excel_sep_line(tmp_path):
+    """CR alone ends lines (classic Mac OS exports): the `sep=` line is a hint, not a header
+    row, and a view is written back with the same line ends (found by test_properties)."""
+    rec = read_csv_recording(put(tmp_path, "sep=,\r0\r\r1\r2"))
+    assert rec.layout.header == ["c0"] and not rec.layout.has_header
+    assert rec.layout.line_ending == "\r"
+    np.testing.assert_array_equal(rec.values, np.float32([[0], [1], [2]]))
+    write_csv_like(rec, rec.values, tmp_path / "view.csv")
+    assert (tmp_path / "view.csv").read_bytes() == b"0\r1\r2\r"
+
+
 def test_bom_crlf_whitespace_quotes_and_trailing_blank_lines(tmp_path):
     text = ' "ax" , "ay" ,"az"\n 1 , 2 ,3\n4,  5,6 \n7,8,9\n\n\n'
     rec = read_csv_recording(put(tmp_path, text, bom=True, crlf=True))

@@ -1,4 +1,7 @@
+import contextlib
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -50,3 +53,61 @@ def test_corrupt_files_give_checkpoint_errors(tmp_path):
     (tmp_path / "c.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot be loaded"):
         runs.load_checkpoint(tmp_path / "c.pt")
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=oct)
+def test_atomic_files_and_temp_folders_respect_the_umask(tmp_path, mask):
+    with umask(mask):
+        runs.write_json(tmp_path / "a.json", {"a": 1})
+        runs.save_checkpoint(tmp_path / "c.pt", {"x": torch.zeros(2)})
+        runs.save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors", {})
+        folder = runs.make_temp_dir(tmp_path, ".partial-")
+    for name in ("a.json", "c.pt", "w.safetensors"):
+        assert mode(tmp_path / name) == 0o666 & ~mask, name
+    assert mode(folder) == 0o777 & ~mask
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    dst = tmp_path / "shared.json"
+    runs.write_json(dst, {"v": 1})
+    os.chmod(dst, 0o664)
+    runs.write_json(dst, {"v": 2})
+    assert mode(dst) == 0o664 and json.loads(dst.read_text()) == {"v": 2}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files via /proc")
+def test_checkpoints_and_exports_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", os.path.basename(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    runs.save_checkpoint(tmp_path / "checkpoint.pt", {"x": torch.zeros(2)})
+    runs.save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors", {})
+    folder = tmp_path.name
+    for name, i in (("checkpoint.pt", 0), ("w.safetensors", 3)):
+        kind, tmp = events[i]
+        assert kind == "fsync" and tmp.startswith(f".{name}."), events  # the data, then
+        assert events[i + 1] == ("rename", name), events  # the rename, then
+        assert events[i + 2] == ("fsync", folder), events  # the folder entry

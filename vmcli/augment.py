@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -67,7 +66,7 @@ def augment_folder(
         raise ConfigError("--views-per-input must be at least 1")
     run_dir = runs.resolve_run(run, runs_parent)
     if not (run_dir / runs.VIEWMAKER).is_file() and not (run_dir / runs.TRANSFORMS).is_file():
-        trained = runs.read_json(run_dir / runs.CONFIG)["train"]
+        trained = runs.read_config(run_dir)["train"]
         if trained.get("views") in ("handcrafted", "none"):
             raise CheckpointError(
                 f"{run_dir} was trained with --views {trained['views']}: it has no learned views to apply"
@@ -75,7 +74,7 @@ def augment_folder(
     _check_folders(src, out)
     if run is None:
         info(f"using the newest run: {run_dir}")
-    config = runs.read_json(run_dir / runs.CONFIG)
+    config = runs.read_config(run_dir)
     cfg, meta = config["train"], config["data_meta"]
     dev = resolve_device(device)
     augmenter = load_viewmaker(run_dir, dev)
@@ -85,7 +84,7 @@ def augment_folder(
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = runs.make_temp_dir(out.parent, prefix=f".{out.name}.partial-")
     written, skipped = 0, []
     t0 = time.perf_counter()
     bar = TrainProgress(len(index.items), enabled=progress)

@@ -4,7 +4,6 @@ the commands so `vm --help` is instant; all human output goes to stderr, `--json
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -149,6 +148,18 @@ def train(
         Path | None,
         typer.Option(help="Continue this run folder from its checkpoint.", show_default=False),
     ] = None,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoints inside an epoch, at a step boundary: every 10m (minutes), 30s, 2h of training, or every 500steps; off = at epoch ends only."
+        ),
+    ] = "10m",
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: go on even if the data folder's training files changed since the run started."
+        ),
+    ] = False,
     alternating: Annotated[
         bool,
         typer.Option(
@@ -286,9 +297,17 @@ def train(
         seed=seed,
         data_mode=data_mode,
         workers=workers,
+        checkpoint_every=checkpoint_every,
         load=load,
     )
-    summary = run_training(cfg, out=out, resume=resume, epochs=epochs, progress=not quiet)
+    summary = run_training(
+        cfg,
+        out=out,
+        resume=resume,
+        epochs=epochs,
+        progress=not quiet,
+        allow_data_change=allow_data_change,
+    )
     from vmcli.distributed import world_from_env
 
     if not world_from_env().is_main:  # under torchrun, rank 0 reports
@@ -429,17 +448,8 @@ def info(
     from vmcli import runs
 
     run_dir = runs.resolve_run(run, runs_parent)
-    config = runs.read_json(run_dir / runs.CONFIG)
-    summary = (
-        json.loads((run_dir / runs.SUMMARY).read_text())
-        if (run_dir / runs.SUMMARY).is_file()
-        else None
-    )
-    evaluation = (
-        json.loads((run_dir / "eval.json").read_text())
-        if (run_dir / "eval.json").is_file()
-        else None
-    )
+    config = runs.read_config(run_dir)
+    summary, evaluation = runs.read_results(run_dir)
     if as_json:
         print_json({"run": str(run_dir), "config": config, "summary": summary, "eval": evaluation})
         return

@@ -8,6 +8,10 @@ as the run's config.json, so a run can always be rebuilt and resumed exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +34,9 @@ VIEWS = (
 # at their initial strengths, the hand-designed recipe). Learned views only mean something
 # beside their control.
 PRECISIONS = ("auto", "fp32", "bf16")
+EVERY = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|steps?)", re.IGNORECASE)
+_monotonic = time.monotonic  # the cadence's clock (a test replaces it)
+EVERY_HINT = "e.g. 10m (minutes), 30s, 2h, 500steps, or off (at epoch ends only)"
 
 
 @dataclass
@@ -59,6 +66,7 @@ class TrainConfig:
     data_mode: str = "auto"  # memory | stream | auto (stream when decoded data > 1/4 of RAM)
     workers: int = 4  # DataLoader worker processes when streaming
     log_every: int = 50  # steps between host syncs for progress/metrics
+    checkpoint_every: str = "10m"  # mid-epoch checkpoints: 10m / 30s / 2h, 500steps, or off
     preview_samples: int = 8
     preview_views: int = 4
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -87,6 +95,13 @@ class TrainConfig:
                 )
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
+        if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:
+            raise ConfigError(f"--viewmaker-width must be 1..256; got {self.viewmaker_width}")
+        if not 0 <= self.viewmaker_blocks <= 32:
+            raise ConfigError(f"viewmaker_blocks must be 0..32; got {self.viewmaker_blocks}")
+        if self.workers < 0 or self.log_every < 1:
+            raise ConfigError("--workers must be ≥ 0 and log_every ≥ 1")
+        CheckpointCadence.parse(self.checkpoint_every)
 
     @property
     def uses_viewmaker(self) -> bool:
@@ -129,3 +144,43 @@ class TrainConfig:
             }
         )
         return cls(load=load, **{k: v for k, v in d.items() if k in known})
+
+
+class CheckpointCadence:
+    """When `fit()` writes a checkpoint inside an epoch: every so much wall time (`10m`, `30s`,
+    `2h`) or every so many steps (`500steps`); `off` leaves only the epoch-end checkpoints.
+    A bare number is refused: minutes or steps would be a guess."""
+
+    def __init__(self, seconds: float | None = None, steps: int | None = None, clock=None):
+        self.seconds, self.steps = seconds, steps
+        self.clock: Callable[[], float] = clock or _monotonic
+        self.last = self.clock()
+
+    @classmethod
+    def parse(cls, text: str, clock: Callable[[], float] | None = None) -> CheckpointCadence:
+        spec = str(text).strip().lower()
+        if spec in ("off", "none", "never"):
+            return cls(clock=clock)
+        m = EVERY.fullmatch(spec)
+        if m is None:
+            hint = " (minutes or steps? add the unit)" if re.fullmatch(r"[\d.]+", spec) else ""
+            raise ConfigError(f"--checkpoint-every {text!r}{hint}: give {EVERY_HINT}")
+        amount, unit = float(m.group(1)), m.group(2)
+        if unit.startswith("step"):
+            if amount != int(amount) or amount < 1:
+                raise ConfigError(f"--checkpoint-every {text!r}: steps must be a whole number ≥ 1")
+            return cls(steps=int(amount), clock=clock)
+        seconds = amount * {"s": 1, "m": 60, "h": 3600}[unit]
+        if not (math.isfinite(seconds) and seconds >= 1):
+            raise ConfigError(f"--checkpoint-every {text!r}: at least 1s; give {EVERY_HINT}")
+        return cls(seconds=seconds, clock=clock)
+
+    def due(self, global_step: int) -> bool:
+        """After `global_step` steps in all: is a checkpoint due?"""
+        if self.steps is not None:
+            return global_step % self.steps == 0
+        return self.seconds is not None and self.clock() - self.last >= self.seconds
+
+    def written(self) -> None:
+        """A checkpoint was just written (at a step boundary or an epoch's end)."""
+        self.last = self.clock()

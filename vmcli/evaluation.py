@@ -200,7 +200,7 @@ def evaluate(
     """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
     t0 = time.perf_counter()
     run_dir = runs.resolve_run(run, runs_parent)
-    config = runs.read_json(run_dir / runs.CONFIG)
+    config = runs.read_config(run_dir)
     cfg, meta = config["train"], config["data_meta"]
     root = Path(data) if data is not None else Path(cfg["data"])
     dev = resolve_device(device)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vmcli import runs
+from vmcli import runs, untrusted
 from vmcli.data import ViewSpace, get_modality
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.encoders import Encoder, create_encoder
@@ -189,13 +189,10 @@ def export_metadata(
 
 
 def _space_from(header: dict[str, Any], src: Path) -> ViewSpace:
-    try:
-        modality = get_modality(header["modality"])
-        return modality.build_space(
-            header["view_space"], header["data_meta"], header["space_stats"]
-        )
-    except KeyError as e:
-        raise CheckpointError(f"{src}: metadata lacks {e}; was it written by vm?") from None
+    """The view space of a checked export header."""
+    return untrusted.build_space(
+        header["modality"], header["view_space"], header["data_meta"], header["space_stats"], src
+    )
 
 
 def _weights_path(run: str | Path, filename: str) -> Path:
@@ -232,20 +229,25 @@ def load_viewmaker(
     space, vm, tf, header = None, None, None, {}
     for src in files:
         tensors, header = runs.read_weights(src)
+        kind = "transforms" if header.get("kind") == "transforms" else "viewmaker"
+        header = untrusted.export_header(header, src, kind=kind)
         space = space or _space_from(header, src)
-        if header.get("kind") == "transforms":
-            try:
-                tf = FAMILIES[header["family"]]()
-            except KeyError as e:
-                raise CheckpointError(f"{src}: unknown transform family {e}") from None
+        if kind == "transforms":
+            family = FAMILIES.get(header.get("family"))  # type: ignore[arg-type]
+            if family is None:
+                raise CheckpointError(
+                    f"{src}: unknown transform family {header.get('family')!r} "
+                    f"(known: {', '.join(FAMILIES)})"
+                )
+            tf = family()
+            untrusted.same_tensors(tensors, tf.state_dict(), src)
             runs.load_state(tf, tensors, src)
         else:
-            vm = build_viewmaker(
-                space,
-                header["budget"],
-                header["viewmaker"]["width"],
-                header["viewmaker"]["blocks"],
-            )
+            width, blocks = header["viewmaker"]["width"], header["viewmaker"]["blocks"]
+            with torch.device("meta"):  # the shapes the metadata implies, nothing allocated
+                expected = build_viewmaker(space, header["budget"], width, blocks).state_dict()
+            untrusted.same_tensors(tensors, expected, src)
+            vm = build_viewmaker(space, header["budget"], width, blocks)
             runs.load_state(vm, tensors, src)
     spec = _raw_spec(header, space, "viewmaker") if "raw_shape" in header else None
     return _frozen(Augmenter(space, vm, tf, spec), device, trainable)
@@ -259,8 +261,10 @@ def load_encoder(
     mode (fine-tuning)."""
     src = _weights_path(run, runs.ENCODER)
     tensors, header = runs.read_weights(src)
+    header = untrusted.export_header(header, src, kind="encoder")
     space = _space_from(header, src)
     encoder = build_encoder(header["encoder"], space, tuple(header["raw_shape"]))
+    untrusted.same_tensors(tensors, encoder.state_dict(), src)
     runs.load_state(encoder, tensors, src)
     return _frozen(
         FeatureExtractor(space, encoder, _raw_spec(header, space, "encoder")), device, trainable

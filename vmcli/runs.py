@@ -2,7 +2,9 @@
 
 A run folder (`runs/train`, `runs/train-2`, ...) is never overwritten. Every file in it is
 written to a temporary name and renamed into place, so a crash or Ctrl-C never leaves a
-half-written file. Shipped weights are safetensors (no pickle) with everything needed to
+half-written file; files and folders get the modes a plain open()/mkdir() would (the umask
+decides, so a team can share runs), and checkpoints, exports and JSON records are fsynced
+before and after the rename, so a killed VM finds the old file or the new one. Shipped weights are safetensors (no pickle) with everything needed to
 rebuild the module in the header metadata; the resumable checkpoint is a torch file holding
 only tensors and plain containers, loaded with `weights_only=True`.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vmcli import __version__
+from vmcli import __version__, untrusted
 from vmcli.errors import CheckpointError
 
 CONFIG = "config.json"
@@ -34,26 +37,89 @@ ENCODER = "encoder.safetensors"
 PREVIEW = "preview.png"
 TRANSFORMS = "transforms.safetensors"
 TRAINING_PLOT = "training.png"
+EVAL = "eval.json"
+
+
+def _fresh_name(parent: Path, prefix: str, suffix: str) -> Path:
+    return parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def make_temp_file(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """Create an empty file with a fresh name in `parent`, with the mode an ordinary `open()`
+    gives (0666 less the umask) — unlike `tempfile.mkstemp`, whose files are always 0600."""
+    while True:
+        path = _fresh_name(parent, prefix, suffix)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """Create a folder with a fresh name in `parent`, with the mode an ordinary `mkdir()`
+    gives (0777 less the umask) — unlike `tempfile.mkdtemp`, whose folders are always 0700."""
+    while True:
+        path = _fresh_name(parent, prefix, "")
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush a file's data (or a folder's entries) to the disk; a no-op where the platform
+    cannot open folders (Windows)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_write(dst: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `dst`; rename it onto `dst` only if the block succeeds."""
+def atomic_write(dst: Path, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `dst`; rename it onto `dst` only if the block succeeds.
+
+    The file gets the mode a plain `open()` would give it: that of the file it replaces, or
+    0666 less the umask for a new one. With `durable`, its data is fsynced before the rename
+    and the folder after it, so a power loss or a killed VM leaves the old file or the new one,
+    complete, on disk.
+    """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
+    tmp = make_temp_file(dst.parent, prefix=f".{dst.name}.")
     try:
-        yield Path(tmp)
+        with contextlib.suppress(OSError):  # keep the mode of the file it replaces
+            os.chmod(tmp, stat.S_IMODE(os.stat(dst).st_mode))
+        wanted = stat.S_IMODE(os.stat(tmp).st_mode)
+        yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != wanted:  # a writer replaced it (safetensors
+            os.chmod(tmp, wanted)  # writes its own 0600 file)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, dst)
+        if durable:
+            _fsync(dst.parent, directory=True)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def write_json(dst: Path, payload: dict[str, Any]) -> None:
-    with atomic_write(dst) as tmp:
+def write_json(dst: Path, payload: dict[str, Any], durable: bool = True) -> None:
+    with atomic_write(dst, durable) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
@@ -64,6 +130,23 @@ def read_json(src: Path) -> dict[str, Any]:
         raise CheckpointError(f"{src}: missing; is this a run folder made by `vm train`?") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{src}: not valid JSON ({e})") from None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json, checked: settings of the right types and bounded shapes that agree
+    (CheckpointError otherwise, also for a run written by a newer, incompatible vm)."""
+    src = Path(run_dir) / CONFIG
+    return untrusted.config(read_json(src), src)
+
+
+def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A run's summary.json and eval.json (None where missing), checked for what `vm info`
+    shows."""
+    found = []
+    for name in (SUMMARY, EVAL):
+        src = Path(run_dir) / name
+        found.append(untrusted.results(read_json(src), src) if src.is_file() else None)
+    return found[0], found[1]
 
 
 def new_run_dir(parent: Path, name: str = "train") -> Path:
@@ -118,7 +201,8 @@ def save_weights(module: nn.Module, dst: Path, metadata: dict[str, Any]) -> None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     header = {k: json.dumps(v) for k, v in metadata.items()}
     header["vmcli_version"] = json.dumps(__version__)
-    with atomic_write(dst) as tmp:
+    header["format"] = json.dumps(untrusted.RUN_FORMAT)
+    with atomic_write(dst, durable=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
 
 
@@ -157,16 +241,24 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], src: Path) -
 
 
 def save_checkpoint(dst: Path, state: dict[str, Any]) -> None:
-    with atomic_write(dst) as tmp:
+    state = {**state, "format": untrusted.RUN_FORMAT, "vmcli_version": __version__}
+    with atomic_write(dst, durable=True) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(src: Path) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`: only torch's zip format, unpickled with
+    `weights_only=True` (no code runs), with the layout and value types checked."""
     if not Path(src).is_file():
         raise CheckpointError(f"{src}: no checkpoint to resume from")
     try:
-        return torch.load(src, map_location="cpu", weights_only=True)
+        untrusted.checkpoint_file(src)
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch raises several types for corrupt or foreign files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {e})"
+            f"{src}: cannot be loaded as a checkpoint ({type(e).__name__}: {reason[:200]})"
         ) from None
+    return untrusted.checkpoint(state, Path(src))

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vmcli import __version__, runs
+from vmcli import __version__, runs, untrusted
 from vmcli.config import TrainConfig
 from vmcli.console import console, info, warn
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
-from vmcli.data.discover import DataIndex
+from vmcli.data.discover import DataIndex, describe_change, fingerprint
 from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
 from vmcli.devices import resolve_device
 from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
@@ -233,11 +233,14 @@ def train(
     resume: Path | None = None,
     epochs: int | None = None,
     progress: bool = True,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
     """Train a viewmaker and encoder on `cfg.data`; returns the run's summary (also summary.json).
 
     With `resume`, continue the run in that folder from its checkpoint (optionally to a new
     number of `epochs`); the data is re-read with the run's stored shapes and statistics.
+    A data folder whose training files changed since the run started is refused (DataError)
+    unless `allow_data_change`.
     Under torchrun every rank calls this; rank 0 alone writes and prints.
     """
     world = world_from_env()
@@ -245,7 +248,7 @@ def train(
     if not world.is_main:
         console.quiet = True
     try:
-        return _train(cfg, out, resume, epochs, progress, world)
+        return _train(cfg, out, resume, epochs, progress, world, allow_data_change)
     finally:
         console.quiet = quiet_before
         if world.distributed:
@@ -259,11 +262,12 @@ def _train(
     epochs: int | None,
     progress: bool,
     world: World,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
     state: dict[str, Any] = {}
     if resume is not None:
         run_dir = runs.resolve_run(resume)
-        saved = runs.read_json(run_dir / runs.CONFIG)
+        saved = runs.read_config(run_dir)
         cfg = TrainConfig.from_dict(saved["train"])
         if epochs is not None:
             cfg.epochs = epochs
@@ -280,9 +284,12 @@ def _train(
         setup(device.type)
         modality = get_modality(cfg.modality or "")
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
+        _check_data_unchanged(saved, index, run_dir, allow_data_change)
         data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
         meta, stats = saved["data_meta"], saved["space_stats"]
-        space = modality.build_space(cfg.view_space or "", meta, stats)
+        space = untrusted.build_space(
+            modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
+        )
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
         if world.is_main:
             saved["train"]["epochs"] = cfg.epochs
@@ -309,6 +316,8 @@ def _train(
     _header(cfg, len(data), run_dir)
     job = _build_job(cfg, modality, data, space, device)
     job.run_dir, job.state, job.world = run_dir, state, world
+    if state:  # a checkpoint that does not fit these models stops here, not inside fit()
+        untrusted.fits_models(state, job, run_dir / runs.CHECKPOINT)
     result = fit(job, progress=progress)
     summary: dict[str, Any] = {}
     if world.is_main:
@@ -328,6 +337,7 @@ def _config_record(
     """config.json: the resolved settings and everything needed to rebuild the run."""
     return {
         "vmcli_version": __version__,
+        "format": untrusted.RUN_FORMAT,
         "train": cfg.to_dict(),
         "data_meta": meta,
         "space_stats": stats,
@@ -338,6 +348,7 @@ def _config_record(
             "skipped": [[str(p), r] for p, r in data.skipped],
             "classes": sorted({it.label for it in data.items if it.label is not None}),
             "splits": sorted({it.split for it in data.items if it.split}),
+            "fingerprint": fingerprint(index),
         },
     }
 
@@ -462,3 +473,26 @@ def _describe(index: DataIndex) -> None:
     info(f"detected {index.root}: " + "; ".join(parts))
     for note in index.notes:
         info(f"note: {note}")
+
+
+def _check_data_unchanged(
+    saved: dict[str, Any], index: DataIndex, run_dir: Path, allow: bool
+) -> None:
+    """Resuming on other training files than the run started with is refused unless allowed;
+    the fingerprint in `saved` (config.json, written back by the caller) becomes the current one."""
+    record = saved.setdefault("data", {})
+    then, now = record.get("fingerprint"), fingerprint(index)
+    record["fingerprint"] = now
+    if not isinstance(then, dict):
+        info(f"{run_dir} has no record of its data files (an older run): not checked for changes")
+        return
+    change = describe_change(then, now)
+    if change is None:
+        return
+    if not allow:
+        raise DataError(
+            f"{index.root} changed since {run_dir} started: {change}. Resuming would train on "
+            "other data than the checkpoint saw; put the files back, or pass "
+            "--allow-data-change to go on with the data as it is"
+        )
+    info(f"data changed since the run started ({change}); going on (--allow-data-change)")

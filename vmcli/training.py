@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from vmcli import runs
-from vmcli.config import TrainConfig
+from vmcli.config import CheckpointCadence, TrainConfig
 from vmcli.console import TrainProgress, info
 from vmcli.data import ViewSpace
 from vmcli.data.base import Handcrafted
@@ -432,6 +432,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
             info("random streams restarted (checkpoint came from another device type)")
     encoder.train()
     writes = job.run_dir is not None and world.is_main
+    cadence = CheckpointCadence.parse(cfg.checkpoint_every)  # mid-epoch checkpoints
 
     t_start = time.perf_counter()
 
@@ -457,6 +458,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                 "metrics": metrics,
             },
         )
+        cadence.written()
 
     bar = TrainProgress(
         cfg.epochs * steps_per_epoch,
@@ -510,6 +512,9 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
                             time.perf_counter(),
                             source.data_wait_s,
                         )
+                    due = step < steps_per_epoch and cadence.due(epoch * steps_per_epoch + step)
+                    if writes and due and bool(torch.isfinite(sums).all()):  # not if diverging
+                        checkpoint(epoch_order_state)
                     check = window_steps == 0 or not world.distributed  # ranks agree at log points
                     if check and _stop_requested(stop, world) and step < steps_per_epoch:
                         checkpoint(epoch_order_state)

@@ -25,7 +25,7 @@ import pandas as pd
 from vmcli.errors import DataError
 
 DELIMITERS = ("\t", ";", ",")  # on a tie the one least likely to sit inside a cell wins
-EXCEL_SEP = re.compile(r"sep=([,;\t])[ \t]*\r?(\n|$)", re.IGNORECASE)  # Excel's delimiter hint
+EXCEL_SEP = re.compile(r"sep=([,;\t])[ \t]*(\r\n|\n|\r|$)", re.IGNORECASE)  # Excel's hint
 MISSING = frozenset({"", "nan", "-nan", "na", "n/a", "#n/a", "null", "none"})
 TIME_NAMES = frozenset(
     ["time", "timestamp", "datetime", "date", "index", "idx", "t", "time_s", "time_ms", "ts"]
@@ -49,7 +49,7 @@ class CsvLayout:
     channel_columns: list[str]  # the numeric channel columns used (file order unless chosen)
     dropped_columns: list[str]  # timestamp/index/text/empty columns kept aside (not channels)
     bom: bool  # the file started with a UTF-8 BOM
-    line_ending: str  # '\n' or '\r\n'
+    line_ending: str  # '\n', '\r\n' or '\r'
 
 
 @dataclass
@@ -242,6 +242,8 @@ def _decode(path: Path) -> tuple[str, bool]:
 
 def _line_ending(text: str) -> str:
     i = text.find("\n")
+    if i < 0:
+        return "\r" if "\r" in text else "\n"  # old Mac files end lines with CR alone
     return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
 
 

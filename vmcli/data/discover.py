@@ -9,9 +9,11 @@ Conventions (those of torchvision's ImageFolder, which users already follow):
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vmcli.data.base import Item, Modality
 from vmcli.errors import DataError
@@ -146,3 +148,42 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
     if 0 < unlabeled < len(items):
         index.notes.append(f"{unlabeled} files sit outside class folders and count as unlabeled")
     return index
+
+
+def fingerprint(index: DataIndex) -> dict[str, Any]:
+    """What `vm train --resume` compares to notice changed data: the training files (the
+    train/ split, or every file without one) by relative path, size and modification time.
+    Nothing is read, only listed, so it costs one stat per file."""
+    items = [it for it in index.items if it.split in ("train", "")] or index.items
+    names, listing, total = hashlib.sha256(), hashlib.sha256(), 0
+    for rel in sorted(it.path.as_posix() for it in items):
+        try:
+            st = (index.root / rel).stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        key = rel.encode("utf-8", "surrogateescape")
+        names.update(key + b"\0")
+        listing.update(key + f"\0{size}\0{mtime}\n".encode())
+        total += max(size, 0)
+    return {
+        "files": len(items),
+        "bytes": total,
+        "names": names.hexdigest(),
+        "files_sizes_mtimes": listing.hexdigest(),
+    }
+
+
+def describe_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How the training files differ from a fingerprint taken earlier (None: they do not)."""
+    if then.get("files_sizes_mtimes") == now["files_sizes_mtimes"]:
+        return None
+    was, n = then.get("files"), now["files"]
+    if then.get("names") != now["names"]:
+        if was == n:
+            return f"the same number of training files ({n}), but under other names"
+        return f"{n} training files now, {was} when the run started (files added or removed)"
+    return (
+        f"the same {n} training files, but some were modified (sizes or modification times "
+        f"differ; {now['bytes']:,} bytes now, {then.get('bytes', 0):,} then)"
+    )

@@ -1,0 +1,226 @@
+"""What survives crashes and what others can read: file modes, checkpoint cadence, kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fast_config
+from typer.testing import CliRunner
+
+from vmcli import runs
+from vmcli.augment import augment_folder
+from vmcli.cli import app
+from vmcli.config import CheckpointCadence
+from vmcli.errors import ConfigError
+from vmcli.session import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root.parent)): stat.S_IMODE(p.stat().st_mode)
+        for p in [root, *root.rglob("*")]
+    }
+
+
+def test_run_folder_and_views_get_the_modes_the_umask_gives(image_folder, tmp_path):
+    with umask(0o027):
+        summary = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)
+        augment_folder(
+            image_folder / "test",
+            tmp_path / "views",
+            Path(summary["run"]),
+            device="cpu",
+            progress=False,
+        )
+    run, views = Path(summary["run"]), tmp_path / "views"
+    for root in (run, views):
+        got = modes(root)
+        assert len(got) > 5
+        want = {k: 0o750 if (root.parent / k).is_dir() else 0o640 for k in got}
+        assert got == want
+
+
+# -- checkpoint cadence --------------------------------------------------------------------------
+
+
+def test_checkpoint_every_syntax():
+    assert CheckpointCadence.parse("10m").seconds == 600
+    assert CheckpointCadence.parse("30s").seconds == 30
+    assert CheckpointCadence.parse("1.5h").seconds == 5400
+    assert CheckpointCadence.parse("500steps").steps == 500
+    assert CheckpointCadence.parse("1step").steps == 1
+    off = CheckpointCadence.parse("off")
+    assert not any(off.due(n) for n in range(1, 100))
+    for bad in ("500", "10", "ten minutes", "0s", "0steps", "2.5steps", "-1m", ""):
+        with pytest.raises(ConfigError, match="--checkpoint-every"):
+            CheckpointCadence.parse(bad)
+    with pytest.raises(ConfigError, match="minutes or steps"):
+        CheckpointCadence.parse("500")
+
+
+def test_time_cadence_checkpoints_mid_epoch_at_step_boundaries(image_folder, tmp_path, monkeypatch):
+    """A fake clock: each step takes 4 minutes, so `10m` writes after steps 3 and 6 (the clock
+    restarts at every checkpoint), and the epoch's end writes as before."""
+    now = {"t": 0.0}
+    monkeypatch.setattr("vmcli.config._monotonic", lambda: now["t"])
+    import vmcli.training as T
+
+    real_step = T.train_step
+
+    def slow_step(*a, **k):
+        now["t"] += 240
+        return real_step(*a, **k)
+
+    saved = []
+    real_save = runs.save_checkpoint
+    monkeypatch.setattr(T, "train_step", slow_step)
+    monkeypatch.setattr(
+        runs, "save_checkpoint", lambda dst, st: (saved.append(st["step"]), real_save(dst, st))
+    )
+    cfg = fast_config(image_folder, batch_size=2, checkpoint_every="10m")  # 8 steps an epoch
+    train(cfg, out=tmp_path / "runs", progress=False)
+    assert saved == [3, 6, 0]  # (epoch 0, step 3), (0, 6), then the epoch's end (1, 0)
+
+
+def test_divergence_stops_exports_nothing_and_keeps_the_last_good_checkpoint(
+    image_folder, tmp_path, monkeypatch
+):
+    """The loss turns NaN from step 3 on; progress is read every 4 steps and a checkpoint is
+    due after every step: steps 1 and 2 are saved, step 3's NaN weights are not, and step 4's
+    progress update stops the run."""
+    import vmcli.training as T
+    from vmcli.errors import DataError
+
+    real, calls = T.nt_xent, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(T, "nt_xent", poisoned)
+    cfg = fast_config(image_folder, batch_size=2, log_every=4, checkpoint_every="1step")
+    with pytest.raises(DataError, match="training diverged at step 4"):
+        train(cfg, out=tmp_path / "runs", progress=False)
+    run = tmp_path / "runs" / "train"
+    assert not (run / runs.VIEWMAKER).exists() and not (run / runs.ENCODER).exists()
+    state = runs.load_checkpoint(run / runs.CHECKPOINT)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["viewmaker"].values())
+
+
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_folder, tmp_path):
+    """`vm train` SIGKILLed inside step 12 of 16 (epoch 2 of 2, 8 steps each), with a checkpoint
+    every 3 steps: the run resumes from step 9 and ends with the same weights, bit for bit, as
+    a run that was never interrupted."""
+    fast = ["--batch-size", "2", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q", "--epochs", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "sigkill_train.py"), "12", "train"]
+        + [str(image_folder), *fast, "--checkpoint-every", "3steps", "--out", str(tmp_path / "k")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = tmp_path / "k" / "train"
+    state = runs.load_checkpoint(run / runs.CHECKPOINT)
+    assert (state["epoch"], state["step"]) == (1, 1)  # global step 9: mid-epoch, 2 steps lost
+    assert not (run / runs.VIEWMAKER).exists() and not (run / runs.SUMMARY).exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the killed process: bitwise reproducible reductions
+    try:
+        resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "-q"])
+        assert resumed.exit_code == 0, resumed.output
+        cfg = fast_config(image_folder, epochs=2, batch_size=2, checkpoint_every="off")
+        straight = Path(train(cfg, out=tmp_path / "s", progress=False)["run"])
+    finally:
+        torch.set_num_threads(threads)
+    for name in (runs.VIEWMAKER, runs.ENCODER):
+        a, _ = runs.read_weights(run / name)
+        b, _ = runs.read_weights(straight / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# -- resuming on changed data --------------------------------------------------------------------
+
+
+def vm(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_lines(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith("error:")]
+
+
+def test_resume_refuses_changed_data_unless_allowed(image_folder, tmp_path):
+    from vmcli.data import MODALITIES, scan
+    from vmcli.data.discover import fingerprint
+
+    fast = ["--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q"]
+    r = vm("train", image_folder, *fast, "--epochs", "1", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    circles = image_folder / "train" / "circle"
+    first = circles / "000.png"
+
+    def refused(*extra) -> str:
+        r = vm("train", "--resume", run, "--epochs", "2", "-q", *extra)
+        assert r.exit_code == 3, r.output
+        assert len(error_lines(r.output)) == 1 and "Traceback" not in r.output
+        assert "--allow-data-change" in r.output
+        assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 1  # nothing trained
+        return r.output
+
+    (circles / "new.png").write_bytes(first.read_bytes())  # a file added
+    assert "17 training files now, 16 when the run started" in refused()
+    (circles / "new.png").unlink()
+    first.rename(circles / "renamed.png")  # the same count, another name
+    assert "under other names" in refused()
+    (circles / "renamed.png").rename(first)
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the same file, re-saved
+    assert "were modified" in refused()
+
+    # test/ files are not training files: adding one is not a change to refuse
+    test_dir = image_folder / "test" / "circle"
+    (test_dir / "extra.png").write_bytes(first.read_bytes())
+    assert "were modified" in refused()
+
+    r = vm("train", "--resume", run, "--epochs", "2", "-q", "--allow-data-change")
+    assert r.exit_code == 0, r.output
+    saved = runs.read_json(run / runs.CONFIG)["data"]["fingerprint"]
+    assert saved == fingerprint(scan(image_folder, MODALITIES))  # the data as it is now
+
+    # a run from before fingerprints: resumed with a note, and recorded from then on
+    config = runs.read_json(run / runs.CONFIG)
+    del config["data"]["fingerprint"]
+    runs.write_json(run / runs.CONFIG, config)
+    r = vm("train", "--resume", run, "--epochs", "3")
+    assert r.exit_code == 0 and "not checked for changes" in r.output
+    assert "fingerprint" in runs.read_json(run / runs.CONFIG)["data"]

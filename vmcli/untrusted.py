@@ -1,0 +1,472 @@
+"""Run folders are input: what is read back from one may be hand-edited, truncated, copied
+from another version of vm, or not ours at all.
+
+Everything `vm` reads from a run folder passes through here before it is used: config.json
+(`config`), the safetensors headers (`export_header`), checkpoint.pt (`checkpoint`, and
+`fits_models` once the models exist). A problem is a `CheckpointError` (exit 4) with one line
+that names the file and the field, never a traceback. No pickle is executed (checkpoints are
+loaded with `weights_only=True`, and only from torch's zip format) and nothing is allocated
+from a size a file merely claims: sizes are bounded and checked against each other, and a
+viewmaker's shapes against the tensors its file really holds before the module is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vmcli import __version__
+from vmcli.errors import CheckpointError, ConfigError
+from vmcli.nn.encoders import ENCODERS
+
+RUN_FORMAT = 1  # config.json / checkpoint.pt / export header layout; raised on breaking changes
+MAX_SAMPLE_ELEMENTS = 1 << 26  # values in one decoded sample (64 Mi: 70 min of 16 kHz audio)
+MAX_IMAGE_SIDE = 8192
+MAX_SAMPLE_RATE = 768_000
+MAX_MELS = 512
+MAX_COLUMNS = 4096
+ENCODER_NAMES = tuple(ENCODERS)
+
+
+class Untrusted(Exception):
+    """One problem with one field (turned into a CheckpointError naming the file)."""
+
+
+def _fail(src: Path, problem: str, found: Any = None) -> CheckpointError:
+    """The one-line error: the file, what is wrong, and the version that wrote it if not ours."""
+    written = ""
+    if isinstance(found, Mapping):
+        v = found.get("vmcli_version")
+        if isinstance(v, str) and v != __version__:
+            written = f" (written by vm {v[:40]}; this is vm {__version__})"
+    return CheckpointError(f"{src}: {problem}{written}; is it a file written by `vm train`?")
+
+
+def _check_format(found: Mapping[str, Any], src: Path) -> None:
+    fmt = found.get("format", 1)  # runs made before the field existed are format 1
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise _fail(src, f"format is {_show(fmt)}, not a number", found)
+    if fmt > RUN_FORMAT:
+        v = found.get("vmcli_version")
+        by = f"vm {v[:40]}" if isinstance(v, str) else "a newer vm"
+        raise CheckpointError(
+            f"{src}: written by {by} in run format {fmt}; this is vm {__version__}, which reads "
+            f"format {RUN_FORMAT}: upgrade vm to use this run"
+        )
+
+
+# -- plain values --------------------------------------------------------------------------------
+
+
+def _int(d: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    if key not in d:
+        raise Untrusted(f"{_owner(where)} lacks {key!r}")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Untrusted(f"{where}{key} is {_show(v)}, not a whole number")
+    if not lo <= v <= hi:
+        raise Untrusted(f"{where}{key} is {v}, outside {lo}..{hi}")
+    return v
+
+
+def _number(d: Mapping[str, Any], key: str, where: str, positive: bool = False) -> float:
+    if key not in d:
+        raise Untrusted(f"{_owner(where)} lacks {key!r}")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise Untrusted(f"{where}{key} is {_show(v)}, not a finite number")
+    if positive and not v > 0:
+        raise Untrusted(f"{where}{key} is {v}, not > 0")
+    return float(v)
+
+
+def _dict(d: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    if key not in d:
+        raise Untrusted(f"{_owner(where)} lacks {key!r}")
+    if not isinstance(d[key], dict):
+        raise Untrusted(f"{where}{key} is {_show(d[key])}, not a mapping")
+    return d[key]
+
+
+def _choice(d: Mapping[str, Any], key: str, options: tuple[str, ...], where: str) -> str:
+    if key not in d:
+        raise Untrusted(f"{_owner(where)} lacks {key!r}")
+    if d[key] not in options:
+        raise Untrusted(f"{where}{key} is {_show(d[key])}, not one of {', '.join(options)}")
+    return d[key]
+
+
+def _owner(where: str) -> str:
+    return where.rstrip(".") or "it"
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _numbers(v: Any, depth: int = 0) -> bool:
+    """A finite number, or (nested, at most 3 deep) lists of them."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int | float):
+        return math.isfinite(v)
+    if isinstance(v, list) and depth < 3:
+        return all(_numbers(x, depth + 1) for x in v)
+    return False
+
+
+# -- data shapes ---------------------------------------------------------------------------------
+
+
+def _modality(name: Any, where: str) -> Any:
+    from vmcli.data import MODALITIES
+
+    if name not in MODALITIES:
+        raise Untrusted(f"{where}modality is {_show(name)}, not one of {', '.join(MODALITIES)}")
+    return MODALITIES[name]
+
+
+def data_meta(modality: str, meta: dict[str, Any], where: str = "data_meta.") -> list[int]:
+    """Check a run's data description (bounded sizes that agree with each other); returns the
+    shape of one raw sample."""
+    if modality == "image":
+        c = _int(meta, "channels", 1, 4, where)
+        if c not in (1, 3):
+            raise Untrusted(f"{where}channels is {c}, not 1 or 3")
+        side = _int(meta, "size", 8, MAX_IMAGE_SIDE, where)
+        shape = [c, side, side]
+    elif modality == "audio":
+        _int(meta, "sample_rate", 1000, MAX_SAMPLE_RATE, where)
+        if "n_mels" in meta:
+            _int(meta, "n_mels", 1, MAX_MELS, where)
+        shape = [1, _int(meta, "clip_samples", 1, MAX_SAMPLE_ELEMENTS, where)]
+    elif modality == "sensor":
+        cols = meta.get("columns")
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise Untrusted(f"{where}columns is {_show(cols)}, not a list of column names")
+        if not 1 <= len(cols) <= MAX_COLUMNS:
+            raise Untrusted(f"{where}columns has {len(cols)} names, not 1..{MAX_COLUMNS}")
+        window = _int(meta, "window", 8, MAX_SAMPLE_ELEMENTS, where)
+        if meta.get("stride") is not None:
+            _int(meta, "stride", 1, MAX_SAMPLE_ELEMENTS, where)
+        shape = [len(cols), window]
+    else:  # pragma: no cover - _modality() vets the name first
+        raise Untrusted(f"unknown modality {modality!r}")
+    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+        raise Untrusted(f"{_owner(where)} describes samples of shape {shape}: too large")
+    if "raw_shape" in meta and meta["raw_shape"] != shape:
+        raise Untrusted(
+            f"{where}raw_shape is {_show(meta['raw_shape'])}, but the rest of it says {shape}"
+        )
+    return shape
+
+
+def space_stats(stats: dict[str, Any], where: str = "space_stats.") -> None:
+    for key, value in stats.items():
+        if not _numbers(value):
+            raise Untrusted(f"{where}{key} is {_show(value)}, not finite numbers")
+
+
+def build_space(modality: str, view_space: str, meta: dict, stats: dict, src: Path) -> Any:
+    """The view space a run describes (meta and stats already checked); statistics of the
+    wrong length are a CheckpointError, not a shape error later."""
+    from vmcli.data import get_modality
+
+    try:
+        space = get_modality(modality).build_space(view_space, meta, stats)
+        # one (bounded) zero sample through the space: statistics of the wrong length would
+        # broadcast into other channel counts instead of failing
+        shape = space.encoder_input_shape(tuple(data_meta(modality, meta)))
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, ConfigError) as e:
+        raise _fail(src, f"its data description does not fit together ({e})") from None
+    except Untrusted as e:
+        raise _fail(src, str(e)) from None
+    if shape[0] != space.channels:
+        raise _fail(
+            src,
+            f"its data description does not fit together (the encoder would see {shape[0]} "
+            f"channels of {space.channels}-channel data: statistics of the wrong length?)",
+        )
+    return space
+
+
+# -- config.json ---------------------------------------------------------------------------------
+
+
+def _fits_type(value: Any, hint: Any) -> bool:
+    """`value` (from JSON) has the annotated type: int, float, str, bool, X | None, list[X] or
+    a dataclass (a mapping of its fields)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits_type(v, item) for v in value)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            return False
+        hints = typing.get_type_hints(hint)
+        return all(_fits_type(value[k], hints[k]) for k in value if k in hints)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # pragma: no cover - no other annotations in TrainConfig
+
+
+def train_settings(train: dict[str, Any], where: str = "train.") -> Any:
+    """config.json's `train` section as a TrainConfig, checked field by field."""
+    from vmcli.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in train.items():
+        if key in hints and not _fits_type(value, hints[key]):
+            raise Untrusted(f"{where}{key} is {_show(value)}, of the wrong type")
+    for key in ("data", "modality", "view_space", "encoder", "viewmaker_width", "batch_size"):
+        if train.get(key) is None:
+            raise Untrusted(f"{_owner(where)} lacks {key!r}")
+    modality = _modality(train["modality"], where)
+    _choice(train, "view_space", modality.view_spaces, where)
+    _choice(train, "encoder", ENCODER_NAMES, where)
+    cfg = TrainConfig.from_dict(train)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise Untrusted(f"{_owner(where)}: {e}") from None
+    return cfg
+
+
+def config(found: Any, src: Path) -> dict[str, Any]:
+    """config.json as read (any JSON): checked, or a CheckpointError naming what is wrong."""
+    if not isinstance(found, dict):
+        raise _fail(src, f"holds {type(found).__name__}, not a run's settings")
+    _check_format(found, src)
+    try:
+        train = _dict(found, "train", "")
+        train_settings(train)
+        meta = _dict(found, "data_meta", "")
+        if "raw_shape" not in meta:
+            raise Untrusted("data_meta lacks 'raw_shape'")
+        data_meta(train["modality"], meta)
+        space_stats(_dict(found, "space_stats", ""))
+        if "data" in found and not isinstance(found["data"], dict):
+            raise Untrusted(f"data is {_show(found['data'])}, not a mapping")
+    except Untrusted as e:
+        raise _fail(src, str(e), found) from None
+    return found
+
+
+def results(found: Any, src: Path) -> dict[str, Any]:
+    """summary.json or eval.json: the numbers `vm info` shows are numbers."""
+    if not isinstance(found, dict):
+        raise _fail(src, f"holds {type(found).__name__}, not a mapping")
+    for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
+        if found.get(key) is not None and not _numbers(found[key]):
+            raise _fail(src, f"{key} is {_show(found[key])}, not a number", found)
+    rows = found.get("rows", [])
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict)
+        and isinstance(r.get("features"), str)
+        and all(_numbers(r[k]) for k in ("linear", "knn") if k in r)
+        for r in rows
+    ):
+        raise _fail(src, "rows are not a list of results with numbers", found)
+    return found
+
+
+# -- safetensors headers -------------------------------------------------------------------------
+
+
+def export_header(header: dict[str, Any], src: Path, kind: str) -> dict[str, Any]:
+    """The decoded metadata of a viewmaker/encoder export, checked (`kind`: which one)."""
+    _check_format(header, src)
+    try:
+        if "kind" in header and header["kind"] != kind:
+            raise Untrusted(f"it is a {_show(header['kind'])} export, not the {kind}")
+        modality = _modality(header.get("modality"), "")
+        _choice(header, "view_space", modality.view_spaces, "")
+        meta = _dict(header, "data_meta", "")
+        shape = data_meta(modality.name, meta)
+        if header.get("raw_shape") != shape:
+            raise Untrusted(
+                f"raw_shape is {_show(header.get('raw_shape'))}, but data_meta says {shape}"
+            )
+        space_stats(_dict(header, "space_stats", ""))
+        _number(header, "budget", "", positive=True)
+        vm = _dict(header, "viewmaker", "")
+        _int(vm, "width", 1, 256, "viewmaker.")
+        _int(vm, "blocks", 0, 32, "viewmaker.")
+        _choice(header, "encoder", ENCODER_NAMES, "")
+    except Untrusted as e:
+        raise _fail(src, f"metadata: {e}", header) from None
+    return header
+
+
+def same_tensors(found: Mapping[str, Any], expected: Mapping[str, Tensor], src: Path) -> None:
+    """The tensors a file holds are exactly those of the module its metadata describes (names,
+    shapes and dtypes); `expected` may live on the meta device (nothing allocated)."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        what = f"lacks {missing[0]!r}" if missing else f"has an unexpected {extra[0]!r}"
+        raise _fail(src, f"its weights do not fit the architecture in its metadata ({what})")
+    for name, ref in expected.items():
+        t = found[name]
+        if not isinstance(t, Tensor):
+            raise _fail(src, f"{name} is {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
+            raise _fail(
+                src,
+                f"{name} is {t.dtype} {list(t.shape)}, but the architecture in its metadata "
+                f"needs {ref.dtype} {list(ref.shape)}",
+            )
+
+
+# -- checkpoint.pt -------------------------------------------------------------------------------
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6; the legacy format is refused
+
+
+def checkpoint_file(src: Path) -> None:
+    """Only torch's zip format is unpickled (restricted, `weights_only=True`): the legacy format
+    allocates storages of the size its pickle claims before reading them."""
+    with open(src, "rb") as f:
+        head = f.read(4)
+    if head != ZIP_MAGIC:
+        raise _fail(src, "cannot be loaded as a checkpoint (not a torch zip file)")
+
+
+_STATE = {
+    "epoch": int,
+    "step": int,
+    "samples": int,
+    "elapsed_s": (int, float),
+    "encoder": dict,
+    "encoder_opt": dict,
+    "viewmaker": dict,
+    "viewmaker_opt": dict,
+    "order_gen": Tensor,
+    "view_gen": Tensor,
+    "metrics": list,
+}
+
+
+def checkpoint(state: Any, src: Path) -> dict[str, Any]:
+    """A loaded checkpoint's layout and plain values (its tensors are checked against the
+    models by `fits_models`)."""
+    if not isinstance(state, dict):
+        raise _fail(src, f"holds {type(state).__name__}, not a training state")
+    _check_format(state, src)
+    for key, kind in _STATE.items():
+        if key not in state:
+            raise _fail(src, f"lacks {key!r}", state)
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise _fail(src, f"{key} is {_show(v)}, of the wrong type", state)
+    for key in ("transforms", "transforms_opt"):  # runs with learned transforms only
+        if not isinstance(state.get(key, {}), dict):
+            raise _fail(src, f"{key} is {_show(state[key])}, of the wrong type", state)
+    for key in ("epoch", "step", "samples"):
+        if state[key] < 0:
+            raise _fail(src, f"{key} is {state[key]}, negative", state)
+    for key in ("encoder", "viewmaker"):
+        if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state[key].items()):
+            raise _fail(src, f"{key} is not a mapping of names to tensors", state)
+    for key in ("order_gen", "view_gen"):
+        if state[key].dtype != torch.uint8 or state[key].ndim != 1:
+            raise _fail(src, f"{key} is not a random generator's state", state)
+    if not all(isinstance(row, dict) for row in state["metrics"]):
+        raise _fail(src, "metrics is not a list of rows", state)
+    return state
+
+
+def _optimizer_fits(saved: dict, fresh: torch.optim.Optimizer, params: list, what: str) -> str:
+    """Why an optimizer's saved state cannot drive `fresh` over `params` ('' if it can)."""
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict):
+        return f"{what} has no param_groups/state"
+    ref = fresh.state_dict()["param_groups"]
+    if len(groups) != len(ref):
+        return f"{what} has {len(groups)} parameter groups, the model needs {len(ref)}"
+    for g, r in zip(groups, ref, strict=True):
+        if not isinstance(g, dict) or not isinstance(g.get("params"), list):
+            return f"{what} has a malformed parameter group"
+        if len(g["params"]) != len(r["params"]) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in g["params"]
+        ):
+            return f"{what} covers {len(g['params'])} parameters, the model has {len(r['params'])}"
+        for key, want in r.items():
+            if key == "params" or key not in g:
+                continue
+            if not _same_kind(g[key], want):
+                return f"{what} setting {key} is {_show(g[key])}"
+    ids = [i for g in groups for i in g["params"]]
+    if sorted(ids) != list(range(len(params))):
+        return f"{what} numbers its parameters other than 0..{len(params) - 1}"
+    for i, per in state.items():
+        if not isinstance(i, int) or not 0 <= i < len(params) or not isinstance(per, dict):
+            return f"{what} has state for an unknown parameter {_show(i)}"
+        p = params[i]
+        for key, v in per.items():
+            if isinstance(v, Tensor):
+                if v.ndim == 0 or (key == "step" and v.numel() == 1):
+                    continue
+                if tuple(v.shape) != tuple(p.shape) or not v.is_floating_point():
+                    return f"{what} {key} of parameter {i} is {list(v.shape)}, not {list(p.shape)}"
+            elif isinstance(v, bool) or not isinstance(v, int | float):
+                return f"{what} {key} of parameter {i} is {_show(v)}"
+    return ""
+
+
+def _same_kind(value: Any, want: Any) -> bool:
+    if want is None or isinstance(want, bool):
+        return value is None or isinstance(value, bool)
+    if isinstance(want, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(want, tuple | list):
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == len(want)
+            and all(_same_kind(v, w) for v, w in zip(value, want, strict=True))
+        )
+    return isinstance(value, type(want))
+
+
+def fits_models(state: dict[str, Any], job: Any, src: Path) -> None:
+    """A checkpoint's weights and optimizer states fit the models and optimizers the run's
+    config.json builds (checked before `fit()` loads them)."""
+    from vmcli.training import make_optimizers
+
+    same_tensors(state["encoder"], job.encoder.state_dict(), src)
+    if job.viewmaker is not None:
+        same_tensors(state["viewmaker"], job.viewmaker.state_dict(), src)
+    if job.transforms is not None and state.get("transforms"):
+        same_tensors(state["transforms"], job.transforms.state_dict(), src)
+    # optimizers like the run's, on the CPU (fused CUDA ones refuse parameters not yet moved)
+    opt = make_optimizers(dataclasses.replace(job, device=torch.device("cpu")))
+    pairs: list[tuple[str, torch.optim.Optimizer, nn.Module]] = [
+        ("encoder_opt", opt.encoder, job.encoder)
+    ]
+    if opt.viewmaker is not None:
+        pairs.append(("viewmaker_opt", opt.viewmaker, job.viewmaker))
+    if opt.transforms is not None and state.get("transforms_opt"):
+        pairs.append(("transforms_opt", opt.transforms, job.transforms))
+    for key, fresh, module in pairs:
+        problem = _optimizer_fits(state[key], fresh, list(module.parameters()), key)
+        if problem:
+            raise _fail(src, f"{problem}, so it does not fit this run", state)
