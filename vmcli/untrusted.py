@@ -159,6 +159,18 @@ def data_meta(modality: str, meta: dict[str, Any], where: str = "data_meta.") ->
         if meta.get("stride") is not None:
             _int(meta, "stride", 1, MAX_SAMPLE_ELEMENTS, where)
         shape = [len(cols), window]
+    elif modality == "array":
+        dims = meta.get("shape")
+        if (
+            not isinstance(dims, list)
+            or len(dims) not in (2, 3)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
+        ):
+            raise Untrusted(f"{where}shape is {_show(dims)}, not C × T or C × H × W sizes")
+        if dims[0] > MAX_COLUMNS:
+            raise Untrusted(f"{where}shape has {dims[0]} channels, more than {MAX_COLUMNS}")
+        _choice(meta, "layout", ("ct", "hw"), where)
+        shape = list(dims)
     else:  # pragma: no cover - _modality() vets the name first
         raise Untrusted(f"unknown modality {modality!r}")
     if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
