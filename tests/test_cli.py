@@ -188,7 +188,7 @@ def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):
     )
     assert not (runs / "train" / "viewmaker.safetensors").exists()
     r = invoke("augment", image_folder, "--out", tmp_path / "v", "--runs", runs)
-    assert r.exit_code == 4 and "no viewmaker" in r.output
+    assert r.exit_code == 4 and "no learned views" in r.output
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

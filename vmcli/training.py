@@ -380,165 +380,215 @@ def prepare(job: Job) -> _Optimizers:
     return make_optimizers(job)
 
 
-def fit(job: Job, progress: bool = True) -> dict[str, Any]:
-    """Train `job.encoder` (and `job.viewmaker`) on `job.data`; returns the final metrics.
+@dataclass
+class Position:
+    """Where training stands: epoch, step within it, samples seen, seconds trained before."""
 
-    `job.data` is a tensor (kept resident on the device when it fits: batches are index
-    gathers, no host round trip) or a batch source from `vmcli.data.loader` (streaming).
-    Metrics accumulate on the device and are read (one host sync) every `log_every` steps.
-    Ctrl-C stops at the next step boundary, writes a resumable checkpoint (when there is a
-    run folder) and raises TrainingInterrupted.
-    """
-    cfg, device, world = job.cfg, job.device, job.world
+    epoch: int = 0
+    step: int = 0
+    samples: int = 0
+    elapsed0: float = 0.0
+
+
+def _batch_source(job: Job) -> tuple[ResidentBatches | StreamedBatches, int, int]:
+    """The batch source for `job.data`, the global batch size and the steps per epoch."""
+    cfg, world = job.cfg, job.world
     if isinstance(job.data, StreamedBatches):
         source = job.data
-        source.device = device
+        source.device = job.device
     else:
-        source = ResidentBatches(job.data, device)
-    n, b = source.n, int(cfg.batch_size or 2)
-    steps_per_epoch = n // b
-    if steps_per_epoch < 1:
-        raise ConfigError(f"batch size {b} is larger than the {n} training samples")
+        source = ResidentBatches(job.data, job.device)
+    b = int(cfg.batch_size or 2)
+    if source.n // b < 1:
+        raise ConfigError(f"batch size {b} is larger than the {source.n} training samples")
     if b % world.size:
         raise ConfigError(
             f"--batch-size {b} (the global batch) must divide by the {world.size} devices"
         )
-    opt = prepare(job)
-    encoder, viewmaker = job.encoder, job.viewmaker
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return source, b, source.n // b
 
+
+def _restore(
+    job: Job, opt: _Optimizers, order_gen: torch.Generator, view_gen: torch.Generator
+) -> tuple[Position, list[dict[str, Any]]]:
+    """Load a resumed run's state (`job.state`, from its checkpoint) into the job."""
+    st = job.state
+    if not st:
+        return Position(), []
+    job.encoder.load_state_dict(st["encoder"])
+    opt.encoder.load_state_dict(st["encoder_opt"])
+    if job.viewmaker is not None:
+        job.viewmaker.load_state_dict(st["viewmaker"])
+    if opt.viewmaker is not None:
+        opt.viewmaker.load_state_dict(st["viewmaker_opt"])
+    if job.transforms is not None and st.get("transforms"):
+        job.transforms.load_state_dict(st["transforms"])
+    if opt.transforms is not None and st.get("transforms_opt"):
+        opt.transforms.load_state_dict(st["transforms_opt"])
+    try:
+        order_gen.set_state(st["order_gen"])
+        view_gen.set_state(st["view_gen"])
+    except RuntimeError:  # checkpoint from another device type: its RNG states do not fit
+        info("random streams restarted (checkpoint came from another device type)")
+    at = Position(st["epoch"], st["step"], st["samples"], st["elapsed_s"])
+    return at, list(st["metrics"])
+
+
+def training_state(
+    job: Job,
+    opt: _Optimizers,
+    at: Position,
+    elapsed: float,
+    order_state: Tensor,
+    view_gen: torch.Generator,
+    metrics: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything a resumed run needs, at a step boundary (`order_state` regenerates the
+    current epoch's batch order)."""
+    state = lambda m: m.state_dict() if m is not None else {}  # noqa: E731
+    return {
+        "epoch": at.epoch,
+        "step": at.step,
+        "samples": at.samples,
+        "elapsed_s": elapsed,
+        "encoder": job.encoder.state_dict(),
+        "encoder_opt": opt.encoder.state_dict(),
+        "viewmaker": state(job.viewmaker),
+        "viewmaker_opt": state(opt.viewmaker),
+        "transforms": state(job.transforms),
+        "transforms_opt": state(opt.transforms),
+        "order_gen": order_state,
+        "view_gen": view_gen.get_state(),
+        "metrics": metrics,
+    }
+
+
+class MetricWindow:
+    """Per-step metrics summed on the device and read (one host sync) once per log window;
+    the adversary probe at each log point, averaged per epoch."""
+
+    def __init__(self, job: Job, source, bar: TrainProgress, autocast):
+        self.job, self.source, self.bar, self.autocast = job, source, bar, autocast
+        device = job.device
+        self.sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|
+        self.probes = torch.zeros(4, device=device)  # adversary probe sums over the epoch
+        self.n_probes, self.steps, self.last = 0, 0, {}
+        self.t0, self.wait0 = time.perf_counter(), 0.0
+
+    @torch.no_grad()
+    def add(self, loss: Tensor, made: Views) -> None:
+        self.sums[0] += loss.detach()
+        if made.delta is not None:
+            self.sums[1] += made.delta.detach().abs().mean()
+            self.sums[2] += (made.views.detach().float() - made.inputs.float()).abs().mean()
+        self.steps += 1
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.sums).all())
+
+    def log(self, raw: Tensor, at: Position, done: int, batch: int, elapsed: float) -> None:
+        """Close the window: probe the adversary, read the sums, update the progress bar."""
+        job, world = self.job, self.job.world
+        if job.cfg.learns_views:
+            self.probes += adversary_probe(job, raw, done, self.autocast)
+            self.n_probes += 1
+        now = time.perf_counter()
+        self.last = _log_window(
+            all_reduce_mean(self.sums / self.steps, world),
+            at.epoch,
+            done,
+            at.samples,
+            self.steps * batch / max(now - self.t0, 1e-9),
+            elapsed,
+            job,
+            self.bar,
+            self.probes / self.n_probes if self.n_probes else None,
+        )
+        self.last["data_wait_share"] = (self.source.data_wait_s - self.wait0) / max(
+            now - self.t0, 1e-9
+        )
+        self.sums.zero_()
+        self.steps, self.t0, self.wait0 = 0, time.perf_counter(), self.source.data_wait_s
+
+    def end_epoch(self) -> dict[str, Any]:
+        """The epoch's metrics row: the last window's, plus the epoch's probe mean."""
+        if self.n_probes:
+            probe = all_reduce_mean(self.probes / self.n_probes, self.job.world)
+            self.last.update(_probe_row(probe))
+            self.probes.zero_()
+            self.n_probes = 0
+        return dict(self.last)
+
+
+def fit(job: Job, progress: bool = True) -> dict[str, Any]:
+    """Train `job.encoder` (and the view generator) on `job.data`; returns the final metrics.
+
+    `job.data` is a tensor (kept resident on the device when it fits: batches are index
+    gathers, no host round trip) or a batch source from `vmcli.data.loader` (streaming).
+    Metrics accumulate on the device and are read (one host sync) every `log_every` steps.
+    Checkpoints are written at every epoch's end and, per `--checkpoint-every`, at step
+    boundaries inside it. Ctrl-C stops at the next step boundary, writes a resumable
+    checkpoint (when there is a run folder) and raises TrainingInterrupted.
+    """
+    cfg, device, world = job.cfg, job.device, job.world
+    source, b, steps_per_epoch = _batch_source(job)
+    opt = prepare(job)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     # the same streams on every rank: batch order, and the noise / handcrafted parameters
     order_gen = torch.Generator(device).manual_seed(cfg.seed)
     view_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-    st = job.state
-    epoch, step = st.get("epoch", 0), st.get("step", 0)
-    samples_seen, elapsed0 = st.get("samples", 0), st.get("elapsed_s", 0.0)
-    metrics: list[dict[str, Any]] = list(st.get("metrics", []))
-    if st:
-        encoder.load_state_dict(st["encoder"])
-        opt.encoder.load_state_dict(st["encoder_opt"])
-        if viewmaker is not None:
-            viewmaker.load_state_dict(st["viewmaker"])
-        if opt.viewmaker is not None:
-            opt.viewmaker.load_state_dict(st["viewmaker_opt"])
-        if job.transforms is not None and st.get("transforms"):
-            job.transforms.load_state_dict(st["transforms"])
-        if opt.transforms is not None and st.get("transforms_opt"):
-            opt.transforms.load_state_dict(st["transforms_opt"])
-        try:
-            order_gen.set_state(st["order_gen"])
-            view_gen.set_state(st["view_gen"])
-        except RuntimeError:  # checkpoint from another device type: its RNG states do not fit
-            info("random streams restarted (checkpoint came from another device type)")
-    encoder.train()
+    at, metrics = _restore(job, opt, order_gen, view_gen)
+    job.encoder.train()
     writes = job.run_dir is not None and world.is_main
     cadence = CheckpointCadence.parse(cfg.checkpoint_every)  # mid-epoch checkpoints
-
     t_start = time.perf_counter()
+    elapsed = lambda: at.elapsed0 + time.perf_counter() - t_start  # noqa: E731
 
-    def checkpoint(order_state: Tensor) -> None:
-        """Save at a step boundary: `order_state` regenerates this epoch's batch order."""
-        if not writes:
-            return
-        runs.save_checkpoint(
-            job.run_dir / runs.CHECKPOINT,
-            {
-                "epoch": epoch,
-                "step": step,
-                "samples": samples_seen,
-                "elapsed_s": elapsed0 + time.perf_counter() - t_start,
-                "encoder": encoder.state_dict(),
-                "encoder_opt": opt.encoder.state_dict(),
-                "viewmaker": viewmaker.state_dict() if viewmaker is not None else {},
-                "viewmaker_opt": opt.viewmaker.state_dict() if opt.viewmaker is not None else {},
-                "transforms": job.transforms.state_dict() if job.transforms is not None else {},
-                "transforms_opt": opt.transforms.state_dict() if opt.transforms is not None else {},
-                "order_gen": order_state,
-                "view_gen": view_gen.get_state(),
-                "metrics": metrics,
-            },
-        )
-        cadence.written()
+    def save(order_state: Tensor) -> None:
+        if writes:
+            state = training_state(job, opt, at, elapsed(), order_state, view_gen, metrics)
+            runs.save_checkpoint(job.run_dir / runs.CHECKPOINT, state)
+            cadence.written()
 
-    bar = TrainProgress(
-        cfg.epochs * steps_per_epoch,
-        epoch * steps_per_epoch + step,
-        enabled=progress and world.is_main,
-    )
-    sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|, summed over the window
-    probes = torch.zeros(4, device=device)  # the adversary probe, summed over an epoch's windows
-    n_probes = 0
-    window_steps, t_window, last, wait_window = 0, time.perf_counter(), {}, 0.0
+    total = cfg.epochs * steps_per_epoch
+    bar = TrainProgress(total, at.epoch * steps_per_epoch + at.step, progress and world.is_main)
+    window = MetricWindow(job, source, bar, autocast)
     with _GracefulStop() as stop:
         try:
-            while epoch < cfg.epochs:
-                epoch_order_state = order_gen.get_state()
-                perm = torch.randperm(n, generator=order_gen, device=device)
-                for raw in source.epoch(perm, b, step):
+            while at.epoch < cfg.epochs:
+                epoch_order = order_gen.get_state()
+                perm = torch.randperm(source.n, generator=order_gen, device=device)
+                for raw in source.epoch(perm, b, at.step):
                     loss, made = train_step(job, raw, view_gen, opt, autocast)
-                    with torch.no_grad():
-                        sums[0] += loss.detach()
-                        if made.delta is not None:
-                            sums[1] += made.delta.detach().abs().mean()
-                            sums[2] += (
-                                (made.views.detach().float() - made.inputs.float()).abs().mean()
-                            )
-                    step, samples_seen, window_steps = step + 1, samples_seen + b, window_steps + 1
-                    if window_steps == cfg.log_every or step == steps_per_epoch:
-                        if cfg.learns_views:
-                            probes += adversary_probe(
-                                job, raw, epoch * steps_per_epoch + step, autocast
-                            )
-                            n_probes += 1
-                        now = time.perf_counter()
-                        means = all_reduce_mean(sums / window_steps, world)
-                        last = _log_window(
-                            means,
-                            epoch,
-                            epoch * steps_per_epoch + step,
-                            samples_seen,
-                            window_steps * b / max(now - t_window, 1e-9),
-                            elapsed0 + now - t_start,
-                            job,
-                            bar,
-                            probes / n_probes if n_probes else None,
-                        )
-                        last["data_wait_share"] = (source.data_wait_s - wait_window) / max(
-                            now - t_window, 1e-9
-                        )
-                        sums.zero_()
-                        window_steps, t_window, wait_window = (
-                            0,
-                            time.perf_counter(),
-                            source.data_wait_s,
-                        )
-                    due = step < steps_per_epoch and cadence.due(epoch * steps_per_epoch + step)
-                    if writes and due and bool(torch.isfinite(sums).all()):  # not if diverging
-                        checkpoint(epoch_order_state)
-                    check = window_steps == 0 or not world.distributed  # ranks agree at log points
-                    if check and _stop_requested(stop, world) and step < steps_per_epoch:
-                        checkpoint(epoch_order_state)
+                    window.add(loss, made)
+                    at.step, at.samples = at.step + 1, at.samples + b
+                    done = at.epoch * steps_per_epoch + at.step
+                    if window.steps == cfg.log_every or at.step == steps_per_epoch:
+                        window.log(raw, at, done, b, elapsed())
+                    if at.step == steps_per_epoch:
+                        continue
+                    if writes and cadence.due(done) and window.finite():  # not if diverging
+                        save(epoch_order)
+                    # distributed: ranks agree only at log points, so only there is Ctrl-C read
+                    at_log_point = window.steps == 0 or not world.distributed
+                    if at_log_point and _stop_requested(stop, world):
+                        save(epoch_order)
                         raise KeyboardInterrupt
-                if n_probes:
-                    last.update(_probe_row(all_reduce_mean(probes / n_probes, world)))
-                    probes.zero_()
-                    n_probes = 0
-                metrics.append(dict(last))
-                epoch, step = epoch + 1, 0
+                metrics.append(window.end_epoch())
+                at.epoch, at.step = at.epoch + 1, 0
                 if writes:
                     write_metrics(job.run_dir / runs.METRICS, metrics)
-                    checkpoint(order_gen.get_state())
-                if _stop_requested(stop, world) and epoch < cfg.epochs:
+                    save(order_gen.get_state())
+                if _stop_requested(stop, world) and at.epoch < cfg.epochs:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            bar.close()
             where = f"; resume with: vm train --resume {job.run_dir}" if job.run_dir else ""
             raise TrainingInterrupted(
-                f"interrupted at epoch {epoch + 1}, step {step}{where}"
+                f"interrupted at epoch {at.epoch + 1}, step {at.step}{where}"
             ) from None
         finally:
             bar.close()
-    return {**last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
+    return {**window.last, "metrics": metrics, "wall_s": time.perf_counter() - t_start}
 
 
 def _probe_row(means: Tensor) -> dict[str, float]:
