@@ -59,6 +59,7 @@ def fast_config(data: Path, **overrides) -> TrainConfig:
         log_every=1,
         preview_samples=2,
         preview_views=2,
+        budget=0.05,
     )
     base.update(overrides)
     return TrainConfig(**base)

@@ -104,8 +104,8 @@ def test_default_budget_is_per_view_space(image_folder, tmp_path):
     cpu = torch.device("cpu")
     image = MODALITIES["image"]
     sensor = MODALITIES["sensor"]
-    assert _resolve(fast_config(image_folder), image, 16, cpu).budget == 0.05
-    assert _resolve(fast_config(sensors), sensor, 24, cpu).budget == 0.2
-    spectro = fast_config(sensors, view_space="spectrogram")
+    assert _resolve(fast_config(image_folder, budget=None), image, 16, cpu).budget == 0.1
+    assert _resolve(fast_config(sensors, budget=None), sensor, 24, cpu).budget == 0.2
+    spectro = fast_config(sensors, view_space="spectrogram", budget=None)
     assert _resolve(spectro, sensor, 24, cpu).budget == 0.05
     assert _resolve(fast_config(sensors, budget=0.1), sensor, 24, cpu).budget == 0.1
