@@ -85,7 +85,7 @@ def main_options(
 
 @app.command(
     epilog="Examples:\n\n"
-    "  vm train ./photos --budget 0.05 --epochs 50\n\n"
+    "  vm train ./photos --budget 0.1 --epochs 50\n\n"
     "  vm train ./clips --view-space waveform --device cuda\n\n"
     "  vm train ./imu --window 128 --stride 64\n\n"
     "  vm train --resume runs/train --epochs 200"
@@ -102,7 +102,7 @@ def train(
     budget: Annotated[
         float | None,
         typer.Option(
-            help="Distortion budget ε: mean |δ| per example, in view-space units. [default: 0.2 for sensor signals (channel stds), 0.05 elsewhere]",
+            help="Distortion budget ε: mean |δ| per example, in view-space units. [default: 0.1 for image pixels, 0.2 for sensor signals (channel stds), 0.05 elsewhere]",
             show_default=False,
         ),
     ] = None,
