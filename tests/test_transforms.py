@@ -61,7 +61,7 @@ def test_initial_strengths_are_the_handcrafted_recipe():
     import inspect
 
     defaults = inspect.signature(sensor_views).parameters
-    s = {k: float(v) for k, v in SensorTransforms().strengths().items()}
+    s = {k: float(v.detach()) for k, v in SensorTransforms().strengths().items()}
     assert s["crop"] == pytest.approx(1 - defaults["min_crop"].default, abs=1e-6)
     assert s["time_warp"] == pytest.approx(defaults["warp_sigma"].default, abs=1e-6)
     assert s["permute"] == pytest.approx(defaults["permute_p"].default, abs=1e-6)
