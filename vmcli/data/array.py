@@ -52,7 +52,7 @@ from vmcli.data.base import (
     parallel_map,
     report_skipped,
 )
-from vmcli.data.sensor import _channel_plots
+from vmcli.data.sensor import channel_plot_row
 from vmcli.errors import ConfigError, DataError
 from vmcli.views import random_resized_crop, sensor_views
 
@@ -479,11 +479,7 @@ class ArrayModality(Modality):
         rows = []
         for i in range(original.shape[0]):
             if space.dims == 1:
-                limits = (float(original[i].min()) - 0.5, float(original[i].max()) + 0.5)
-                row = [_channel_plots(original[i], None, limits)]
-                row += [_channel_plots(original[i], v[i], limits) for v in views]
-                if deltas:
-                    row.append(_channel_plots(None, deltas[0][i], None, colour=(178, 24, 43)))
+                row = channel_plot_row(original, views, deltas, i)
             else:
                 lo, hi = float(original[i].min()), float(original[i].max())
                 row = [_colour_tiles(original[i], lo, hi)]

@@ -303,11 +303,7 @@ class SensorModality(Modality):
         rows = []
         for i in range(raw.shape[0]):
             if space.dims == 1:
-                limits = (float(original[i].min()) - 0.5, float(original[i].max()) + 0.5)
-                row = [_channel_plots(original[i], None, limits)]
-                row += [_channel_plots(original[i], v[i], limits) for v in views]
-                if deltas:
-                    row.append(_channel_plots(None, deltas[0][i], None, colour=(178, 24, 43)))
+                row = channel_plot_row(original, views, deltas, i)
             else:
                 lo, hi = float(original[i].min()), float(original[i].max())
                 row = [_stack_spectrograms(original[i], lo, hi)] + [
@@ -323,6 +319,18 @@ class SensorModality(Modality):
             rows.append(row)
         labels = pv.column_labels(len(views), bool(deltas))
         return [pv.save_png(pv.grid(rows, labels), dst)]
+
+
+def channel_plot_row(
+    original: Tensor, views: list[Tensor], deltas: list[Tensor], i: int
+) -> list[np.ndarray]:
+    """Sample i's preview row for 1-D signals: the original, each view over it (in grey), δ."""
+    limits = (float(original[i].min()) - 0.5, float(original[i].max()) + 0.5)
+    row = [_channel_plots(original[i], None, limits)]
+    row += [_channel_plots(original[i], v[i], limits) for v in views]
+    if deltas:
+        row.append(_channel_plots(None, deltas[0][i], None, colour=(178, 24, 43)))
+    return row
 
 
 def _channel_plots(
