@@ -162,9 +162,10 @@ def make_views(
     """
     world = job.world
     vm, tf = job.viewmaker, job.transforms
-    if reference:
-        vm = job.reference_viewmaker or vm
-        tf = job.reference_transforms or tf
+    if reference and job.reference_viewmaker is not None:
+        vm = job.reference_viewmaker
+    if reference and job.reference_transforms is not None:
+        tf = job.reference_transforms
     if job.handcrafted is not None:
         x = torch.cat([job.handcrafted(raw, gen), job.handcrafted(raw, gen)])
     elif tf is not None:
