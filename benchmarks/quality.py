@@ -388,7 +388,7 @@ class Bench:
     ) -> None:
         extractor = load_encoder(run_dir, self.device)
         feats = extract_features(extractor, ctx["data"].x, self.device)
-        uses_vm = views in ("viewmaker", "both", "random", "learned-transforms+viewmaker")
+        uses_vm = _uses_viewmaker(views)
         row = {
             "views": views,
             "view_space": space if uses_vm else None,
@@ -415,7 +415,7 @@ class Bench:
         res: dict, views: str, space: str | None, budget: float, seed: int, role: str
     ) -> dict | None:
         """The recorded run of this setting, if one finished earlier."""
-        uses_vm = views in ("viewmaker", "both", "random", "learned-transforms+viewmaker")
+        uses_vm = _uses_viewmaker(views)
         for r in res["runs"]:
             if (r["views"], r["seed"], r["role"]) == (views, seed, role) and (
                 not uses_vm or (r["view_space"], r["budget"]) == (space, budget)
@@ -630,6 +630,11 @@ def markdown(report: dict, wall_s: float) -> str:
     if report["not_run"]:
         lines += ["Not run (time budget): " + ", ".join(report["not_run"]), ""]
     return "\n".join(lines)
+
+
+def _uses_viewmaker(views: str) -> bool:
+    """Whether runs of this --views setting have a viewmaker (so ε and the space matter)."""
+    return TrainConfig(data="", views=views).uses_viewmaker
 
 
 def _ms(values: list[float], digits: int = 4) -> str:
