@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,13 @@ def fast_config(data: Path, **overrides) -> TrainConfig:
     )
     base.update(overrides)
     return TrainConfig(**base)
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    """Run a block under another umask (file-mode tests)."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -1,10 +1,10 @@
-import contextlib
 import json
 import os
 import stat
 
 import pytest
 import torch
+from conftest import umask
 
 from vmcli import runs
 from vmcli.errors import CheckpointError
@@ -53,15 +53,6 @@ def test_corrupt_files_give_checkpoint_errors(tmp_path):
     (tmp_path / "c.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot be loaded"):
         runs.load_checkpoint(tmp_path / "c.pt")
-
-
-@contextlib.contextmanager
-def umask(mask: int):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path) -> int:
