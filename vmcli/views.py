@@ -187,16 +187,23 @@ def audio_views(
 # --------------------------------------------------------------------------------------------
 
 
-def _resample_positions(x: Tensor, pos: Tensor) -> Tensor:
-    """Linearly interpolate B × C × T signals at fractional positions `pos` (B × T')."""
+def resample_positions(x: Tensor, pos: Tensor, fill_outside: bool = False) -> Tensor:
+    """Linearly interpolate B × C × T signals at fractional positions `pos` (B × T').
+
+    Differentiable with respect to `pos` (through the interpolation weights): the learned
+    transforms get their crop, warp, shift and speed gradients this way. Positions outside
+    [0, T − 1] take the edge value, or zero with `fill_outside`.
+    """
     t = x.shape[-1]
+    inside = (pos >= 0) & (pos <= t - 1)
     pos = pos.clamp(0, t - 1)
     lo = pos.floor().long().clamp(max=t - 1)
     hi = (lo + 1).clamp(max=t - 1)
     w = (pos - lo.to(pos.dtype))[:, None, :]
     c = x.shape[1]
     take = lambda idx: torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))  # noqa: E731
-    return take(lo) * (1 - w) + take(hi) * w
+    out = take(lo) * (1 - w) + take(hi) * w
+    return out * inside[:, None, :].to(out.dtype) if fill_outside else out
 
 
 def _smooth_curve(
@@ -228,12 +235,12 @@ def sensor_views(
     # random crop-resize
     span = _uniform(b, min_crop, 1.0, x, g)[:, None]
     start = torch.rand(b, 1, device=x.device, generator=g) * (1 - span)
-    x = _resample_positions(x, (start + span * base) * (t - 1))
+    x = resample_positions(x, (start + span * base) * (t - 1))
     # time warp: integrate a smooth positive speed curve, rescale to the window
     speed = _smooth_curve(b, 1, t, 4, warp_sigma, x, g).view(b, t).clamp_min(0.1)
     warp = torch.cumsum(speed, dim=1)
     warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
-    x = _resample_positions(x, warp * (t - 1))
+    x = resample_positions(x, warp * (t - 1))
     # segment permutation (equal segments; the tail shorter than a segment stays in place)
     seg = t // segments
     if seg > 0:

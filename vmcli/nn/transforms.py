@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vmcli.views import resample_positions
+
 
 @dataclass(frozen=True)
 class Strength:
@@ -98,27 +100,6 @@ def _randn(shape: tuple[int, ...], like: Tensor, g: torch.Generator | None) -> T
     return torch.randn(shape, device=like.device, generator=g)
 
 
-def resample(x: Tensor, pos: Tensor, fill_outside: bool = False) -> Tensor:
-    """Linear interpolation of B × C × T signals at fractional positions `pos` (B × T').
-
-    Differentiable with respect to `pos` (through the interpolation weights), which is how
-    crop, time warp, shift and speed strengths get their gradient. Positions outside [0, T−1]
-    are clamped to the edge, or give zeros with `fill_outside`.
-    """
-    t = x.shape[-1]
-    inside = (pos >= 0) & (pos <= t - 1)
-    p = pos.clamp(0, t - 1)
-    lo = p.detach().floor().long().clamp(max=t - 2 if t > 1 else 0)
-    hi = (lo + 1).clamp(max=t - 1)
-    w = (p - lo.to(p.dtype))[:, None, :]
-    c = x.shape[1]
-    out = (
-        torch.gather(x, 2, lo[:, None, :].expand(-1, c, -1)) * (1 - w)
-        + torch.gather(x, 2, hi[:, None, :].expand(-1, c, -1)) * w
-    )
-    return out * inside[:, None, :].to(out.dtype) if fill_outside else out
-
-
 def smooth_noise(b: int, c: int, t: int, knots: int, like: Tensor, g) -> Tensor:
     """B × C × T smooth standard-normal curves (linear through `knots` N(0, 1) points)."""
     k = _randn((b * c, 1, knots), like, g)
@@ -166,12 +147,12 @@ class SensorTransforms(LearnedTransforms):
         # crop a span of at least (1 − crop) and stretch it back
         span = 1 - s["crop"] * _rand((b, 1), x, g)
         start = _rand((b, 1), x, g) * (1 - span)
-        x = resample(x, (start + span * base) * (t - 1))
+        x = resample_positions(x, (start + span * base) * (t - 1))
         # time warp: integrate a smooth positive speed curve, rescale to the window
         speed = (1 + s["time_warp"] * smooth_noise(b, 1, t, 4, x, g).view(b, t)).clamp_min(0.1)
         warp = torch.cumsum(speed, dim=1)
         warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
-        x = resample(x, warp * (t - 1))
+        x = resample_positions(x, warp * (t - 1))
         # segment permutation, mixed in softly with probability `permute`
         segments, seg = 4, t // 4
         if seg > 0:
@@ -230,7 +211,7 @@ class AudioTransforms(LearnedTransforms):
         # speed (resample around the centre) and shift, in one resampling
         factor = 1 + s["speed"] * (2 * _rand((b, 1), x, g) - 1)
         shift = s["shift"] * (2 * _rand((b, 1), x, g) - 1) * t
-        x = resample(x, centre + (pos - centre) * factor - shift, fill_outside=True)
+        x = resample_positions(x, centre + (pos - centre) * factor - shift, fill_outside=True)
         x = x * (10 ** (s["gain"] * (2 * _rand((b, 1, 1), x, g) - 1) / 20))
         # EQ: a smooth random gain curve over frequency (in dB), then back to a waveform
         spec = torch.fft.rfft(x, dim=-1)
