@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vmcli.devices import module_device
 from vmcli.errors import ConfigError, DataError
 
 
@@ -114,8 +115,6 @@ class ViewSpace(nn.Module, ABC):
 
     def encoder_input_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, ...]:
         """C × spatial shape the encoder receives for one raw sample of `raw_shape`."""
-        from vmcli.devices import module_device
-
         with torch.no_grad():  # probe on the space's own device (it may sit on a GPU)
             probe = torch.zeros((1, *raw_shape), device=module_device(self))
             return tuple(self.to_encoder(self.to_view(probe)).shape[1:])
@@ -242,8 +241,6 @@ class Modality(ABC):
     def raw_baselines(self, data: TensorData, space: ViewSpace) -> dict[str, Tensor]:
         """Hand-made features for honest probe baselines (name → N × D): here the encoder's
         input itself, flattened (average-pooled down to at most 4096 values)."""
-        from vmcli.devices import module_device
-
         device = module_device(space)  # evaluation may have moved the space to the GPU
         feats = []
         with torch.no_grad():
