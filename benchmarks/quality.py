@@ -52,6 +52,7 @@ from vmcli.console import console  # noqa: E402
 from vmcli.data import MODALITIES, LoadOptions, TensorData, scan  # noqa: E402
 from vmcli.devices import resolve_device  # noqa: E402
 from vmcli.evaluation import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
+from vmcli.nn.transforms import FAMILIES as TRANSFORM_FAMILIES  # noqa: E402
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
 from vmcli.session import train  # noqa: E402
 
@@ -455,7 +456,7 @@ class Bench:
             for views, space in candidates
             if views in arms
             and (space in (None, space0) or self.args.all_spaces)
-            and ("transforms" not in views or plan.modality != "image")
+            and ("transforms" not in views or plan.modality in TRANSFORM_FAMILIES)
         ]
         role = self.args.role
         todo = [(v, sp, budget, plan.seeds[0], role) for v, sp in settings]
