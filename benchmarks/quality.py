@@ -271,6 +271,7 @@ class Bench:
             precision=precision,
             viewmaker_lr=self.args.viewmaker_lr,
             transforms_lr=self.args.transforms_lr,
+            transforms_budget=self.args.transforms_budget,
             load=LoadOptions(sample_rate=self.args.sample_rate, clip_seconds=self.args.clip_seconds)
             if plan.modality == "audio"
             else LoadOptions(),
@@ -788,6 +789,12 @@ def main() -> None:
     p.add_argument("--viewmaker-lr", type=float, default=1e-3)
     p.add_argument("--budget", type=float, default=0.05, help="ε of the main comparison")
     p.add_argument("--transforms-lr", type=float, default=1e-2)
+    p.add_argument(
+        "--transforms-budget",
+        type=float,
+        default=None,
+        help="mean transform strength held fixed (fraction of each range); default: free",
+    )
     p.add_argument(
         "--role",
         default="main",

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import vmcli
 from vmcli import runs
 from vmcli.cli import app
-from vmcli.errors import ConfigError
-from vmcli.nn.transforms import AudioTransforms, SensorTransforms, create_transforms
+from vmcli.errors import CheckpointError, ConfigError
+from vmcli.nn.transforms import AudioTransforms, SensorTransforms, create_transforms, fill_to_mean
 from vmcli.views import sensor_views
 
 FAMILIES = [(SensorTransforms, (6, 6, 64)), (AudioTransforms, (4, 1, 4000))]
@@ -218,3 +219,66 @@ def test_audio_learned_transforms_write_wav_views(tmp_path):
     src, rate_in = sf.read(tmp_path / "clips" / "test" / "high" / "c0.wav")
     out, rate_out = sf.read(tmp_path / "views" / "high" / "c0.wav")
     assert rate_out == rate_in and out.shape == src.shape and not np.allclose(out, src)
+
+
+# -- a budget across transforms --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0.05, 0.322, 0.5, 0.9, 1.0])
+def test_fill_to_mean_hits_the_budget_exactly_and_keeps_proportions(budget):
+    frac = torch.tensor([0.9, 0.05, 0.3, 0.6, 0.01, 0.2])
+    out = fill_to_mean(frac, budget)
+    assert float(out.mean()) == pytest.approx(budget, abs=1e-6)
+    assert float(out.max()) <= 1 + 1e-7 and float(out.min()) > 0
+    free = out < 1
+    assert free.any() == (budget < 1)
+    ratio = out[free] / frac[free]  # unsaturated entries share one scale
+    assert torch.allclose(ratio, ratio[:1].expand_as(ratio), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_a_budget_holds_while_the_adversary_moves_strength_between_transforms(cls, shape):
+    t = cls(budget=0.4)
+    before = t.fractions().detach().clone()
+    assert float(before.mean()) == pytest.approx(0.4, abs=1e-6)
+    opt = torch.optim.Adam(t.parameters(), lr=0.2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    for step in range(5):
+        opt.zero_grad()
+        (-contrastive_like(t(x, torch.Generator().manual_seed(step)))).backward()  # adversary
+        assert t.logits.grad is not None and (t.logits.grad.abs() > 0).any()
+        opt.step()
+    after = t.fractions().detach()
+    assert float(after.mean()) == pytest.approx(0.4, abs=1e-6)  # the total never moves
+    assert not torch.allclose(after, before, atol=1e-3)  # its allocation does
+    table = t.table()  # initial strengths are the recipe rescaled to the budget
+    init = {row["name"]: row["initial"] for row in table}
+    spec = {s.name: s for s in cls.STRENGTHS}
+    fracs = [(init[k] - spec[k].low) / (spec[k].high - spec[k].low) for k in init]
+    assert sum(fracs) / len(fracs) == pytest.approx(0.4, abs=1e-5)
+
+
+def test_a_transforms_budget_is_exported_and_checked(tmp_path):
+    data = write_sensor_folder(tmp_path / "watch")
+    r = CliRunner().invoke(
+        app,
+        ["train", str(data), "--views", "learned-transforms", "--transforms-budget", "0.5"]
+        + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["transforms_budget"] == 0.5
+    run = tmp_path / "runs" / "train"
+    augment = vmcli.load_viewmaker(run)
+    assert augment.transforms.budget == 0.5
+    assert float(augment.transforms.fractions().mean()) == pytest.approx(0.5, abs=1e-6)
+    learned = {k: float(v) for k, v in augment.transforms.strengths().items()}
+    rows = {row["name"]: row["learned"] for row in summary["transforms"]}
+    assert learned == pytest.approx(rows, abs=1e-6)
+    # a tampered budget in the export is refused with the file named, not applied
+    tensors, header = runs.read_weights(run / runs.TRANSFORMS)
+    header["transforms_budget"] = 2.0
+    raw = {k: json.dumps(v) for k, v in header.items()}
+    save_file(tensors, str(run / runs.TRANSFORMS), metadata=raw)
+    with pytest.raises(CheckpointError, match=r"transforms\.safetensors.*transforms_budget"):
+        vmcli.load_viewmaker(run)

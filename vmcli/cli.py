@@ -235,6 +235,13 @@ def train(
         float,
         typer.Option(help="Adam learning rate of the learned transform strengths (their logits)."),
     ] = 1e-2,
+    transforms_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds. [default: none, each strength free within its bounds]",
+            show_default=False,
+        ),
+    ] = None,
     data_mode: Annotated[
         str,
         typer.Option(
@@ -290,6 +297,7 @@ def train(
         encoder_lr=encoder_lr,
         viewmaker_lr=viewmaker_lr,
         transforms_lr=transforms_lr,
+        transforms_budget=transforms_budget,
         alternating=alternating,
         device=device,
         precision=precision,

@@ -57,6 +57,9 @@ class TrainConfig:
     encoder_weight_decay: float = 1e-4
     viewmaker_lr: float = 1e-3
     transforms_lr: float = 1e-2  # Adam, on the logits of the learned transform strengths
+    # mean transform strength (fraction of each range) held fixed, so the adversary can only
+    # move strength between transforms; None: each strength free within its own bounds
+    transforms_budget: float | None = None
     alternating: bool = False  # the paper's two-pass schedule instead of gradient reversal
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -93,6 +96,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}"
                 )
+        if self.transforms_budget is not None and not 0 < self.transforms_budget <= 1:
+            raise ConfigError(
+                "--transforms-budget is the mean strength as a fraction of each transform's "
+                f"range, in (0, 1]; got {self.transforms_budget}"
+            )
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
         if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:

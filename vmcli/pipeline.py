@@ -239,7 +239,7 @@ def load_viewmaker(
                     f"{src}: unknown transform family {header.get('family')!r} "
                     f"(known: {', '.join(FAMILIES)})"
                 )
-            tf = family()
+            tf = family(untrusted.transforms_budget(header, src))
             untrusted.same_tensors(tensors, tf.state_dict(), src)
             runs.load_state(tf, tensors, src)
         else:

@@ -155,7 +155,11 @@ def _build_job(
             else None
         )
     handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
-    transforms = create_transforms(cfg.modality or "") if cfg.uses_transforms else None
+    transforms = (
+        create_transforms(cfg.modality or "", cfg.transforms_budget)
+        if cfg.uses_transforms
+        else None
+    )
     return Job(
         cfg,
         data.source,
@@ -371,6 +375,7 @@ def _finish(
             {
                 "kind": "transforms",
                 "family": job.transforms.family,
+                "transforms_budget": job.transforms.budget,
                 "strengths": strengths,
                 **metadata,
             },
@@ -403,6 +408,7 @@ def _finish(
         "previews": [p.name for p in previews],
         "adversary": adversary,
         "transforms": strengths,
+        "transforms_budget": cfg.transforms_budget if cfg.uses_transforms else None,
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
     if strengths:

@@ -329,6 +329,16 @@ def export_header(header: dict[str, Any], src: Path, kind: str) -> dict[str, Any
     return header
 
 
+def transforms_budget(header: dict[str, Any], src: Path) -> float | None:
+    """A transforms export's budget: absent/None (free strengths) or a fraction in (0, 1]."""
+    value = header.get("transforms_budget")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _fail(src, f"metadata: transforms_budget is {_show(value)}, not a fraction in (0, 1]")
+    return float(value)
+
+
 def same_tensors(found: Mapping[str, Any], expected: Mapping[str, Tensor], src: Path) -> None:
     """The tensors a file holds are exactly those of the module its metadata describes (names,
     shapes and dtypes); `expected` may live on the meta device (nothing allocated)."""

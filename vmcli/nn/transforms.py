@@ -52,18 +52,30 @@ class LearnedTransforms(nn.Module):
     family: str = ""
     STRENGTHS: tuple[Strength, ...] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, budget: float | None = None) -> None:
         super().__init__()
+        if budget is not None and not 0 < budget <= 1:
+            raise ValueError(f"a transform budget is a mean fraction in (0, 1]; got {budget}")
+        self.budget = budget
         init = []
         for s in self.STRENGTHS:
             frac = (s.init - s.low) / (s.high - s.low)
             frac = min(max(frac, 1e-4), 1 - 1e-4)
             init.append(math.log(frac / (1 - frac)))
         self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+        with torch.no_grad():  # the strengths at θ₀ (the recipe, rescaled to a budget if any)
+            self._initial = {k: float(v) for k, v in self.strengths().items()}
+
+    def fractions(self) -> Tensor:
+        """Each strength as a fraction of its range: sigmoid(θ), or, under a budget, those
+        fractions rescaled so their mean is exactly the budget (the distortion budget of the
+        viewmaker, for transforms: the adversary can only move strength between transforms)."""
+        frac = torch.sigmoid(self.logits.float())
+        return frac if self.budget is None else fill_to_mean(frac, self.budget)
 
     def strengths(self) -> dict[str, Tensor]:
         """name → current strength (a 0-d tensor that carries the gradient)."""
-        frac = torch.sigmoid(self.logits.float())
+        frac = self.fractions()
         return {s.name: s.low + (s.high - s.low) * frac[i] for i, s in enumerate(self.STRENGTHS)}
 
     def table(self) -> list[dict[str, float | str]]:
@@ -72,7 +84,7 @@ class LearnedTransforms(nn.Module):
         return [
             {
                 "name": s.name,
-                "initial": s.init,
+                "initial": self._initial[s.name],
                 "learned": now[s.name],
                 "low": s.low,
                 "high": s.high,
@@ -87,6 +99,24 @@ class LearnedTransforms(nn.Module):
 
     def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g: torch.Generator | None) -> Tensor:
         raise NotImplementedError
+
+
+def fill_to_mean(frac: Tensor, budget: float) -> Tensor:
+    """Rescale fractions in (0, 1] so their mean is `budget`, none above 1 (water-filling).
+
+    Those the common scale would push past 1 are held at 1 and the rest share what remains,
+    so the result keeps the proportions of the unsaturated entries. Differentiable, and with a
+    fixed number of rounds (one per entry), so no host sync on an accelerator.
+    """
+    n = frac.numel()
+    saturated = torch.zeros_like(frac, dtype=torch.bool)
+    out = frac
+    for _ in range(n):
+        free = (frac * ~saturated).sum().clamp_min(1e-12)
+        scale = (budget * n - saturated.sum()) / free
+        out = torch.where(saturated, torch.ones_like(frac), frac * scale)
+        saturated = saturated | (out > 1)
+    return out.clamp(max=1.0)
 
 
 # -- differentiable building blocks ----------------------------------------------------------
@@ -241,8 +271,9 @@ FAMILIES: dict[str, type[LearnedTransforms]] = {
 }
 
 
-def create_transforms(modality: str) -> LearnedTransforms:
-    """The learned-transform family for a modality (sensor or audio)."""
+def create_transforms(modality: str, budget: float | None = None) -> LearnedTransforms:
+    """The learned-transform family for a modality (sensor or audio), optionally under a
+    budget (the mean strength, as a fraction of each range, held fixed)."""
     from vmcli.errors import ConfigError
 
     if modality not in FAMILIES:
@@ -250,4 +281,4 @@ def create_transforms(modality: str) -> LearnedTransforms:
             f"learned transforms exist for {' and '.join(FAMILIES)} data, not {modality}; "
             "use --views viewmaker (or handcrafted) for it"
         )
-    return FAMILIES[modality]()
+    return FAMILIES[modality](budget)
