@@ -151,3 +151,19 @@ def test_every_view_space_fits_round_trips_and_rebuilds(
     handmade = modality.handcrafted(data.meta)(raw, torch.Generator().manual_seed(0))
     assert torch.isfinite(rebuilt.to_encoder(rebuilt.to_view(handmade))).all()
     assert isinstance(modality.describe_raw(meta), str)
+
+
+def test_the_library_loads_without_importing_any_decoder(tmp_path):
+    """`load_viewmaker`/`load_encoder`/`train` import no audio or CSV decoder (pandas,
+    soundfile, soxr) until a file of that kind is read: they cost ~0.7 s and a native library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vmcli import load_viewmaker, load_encoder, train, evaluate, augment_folder\n"
+        "from vmcli.data import MODALITIES\n"
+        "print(sorted(m for m in ('pandas', 'soundfile', 'soxr') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -20,11 +20,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 from torch import Tensor
 
@@ -44,6 +42,9 @@ from vmcli.errors import ConfigError, DataError
 from vmcli.runs import atomic_write
 from vmcli.spectral import LogMel, griffin_lim
 from vmcli.views import audio_views
+
+if TYPE_CHECKING:
+    import soundfile as sf
 
 DEFAULT_RATE = 16_000
 N_MELS = 64
@@ -136,6 +137,8 @@ def _mono(data: np.ndarray) -> np.ndarray:
 
 def _check_header(path: Path, max_seconds: float) -> sf._SoundFileInfo | str:
     """The file's header if it describes usable audio, else the reason to skip it."""
+    import soundfile as sf  # decoders load on first use: `import vmcli` stays light
+
     try:
         meta = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
@@ -173,6 +176,9 @@ class _Decoded:
 def _decode(path: Path, rate: int, max_seconds: float) -> _Decoded | str:
     """The file read once: mono at `rate`, plus what writing a view back needs; or the
     reason to skip it."""
+    import soundfile as sf
+    import soxr
+
     meta = _check_header(path, max_seconds)
     if isinstance(meta, str):
         return meta
@@ -335,6 +341,9 @@ class AudioModality(Modality):
         )
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
+        import soundfile as sf
+        import soxr
+
         ctx = sample.context
         if dst.suffix == ".npy":  # spectrogram space: the view's log-mel (n_mels × frames)
             log_mel = raw[0, 0].float().cpu()
@@ -369,6 +378,8 @@ class AudioModality(Modality):
         self, raw: Tensor, views: list[Tensor], deltas: list[Tensor], space: ViewSpace, dst: Path
     ) -> list[Path]:
         """preview.png (log-mel of original | views | δ) and preview_audio/*.wav to listen to."""
+        import soundfile as sf
+
         assert isinstance(space, _LogMelNormalised)
         with torch.no_grad():
             original = space.log_mel(space.to_view(raw))

@@ -18,11 +18,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from vmcli.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DELIMITERS = ("\t", ";", ",")  # on a tie the one least likely to sit inside a cell wins
 EXCEL_SEP = re.compile(r"sep=([,;\t])[ \t]*(\r\n|\n|\r|$)", re.IGNORECASE)  # Excel's hint
@@ -154,6 +157,8 @@ def read_csv_recording(
         bom=bom,
         line_ending=line_ending,
     )
+    import pandas as pd  # loaded on first use: `import vmcli` stays light
+
     other = pd.DataFrame(
         {header[j]: parsed[j].cells for j in dropped}, index=range(len(rows)), dtype=object
     )
@@ -352,6 +357,8 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def _parse_column(cells: np.ndarray) -> _Column:
+    import pandas as pd
+
     series = pd.Series(cells, dtype=object)
     missing = series.str.lower().isin(MISSING).to_numpy(dtype=bool)
     nums = pd.to_numeric(series, errors="coerce").to_numpy(
