@@ -332,6 +332,14 @@ def test_sensor_long_recordings_with_window_and_stride(tmp_path):
     assert json.loads(r.stdout)["train_samples"] == 6 * 8  # 6 recordings × 8 windows
     r = invoke("eval", "--runs", runs, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["test_samples"] == 2 * 8
+    # `vm augment` writes each whole recording back (the viewmaker is convolutional: any length)
+    r = invoke("augment", tmp_path / "rec" / "test", "--out", tmp_path / "views", "--runs", runs)
+    assert r.exit_code == 0, r.output
+    src = (tmp_path / "rec" / "test" / "walk" / "r0.csv").read_text().splitlines()
+    out = (tmp_path / "views" / "walk" / "r0.csv").read_text().splitlines()
+    assert len(out) == len(src) == 301 and out[0] == "time_ms,x,y"
+    assert [ln.split(",")[0] for ln in out] == [ln.split(",")[0] for ln in src]  # time kept
+    assert out[1:] != src[1:]
 
 
 def test_help_shows_no_type_for_the_version_flag():

@@ -305,31 +305,32 @@ def test_round_trip_of_arbitrary_float32(tmp_path):
     np.testing.assert_array_equal(read_csv_recording(tmp_path / "v.csv").values, view)
 
 
-def test_window_carries_its_timestamps(tmp_path):
-    rows = [f"{i * 0.01:.2f},{i},{-i},{'walk' if i < 5 else 'run'}" for i in range(8)]
+def test_a_view_carries_its_timestamps_and_labels(tmp_path):
+    rows = [f"{i * 0.01:.2f},{i},{-i},{'walk' if i < 2 else 'run'}" for i in range(4)]
     src = put(tmp_path, "time,ax,ay,label\n" + "\n".join(rows) + "\n")
     rec = read_csv_recording(src)
-    window = rec.values[3:6] * 2
+    view = rec.values * 2
     dst = tmp_path / "w.csv"
-    write_csv_like(rec, window, dst, start=3)
+    write_csv_like(rec, view, dst)
     assert dst.read_text().splitlines() == [
         "time,ax,ay,label",
-        "0.03,6,-6,walk",
-        "0.04,8,-8,walk",
-        "0.05,10,-10,run",
+        "0.00,0,0,walk",
+        "0.01,2,-2,walk",
+        "0.02,4,-4,run",
+        "0.03,6,-6,run",
     ]
     back = read_csv_recording(dst)
-    np.testing.assert_array_equal(back.values, window)
-    assert back.other["time"].tolist() == ["0.03", "0.04", "0.05"]
+    np.testing.assert_array_equal(back.values, view)
+    assert back.other["time"].tolist() == ["0.00", "0.01", "0.02", "0.03"]
 
 
 def test_write_refuses_bad_views(tmp_path):
     rec = read_csv_recording(put(tmp_path, "ax,ay\n1,2\n3,4\n5,6\n"))
     with pytest.raises(DataError, match="shape"):
         write_csv_like(rec, np.zeros((2, 3)), tmp_path / "a.csv")
-    with pytest.raises(DataError, match="outside"):
-        write_csv_like(rec, np.zeros((2, 2)), tmp_path / "a.csv", start=2)
-    bad = np.zeros((2, 2), dtype=np.float32)
+    with pytest.raises(DataError, match="whole recording"):
+        write_csv_like(rec, np.zeros((2, 2)), tmp_path / "a.csv")
+    bad = np.zeros((3, 2), dtype=np.float32)
     bad[1, 0] = np.nan
     with pytest.raises(DataError, match="not finite"):
         write_csv_like(rec, bad, tmp_path / "a.csv")

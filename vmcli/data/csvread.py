@@ -165,10 +165,9 @@ def read_csv_recording(
     return CsvRecording(path, layout, values, other, interpolated)
 
 
-def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path, start: int = 0) -> None:
-    """Write `values` (T' × C) as a CSV laid out like `rec`'s file, so the user's tools read it.
-
-    Rows start..start+T' of the dropped columns (timestamps, labels) go beside the values
+def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
+    """Write `values` (T × C, the whole recording) as a CSV laid out like `rec`'s file, so the
+    user's tools read it. The dropped columns (timestamps, labels) go beside the values
     unchanged; numbers get the shortest text that reads back as the same float32.
     """
     layout, dst = rec.layout, Path(dst)
@@ -181,11 +180,10 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path, start: int 
             f"{dst}: values of shape {tuple(arr.shape)} do not fit {rec.path}'s {n_ch} channel(s) "
             f"({', '.join(layout.channel_columns)}); pass a T × {n_ch} array"
         )
-    total = len(rec.values)
-    if start < 0 or start + len(arr) > total:
+    if len(arr) != len(rec.values):
         raise DataError(
-            f"{dst}: rows {start}..{start + len(arr)} are outside {rec.path}'s {total} rows; "
-            "a view must lie inside the recording it was made from"
+            f"{dst}: the view has {len(arr)} rows but {rec.path} has {len(rec.values)}; "
+            "a view covers its whole recording"
         )
     if not np.isfinite(arr).all():
         bad = int(np.argwhere(~np.isfinite(arr))[0][0])
@@ -198,7 +196,7 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path, start: int 
     for k, name in enumerate(layout.channel_columns):
         out[name] = _format_float32(arr[:, k])
     for name in layout.dropped_columns:
-        out[name] = rec.other[name].iloc[start : start + len(arr)].astype(str).tolist()
+        out[name] = rec.other[name].astype(str).tolist()
     blank = [""] * len(arr)
     table = [out.get(name, blank) for name in layout.header]
 
