@@ -28,7 +28,7 @@ from vmcli.errors import CheckpointError, ConfigError
 from vmcli.nn.encoders import ENCODERS
 
 RUN_FORMAT = 1  # config.json / checkpoint.pt / export header layout; raised on breaking changes
-MAX_SAMPLE_ELEMENTS = 1 << 26  # values in one decoded sample (64 Mi: 70 min of 16 kHz audio)
+MAX_ELEMENTS = 1 << 26  # values in one decoded sample (64 Mi: 70 min of 16 kHz audio)
 MAX_IMAGE_SIDE = 8192
 MAX_SAMPLE_RATE = 768_000
 MAX_MELS = 512
@@ -53,7 +53,7 @@ def _fail(src: Path, problem: str, found: Any = None) -> CheckpointError:
 def _check_format(found: Mapping[str, Any], src: Path) -> None:
     fmt = found.get("format", 1)  # runs made before the field existed are format 1
     if isinstance(fmt, bool) or not isinstance(fmt, int):
-        raise _fail(src, f"format is {_show(fmt)}, not a number", found)
+        raise _fail(src, f"format is {shown(fmt)}, not a number", found)
     if fmt > RUN_FORMAT:
         v = found.get("vmcli_version")
         by = f"vm {v[:40]}" if isinstance(v, str) else "a newer vm"
@@ -66,12 +66,12 @@ def _check_format(found: Mapping[str, Any], src: Path) -> None:
 # -- plain values --------------------------------------------------------------------------------
 
 
-def _int(d: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+def whole_number(d: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
     if key not in d:
         raise Untrusted(f"{_owner(where)} lacks {key!r}")
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, int):
-        raise Untrusted(f"{where}{key} is {_show(v)}, not a whole number")
+        raise Untrusted(f"{where}{key} is {shown(v)}, not a whole number")
     if not lo <= v <= hi:
         raise Untrusted(f"{where}{key} is {v}, outside {lo}..{hi}")
     return v
@@ -82,7 +82,7 @@ def _number(d: Mapping[str, Any], key: str, where: str, positive: bool = False) 
         raise Untrusted(f"{_owner(where)} lacks {key!r}")
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise Untrusted(f"{where}{key} is {_show(v)}, not a finite number")
+        raise Untrusted(f"{where}{key} is {shown(v)}, not a finite number")
     if positive and not v > 0:
         raise Untrusted(f"{where}{key} is {v}, not > 0")
     return float(v)
@@ -92,15 +92,15 @@ def _dict(d: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     if key not in d:
         raise Untrusted(f"{_owner(where)} lacks {key!r}")
     if not isinstance(d[key], dict):
-        raise Untrusted(f"{where}{key} is {_show(d[key])}, not a mapping")
+        raise Untrusted(f"{where}{key} is {shown(d[key])}, not a mapping")
     return d[key]
 
 
-def _choice(d: Mapping[str, Any], key: str, options: tuple[str, ...], where: str) -> str:
+def one_of(d: Mapping[str, Any], key: str, options: tuple[str, ...], where: str) -> str:
     if key not in d:
         raise Untrusted(f"{_owner(where)} lacks {key!r}")
     if d[key] not in options:
-        raise Untrusted(f"{where}{key} is {_show(d[key])}, not one of {', '.join(options)}")
+        raise Untrusted(f"{where}{key} is {shown(d[key])}, not one of {', '.join(options)}")
     return d[key]
 
 
@@ -108,7 +108,7 @@ def _owner(where: str) -> str:
     return where.rstrip(".") or "it"
 
 
-def _show(v: Any) -> str:
+def shown(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -131,53 +131,19 @@ def _modality(name: Any, where: str) -> Any:
     from vmcli.data import MODALITIES
 
     if name not in MODALITIES:
-        raise Untrusted(f"{where}modality is {_show(name)}, not one of {', '.join(MODALITIES)}")
+        raise Untrusted(f"{where}modality is {shown(name)}, not one of {', '.join(MODALITIES)}")
     return MODALITIES[name]
 
 
 def data_meta(modality: str, meta: dict[str, Any], where: str = "data_meta.") -> list[int]:
     """Check a run's data description (bounded sizes that agree with each other); returns the
     shape of one raw sample."""
-    if modality == "image":
-        c = _int(meta, "channels", 1, 4, where)
-        if c not in (1, 3):
-            raise Untrusted(f"{where}channels is {c}, not 1 or 3")
-        side = _int(meta, "size", 8, MAX_IMAGE_SIDE, where)
-        shape = [c, side, side]
-    elif modality == "audio":
-        _int(meta, "sample_rate", 1000, MAX_SAMPLE_RATE, where)
-        if "n_mels" in meta:
-            _int(meta, "n_mels", 1, MAX_MELS, where)
-        shape = [1, _int(meta, "clip_samples", 1, MAX_SAMPLE_ELEMENTS, where)]
-    elif modality == "sensor":
-        cols = meta.get("columns")
-        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
-            raise Untrusted(f"{where}columns is {_show(cols)}, not a list of column names")
-        if not 1 <= len(cols) <= MAX_COLUMNS:
-            raise Untrusted(f"{where}columns has {len(cols)} names, not 1..{MAX_COLUMNS}")
-        window = _int(meta, "window", 8, MAX_SAMPLE_ELEMENTS, where)
-        if meta.get("stride") is not None:
-            _int(meta, "stride", 1, MAX_SAMPLE_ELEMENTS, where)
-        shape = [len(cols), window]
-    elif modality == "array":
-        dims = meta.get("shape")
-        if (
-            not isinstance(dims, list)
-            or len(dims) not in (2, 3)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
-        ):
-            raise Untrusted(f"{where}shape is {_show(dims)}, not C × T or C × H × W sizes")
-        if dims[0] > MAX_COLUMNS:
-            raise Untrusted(f"{where}shape has {dims[0]} channels, more than {MAX_COLUMNS}")
-        _choice(meta, "layout", ("ct", "hw"), where)
-        shape = list(dims)
-    else:  # pragma: no cover - _modality() vets the name first
-        raise Untrusted(f"unknown modality {modality!r}")
-    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+    shape = _modality(modality, "").check_meta(meta, where)
+    if math.prod(shape) > MAX_ELEMENTS:
         raise Untrusted(f"{_owner(where)} describes samples of shape {shape}: too large")
     if "raw_shape" in meta and meta["raw_shape"] != shape:
         raise Untrusted(
-            f"{where}raw_shape is {_show(meta['raw_shape'])}, but the rest of it says {shape}"
+            f"{where}raw_shape is {shown(meta['raw_shape'])}, but the rest of it says {shape}"
         )
     return shape
 
@@ -185,7 +151,7 @@ def data_meta(modality: str, meta: dict[str, Any], where: str = "data_meta.") ->
 def space_stats(stats: dict[str, Any], where: str = "space_stats.") -> None:
     for key, value in stats.items():
         if not _numbers(value):
-            raise Untrusted(f"{where}{key} is {_show(value)}, not finite numbers")
+            raise Untrusted(f"{where}{key} is {shown(value)}, not finite numbers")
 
 
 def build_space(modality: str, view_space: str, meta: dict, stats: dict, src: Path) -> Any:
@@ -248,13 +214,13 @@ def train_settings(train: dict[str, Any], where: str = "train.") -> Any:
     hints = typing.get_type_hints(TrainConfig)
     for key, value in train.items():
         if key in hints and not _fits_type(value, hints[key]):
-            raise Untrusted(f"{where}{key} is {_show(value)}, of the wrong type")
+            raise Untrusted(f"{where}{key} is {shown(value)}, of the wrong type")
     for key in ("data", "modality", "view_space", "encoder", "viewmaker_width", "batch_size"):
         if train.get(key) is None:
             raise Untrusted(f"{_owner(where)} lacks {key!r}")
     modality = _modality(train["modality"], where)
-    _choice(train, "view_space", modality.view_spaces, where)
-    _choice(train, "encoder", ENCODER_NAMES, where)
+    one_of(train, "view_space", modality.view_spaces, where)
+    one_of(train, "encoder", ENCODER_NAMES, where)
     cfg = TrainConfig.from_dict(train)
     try:
         cfg.validate()
@@ -277,7 +243,7 @@ def config(found: Any, src: Path) -> dict[str, Any]:
         data_meta(train["modality"], meta)
         space_stats(_dict(found, "space_stats", ""))
         if "data" in found and not isinstance(found["data"], dict):
-            raise Untrusted(f"data is {_show(found['data'])}, not a mapping")
+            raise Untrusted(f"data is {shown(found['data'])}, not a mapping")
     except Untrusted as e:
         raise _fail(src, str(e), found) from None
     return found
@@ -289,7 +255,7 @@ def results(found: Any, src: Path) -> dict[str, Any]:
         raise _fail(src, f"holds {type(found).__name__}, not a mapping")
     for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
         if found.get(key) is not None and not _numbers(found[key]):
-            raise _fail(src, f"{key} is {_show(found[key])}, not a number", found)
+            raise _fail(src, f"{key} is {shown(found[key])}, not a number", found)
     rows = found.get("rows", [])
     if not isinstance(rows, list) or not all(
         isinstance(r, dict)
@@ -309,21 +275,21 @@ def export_header(header: dict[str, Any], src: Path, kind: str) -> dict[str, Any
     _check_format(header, src)
     try:
         if "kind" in header and header["kind"] != kind:
-            raise Untrusted(f"it is a {_show(header['kind'])} export, not the {kind}")
+            raise Untrusted(f"it is a {shown(header['kind'])} export, not the {kind}")
         modality = _modality(header.get("modality"), "")
-        _choice(header, "view_space", modality.view_spaces, "")
+        one_of(header, "view_space", modality.view_spaces, "")
         meta = _dict(header, "data_meta", "")
         shape = data_meta(modality.name, meta)
         if header.get("raw_shape") != shape:
             raise Untrusted(
-                f"raw_shape is {_show(header.get('raw_shape'))}, but data_meta says {shape}"
+                f"raw_shape is {shown(header.get('raw_shape'))}, but data_meta says {shape}"
             )
         space_stats(_dict(header, "space_stats", ""))
         _number(header, "budget", "", positive=True)
         vm = _dict(header, "viewmaker", "")
-        _int(vm, "width", 1, 256, "viewmaker.")
-        _int(vm, "blocks", 0, 32, "viewmaker.")
-        _choice(header, "encoder", ENCODER_NAMES, "")
+        whole_number(vm, "width", 1, 256, "viewmaker.")
+        whole_number(vm, "blocks", 0, 32, "viewmaker.")
+        one_of(header, "encoder", ENCODER_NAMES, "")
     except Untrusted as e:
         raise _fail(src, f"metadata: {e}", header) from None
     return header
@@ -335,7 +301,7 @@ def transforms_budget(header: dict[str, Any], src: Path) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise _fail(src, f"metadata: transforms_budget is {_show(value)}, not a fraction in (0, 1]")
+        raise _fail(src, f"metadata: transforms_budget is {shown(value)}, not a fraction in (0, 1]")
     return float(value)
 
 
@@ -399,10 +365,10 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
             raise _fail(src, f"lacks {key!r}", state)
         v = state[key]
         if isinstance(v, bool) or not isinstance(v, kind):
-            raise _fail(src, f"{key} is {_show(v)}, of the wrong type", state)
+            raise _fail(src, f"{key} is {shown(v)}, of the wrong type", state)
     for key in ("transforms", "transforms_opt"):  # runs with learned transforms only
         if not isinstance(state.get(key, {}), dict):
-            raise _fail(src, f"{key} is {_show(state[key])}, of the wrong type", state)
+            raise _fail(src, f"{key} is {shown(state[key])}, of the wrong type", state)
     for key in ("epoch", "step", "samples"):
         if state[key] < 0:
             raise _fail(src, f"{key} is {state[key]}, negative", state)
@@ -436,13 +402,13 @@ def _optimizer_fits(saved: dict, fresh: torch.optim.Optimizer, params: list, wha
             if key == "params" or key not in g:
                 continue
             if not _same_kind(g[key], want):
-                return f"{what} setting {key} is {_show(g[key])}"
+                return f"{what} setting {key} is {shown(g[key])}"
     ids = [i for g in groups for i in g["params"]]
     if sorted(ids) != list(range(len(params))):
         return f"{what} numbers its parameters other than 0..{len(params) - 1}"
     for i, per in state.items():
         if not isinstance(i, int) or not 0 <= i < len(params) or not isinstance(per, dict):
-            return f"{what} has state for an unknown parameter {_show(i)}"
+            return f"{what} has state for an unknown parameter {shown(i)}"
         p = params[i]
         for key, v in per.items():
             if isinstance(v, Tensor):
@@ -451,7 +417,7 @@ def _optimizer_fits(saved: dict, fresh: torch.optim.Optimizer, params: list, wha
                 if tuple(v.shape) != tuple(p.shape) or not v.is_floating_point():
                     return f"{what} {key} of parameter {i} is {list(v.shape)}, not {list(p.shape)}"
             elif isinstance(v, bool) or not isinstance(v, int | float):
-                return f"{what} {key} of parameter {i} is {_show(v)}"
+                return f"{what} {key} of parameter {i} is {shown(v)}"
     return ""
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vmcli import preview as pv
+from vmcli import untrusted
 from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
@@ -404,6 +405,23 @@ class ArrayModality(Modality):
         if name != "values":
             raise ConfigError(f"array data has the view space values; got {name!r}")
         return ValuesSpace(meta, stats)
+
+    def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
+        dims = meta.get("shape")
+        if (
+            not isinstance(dims, list)
+            or len(dims) not in (2, 3)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
+        ):
+            raise untrusted.Untrusted(
+                f"{where}shape is {untrusted.shown(dims)}, not C × T or C × H × W sizes"
+            )
+        if dims[0] > untrusted.MAX_COLUMNS:
+            raise untrusted.Untrusted(
+                f"{where}shape has {dims[0]} channels, more than {untrusted.MAX_COLUMNS}"
+            )
+        untrusted.one_of(meta, "layout", ("ct", "hw"), where)
+        return list(dims)
 
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return sensor_views if len(meta["shape"]) == 2 else array_image_views

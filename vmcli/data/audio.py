@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from vmcli import preview as pv
+from vmcli import untrusted
 from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
@@ -316,6 +317,12 @@ class AudioModality(Modality):
         if name == "spectrogram":
             return LogMelSpace(meta, stats)
         raise ConfigError(f"audio has view spaces {', '.join(self.view_spaces)}; got {name!r}")
+
+    def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
+        untrusted.whole_number(meta, "sample_rate", 1000, untrusted.MAX_SAMPLE_RATE, where)
+        if "n_mels" in meta:
+            untrusted.whole_number(meta, "n_mels", 1, untrusted.MAX_MELS, where)
+        return [1, untrusted.whole_number(meta, "clip_samples", 1, untrusted.MAX_ELEMENTS, where)]
 
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return audio_views

@@ -211,6 +211,12 @@ class Modality(ABC):
     ) -> ViewSpace: ...
 
     @abstractmethod
+    def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
+        """The raw sample shape a run's data description implies, every field checked and
+        bounded (it comes from a file that may not be ours); `vmcli.untrusted.Untrusted` if not.
+        `where` prefixes field names in messages ("data_meta.")."""
+
+    @abstractmethod
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         """The standard hand-designed augmentation for this modality, on raw device batches."""
 

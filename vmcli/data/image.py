@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from vmcli import preview as pv
+from vmcli import untrusted
 from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
@@ -217,6 +218,13 @@ class ImageModality(Modality):
         self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
     ) -> ViewSpace:
         return PixelSpace(meta, stats)
+
+    def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
+        c = untrusted.whole_number(meta, "channels", 1, 4, where)
+        if c not in (1, 3):
+            raise untrusted.Untrusted(f"{where}channels is {c}, not 1 or 3")
+        side = untrusted.whole_number(meta, "size", 8, untrusted.MAX_IMAGE_SIDE, where)
+        return [c, side, side]
 
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return simclr_image_views

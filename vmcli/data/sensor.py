@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vmcli import preview as pv
+from vmcli import untrusted
 from vmcli.console import info, warn
 from vmcli.data.base import (
     FileSample,
@@ -265,6 +266,21 @@ class SensorModality(Modality):
         raise ConfigError(
             f"sensor data has view spaces {', '.join(self.view_spaces)}; got {name!r}"
         )
+
+    def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
+        cols = meta.get("columns")
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise untrusted.Untrusted(
+                f"{where}columns is {untrusted.shown(cols)}, not a list of column names"
+            )
+        if not 1 <= len(cols) <= untrusted.MAX_COLUMNS:
+            raise untrusted.Untrusted(
+                f"{where}columns has {len(cols)} names, not 1..{untrusted.MAX_COLUMNS}"
+            )
+        window = untrusted.whole_number(meta, "window", 8, untrusted.MAX_ELEMENTS, where)
+        if meta.get("stride") is not None:
+            untrusted.whole_number(meta, "stride", 1, untrusted.MAX_ELEMENTS, where)
+        return [len(cols), window]
 
     def handcrafted(self, meta: dict[str, Any]) -> Handcrafted:
         return sensor_views
