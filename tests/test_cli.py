@@ -346,3 +346,28 @@ def test_help_shows_no_type_for_the_version_flag():
     line = next(ln for ln in invoke("--help").output.splitlines() if "--version" in ln)
     assert "<bool>" not in line and "Show the version" in line
     assert invoke("--version").output.startswith("vm ")
+
+
+def test_train_options_default_to_train_config_and_show_their_defaults():
+    """One default per knob: every `vm train` option named after a TrainConfig/LoadOptions field
+    either defaults to that field's value or to None ("decide from the data / the run")."""
+    import dataclasses
+
+    import typer.main
+
+    from vmcli.config import LoadOptions, TrainConfig
+
+    command = typer.main.get_command(app).commands["train"]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults |= {f.name: f.default for f in dataclasses.fields(LoadOptions)}
+    checked = 0
+    for param in command.params:
+        if param.name in defaults and param.default is not None:
+            assert param.default == defaults[param.name], param.name
+            checked += 1
+    assert checked >= 12
+    text = invoke("train", "--help").output
+    for shown in ("[default: 0.1 for image", "[default: 100]", "[default: median length]"):
+        assert shown in text.replace("\n", " ") or shown in text, shown
+    for panel in ("Views", "Training", "Images", "Audio", "Sensors", "Arrays", "Run folder"):
+        assert f" {panel} " in text, panel

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from vmcli import __version__
+from vmcli.config import LoadOptions, TrainConfig
 from vmcli.console import console, error, print_json
 from vmcli.errors import VmError
 
@@ -102,157 +103,225 @@ def train(
     budget: Annotated[
         float | None,
         typer.Option(
-            help="Distortion budget ε: mean |δ| per example, in view-space units. [default: 0.1 for image pixels, 0.2 for sensor signals (channel stds), 0.05 elsewhere]",
+            rich_help_panel="Views",
+            help="Distortion budget ε: mean |δ| per example, in view-space units. \\[default: 0.1 for image pixels, 0.2 for sensor signals (channel stds), 0.05 elsewhere]",
             show_default=False,
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs.  [default: 100]", show_default=False)
+        int | None,
+        typer.Option(
+            rich_help_panel="Training",
+            help=f"Training epochs. \\[default: {TrainConfig.epochs}]",
+            show_default=False,
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Batch size (pairs of views). [default: 256 images, 128 audio/sensors]",
+            rich_help_panel="Training",
+            help="Batch size (pairs of views). \\[default: 256 images, 128 audio/sensors]",
             show_default=False,
         ),
     ] = None,
     views: Annotated[
         str,
         typer.Option(
-            help="viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor/audio: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none."
+            rich_help_panel="Views",
+            help="viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor/audio: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.",
         ),
-    ] = "viewmaker",
+    ] = TrainConfig.views,
     view_space: Annotated[
         str | None,
         typer.Option(
-            help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors); values (arrays). [default: per modality]",
+            rich_help_panel="Views",
+            help="Where the viewmaker acts: pixels (images); spectrogram | waveform (audio); signal | spectrogram (sensors); values (arrays). \\[default: per modality]",
             show_default=False,
         ),
     ] = None,
     modality: Annotated[
         str | None,
         typer.Option(
+            rich_help_panel="Data",
             help="image | audio | sensor | array (needed only for folders that mix them).",
             show_default=False,
         ),
     ] = None,
     encoder: Annotated[
-        str, typer.Option(help="resnet18 | small | auto (resnet18 on a GPU, small on the CPU).")
-    ] = "auto",
+        str,
+        typer.Option(
+            rich_help_panel="Training",
+            help="resnet18 | small | auto (resnet18 on a GPU, small on the CPU).",
+        ),
+    ] = TrainConfig.encoder,
     device: DeviceOpt = "auto",
     out: Annotated[
-        Path, typer.Option(help="Parent folder: each run gets a new numbered folder in it.")
+        Path,
+        typer.Option(
+            rich_help_panel="Run folder",
+            help="Parent folder: each run gets a new numbered folder in it.",
+        ),
     ] = Path("runs"),
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, batch order and views.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            rich_help_panel="Training", help="Seed for initialisation, batch order and views."
+        ),
+    ] = TrainConfig.seed,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue this run folder from its checkpoint.", show_default=False),
+        typer.Option(
+            rich_help_panel="Run folder",
+            help="Continue this run folder from its checkpoint.",
+            show_default=False,
+        ),
     ] = None,
     checkpoint_every: Annotated[
         str,
         typer.Option(
-            help="Checkpoints inside an epoch, at a step boundary: every 10m (minutes), 30s, 2h of training, or every 500steps; off = at epoch ends only."
+            rich_help_panel="Run folder",
+            help="Checkpoints inside an epoch, at a step boundary: every 10m (minutes), 30s, 2h of training, or every 500steps; off = at epoch ends only.",
         ),
-    ] = "10m",
+    ] = TrainConfig.checkpoint_every,
     allow_data_change: Annotated[
         bool,
         typer.Option(
-            help="With --resume: go on even if the data folder's training files changed since the run started."
+            rich_help_panel="Run folder",
+            help="With --resume: go on even if the data folder's training files changed since the run started.",
         ),
     ] = False,
     alternating: Annotated[
         bool,
         typer.Option(
-            help="The paper's two-pass schedule instead of one pass with gradient reversal."
+            rich_help_panel="Views",
+            help="The paper's two-pass schedule instead of one pass with gradient reversal.",
         ),
-    ] = False,
+    ] = TrainConfig.alternating,
     precision: Annotated[
-        str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")
-    ] = "auto",
+        str,
+        typer.Option(
+            rich_help_panel="Training",
+            help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.",
+        ),
+    ] = TrainConfig.precision,
     compile: Annotated[
-        bool, typer.Option(help="torch.compile the networks (pays off on long GPU runs).")
-    ] = False,
+        bool,
+        typer.Option(
+            rich_help_panel="Training",
+            help="torch.compile the networks (pays off on long GPU runs).",
+        ),
+    ] = TrainConfig.compile,
     image_size: Annotated[
         int | None,
         typer.Option(
-            help="Images: side of the square training crop. [default: median shorter side, 16..224]",
+            rich_help_panel="Images",
+            help="Images: side of the square training crop. \\[default: median shorter side, 16..224]",
             show_default=False,
         ),
     ] = None,
     sample_rate: Annotated[
         int | None,
         typer.Option(
-            help="Audio: resample to this rate in Hz. [default: 16000]", show_default=False
+            rich_help_panel="Audio",
+            help="Audio: resample to this rate in Hz. \\[default: 16000]",
+            show_default=False,
         ),
     ] = None,
     clip_seconds: Annotated[
         float | None,
         typer.Option(
-            help="Audio: clip length in seconds. [default: median length]", show_default=False
+            rich_help_panel="Audio",
+            help="Audio: clip length in seconds. \\[default: median length]",
+            show_default=False,
         ),
     ] = None,
     window: Annotated[
         int | None,
         typer.Option(
-            help="Sensors: window length in rows (cuts long recordings with --stride). [default: median length]",
+            rich_help_panel="Sensors",
+            help="Sensors: window length in rows (cuts long recordings with --stride). \\[default: median length]",
             show_default=False,
         ),
     ] = None,
     stride: Annotated[
         int | None,
         typer.Option(
+            rich_help_panel="Sensors",
             help="Sensors: hop between windows cut from long recordings, in rows.",
             show_default=False,
         ),
     ] = None,
     columns: Annotated[
         str | None,
-        typer.Option(help="Sensors: comma-separated channel columns to use.", show_default=False),
+        typer.Option(
+            rich_help_panel="Sensors",
+            help="Sensors: comma-separated channel columns to use.",
+            show_default=False,
+        ),
     ] = None,
     array_layout: Annotated[
         str | None,
         typer.Option(
-            help="Arrays: read 2-D arrays as ct (channels × time) or hw (1-channel H × W images). [default: ct]",
+            rich_help_panel="Arrays",
+            help="Arrays: read 2-D arrays as ct (channels × time) or hw (1-channel H × W images). \\[default: ct]",
             show_default=False,
         ),
     ] = None,
     viewmaker_width: Annotated[
         int | None,
         typer.Option(
-            help="Viewmaker first-layer width. [default: 32 on a GPU as in the paper, 16 on the CPU]",
+            rich_help_panel="Views",
+            help="Viewmaker first-layer width. \\[default: 32 on a GPU as in the paper, 16 on the CPU]",
             show_default=False,
         ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="NT-Xent temperature τ.")] = 0.07,
+    temperature: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="NT-Xent temperature τ.")
+    ] = TrainConfig.temperature,
     encoder_lr: Annotated[
-        float, typer.Option(help="Encoder SGD learning rate (momentum 0.9, wd 1e-4).")
-    ] = 0.03,
+        float,
+        typer.Option(
+            rich_help_panel="Training", help="Encoder SGD learning rate (momentum 0.9, wd 1e-4)."
+        ),
+    ] = TrainConfig.encoder_lr,
     viewmaker_lr: Annotated[
         float,
-        typer.Option(help="Viewmaker Adam learning rate: how fast the adversary adapts."),
-    ] = 1e-3,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Viewmaker Adam learning rate: how fast the adversary adapts.",
+        ),
+    ] = TrainConfig.viewmaker_lr,
     transforms_lr: Annotated[
         float,
-        typer.Option(help="Adam learning rate of the learned transform strengths (their logits)."),
-    ] = 1e-2,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Adam learning rate of the learned transform strengths (their logits).",
+        ),
+    ] = TrainConfig.transforms_lr,
     transforms_budget: Annotated[
         float | None,
         typer.Option(
-            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds. [default: none, each strength free within its bounds]",
+            rich_help_panel="Views",
+            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds. \\[default: none, each strength free within its bounds]",
             show_default=False,
         ),
     ] = None,
     data_mode: Annotated[
         str,
         typer.Option(
-            help="memory (decode once, keep in RAM / on the GPU) | stream (decode from disk each epoch, bounded memory) | auto (stream only when the decoded data would exceed a quarter of the free RAM)."
+            rich_help_panel="Data",
+            help="memory (decode once, keep in RAM / on the GPU) | stream (decode from disk each epoch, bounded memory) | auto (stream only when the decoded data would exceed a quarter of the free RAM).",
         ),
-    ] = "auto",
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes when streaming.")] = 4,
+    ] = TrainConfig.data_mode,
+    workers: Annotated[
+        int,
+        typer.Option(rich_help_panel="Data", help="DataLoader worker processes when streaming."),
+    ] = TrainConfig.workers,
     devices: Annotated[
         int,
         typer.Option(
-            help="Processes for data-parallel training (GPUs, or CPU processes); re-launches under torchrun. --batch-size is the global batch."
+            rich_help_panel="Training",
+            help="Processes for data-parallel training (GPUs, or CPU processes); re-launches under torchrun. --batch-size is the global batch.",
         ),
     ] = 1,
     as_json: JsonOpt = False,
@@ -263,8 +332,6 @@ def train(
     The folder's kind (images, audio, sensor CSVs) is detected; class subfolders and
     train/ test/ folders are recognised but labels are never used for training.
     """
-    from vmcli.config import TrainConfig
-    from vmcli.data import LoadOptions
     from vmcli.errors import ConfigError
     from vmcli.session import train as run_training
 
@@ -354,7 +421,7 @@ def augment(
     run: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder whose viewmaker to apply. [default: newest under --runs]",
+            help="Run folder whose viewmaker to apply. \\[default: newest under --runs]",
             show_default=False,
         ),
     ] = None,
@@ -390,7 +457,7 @@ def augment(
 def eval_(
     run: Annotated[
         Path | None,
-        typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False),
+        typer.Argument(help="Run folder. \\[default: newest under --runs]", show_default=False),
     ] = None,
     linear: Annotated[
         bool, typer.Option("--linear/--no-linear", help="Linear probe (logistic regression).")
@@ -401,7 +468,7 @@ def eval_(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Labelled data folder. [default: the run's training data]", show_default=False
+            help="Labelled data folder. \\[default: the run's training data]", show_default=False
         ),
     ] = None,
     device: DeviceOpt = "auto",
@@ -445,7 +512,7 @@ def eval_(
 def info(
     run: Annotated[
         Path | None,
-        typer.Argument(help="Run folder. [default: newest under --runs]", show_default=False),
+        typer.Argument(help="Run folder. \\[default: newest under --runs]", show_default=False),
     ] = None,
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,

@@ -15,8 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmcli.data.base import LoadOptions
 from vmcli.errors import ConfigError
+
+
+@dataclass
+class LoadOptions:
+    """Modality-specific loading knobs; None means "derive from the data"."""
+
+    image_size: int | None = None
+    sample_rate: int | None = None
+    clip_seconds: float | None = None
+    window: int | None = None
+    stride: int | None = None
+    columns: list[str] | None = None
+    max_clip_seconds: float = 600.0
+    array_layout: str | None = None  # 2-D arrays: "ct" (C × T, the default) or "hw" (H × W)
+
 
 VIEWS = (
     "viewmaker",

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vmcli.config import LoadOptions  # noqa: F401  (re-exported: modalities read it from here)
 from vmcli.devices import module_device
 from vmcli.errors import ConfigError, DataError
 
@@ -45,20 +46,6 @@ class Item:
     split: str = ""
     label: str | None = None
     offset: int = 0
-
-
-@dataclass
-class LoadOptions:
-    """Modality-specific loading knobs; None means "derive from the data"."""
-
-    image_size: int | None = None
-    sample_rate: int | None = None
-    clip_seconds: float | None = None
-    window: int | None = None
-    stride: int | None = None
-    columns: list[str] | None = None
-    max_clip_seconds: float = 600.0
-    array_layout: str | None = None  # 2-D arrays: "ct" (C × T, the default) or "hw" (H × W)
 
 
 @dataclass
