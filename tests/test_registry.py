@@ -109,6 +109,16 @@ def test_every_modality_has_a_maker_here():
     assert sorted(MAKERS) == sorted(MODALITIES)
 
 
+@pytest.mark.parametrize("modality_name", list(MODALITIES))
+def test_an_unknown_view_space_names_the_ones_there_are(modality_name):
+    from vmcli.errors import ConfigError
+
+    modality = MODALITIES[modality_name]
+    with pytest.raises(ConfigError) as e:
+        modality.build_space("nope", {})
+    assert all(name in str(e.value) for name in modality.view_spaces) and "'nope'" in str(e.value)
+
+
 @pytest.mark.parametrize(("modality_name", "space_name", "variant"), CASES)
 def test_every_view_space_fits_round_trips_and_rebuilds(
     tmp_path, modality_name, space_name, variant

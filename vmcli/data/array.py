@@ -291,7 +291,7 @@ def array_image_views(x: Tensor, g: torch.Generator | None = None, jitter: float
 class ArrayModality(Modality):
     name = "array"
     extensions = frozenset({"npy", "npz"})
-    view_spaces = ("values",)
+    spaces = {"values": ValuesSpace}
     default_batch_size = 128
 
     def sniff(self, path: Path, head: bytes) -> bool:
@@ -398,13 +398,6 @@ class ArrayModality(Modality):
             got = sample if isinstance(sample, str) else f"has shape {_shape_text(sample)}"
             raise DataError(f"{path}: {got}, not {_shape_text(shape)}")
         return torch.from_numpy(_to_float32(loaded.array, shape, path))
-
-    def build_space(
-        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
-    ) -> ViewSpace:
-        if name != "values":
-            raise ConfigError(f"array data has the view space values; got {name!r}")
-        return ValuesSpace(meta, stats)
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
         dims = meta.get("shape")

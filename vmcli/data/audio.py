@@ -232,7 +232,7 @@ class AudioModality(Modality):
             "rf64",
         }
     )
-    view_spaces = ("spectrogram", "waveform")
+    spaces = {"spectrogram": LogMelSpace, "waveform": WaveformSpace}
     default_batch_size = 128
     output_suffix = {"spectrogram": ".npy"}
 
@@ -308,15 +308,6 @@ class AudioModality(Modality):
         return torch.from_numpy(fit_length(decoded.mono, int(meta["clip_samples"])).copy())[
             None
         ]  # 1 × T
-
-    def build_space(
-        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
-    ) -> ViewSpace:
-        if name == "waveform":
-            return WaveformSpace(meta, stats)
-        if name == "spectrogram":
-            return LogMelSpace(meta, stats)
-        raise ConfigError(f"audio has view spaces {', '.join(self.view_spaces)}; got {name!r}")
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
         untrusted.whole_number(meta, "sample_rate", 1000, untrusted.MAX_SAMPLE_RATE, where)

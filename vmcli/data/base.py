@@ -125,7 +125,8 @@ class Modality(ABC):
     extensions: frozenset[str] = frozenset()
     has_magic: bool = True  # its header alone identifies a file (false for text formats)
     streamable: bool = True  # implements plan() + decode_item(), so it can stream from disk
-    view_spaces: tuple[str, ...] = ()  # the first one is the default
+    # view space name → its class, built from (meta, stats); the first one is the default
+    spaces: dict[str, type[ViewSpace]] = {}
     default_batch_size: int = 128
     # ε per view space where 0.05 (the paper's) is not the right default; chosen on validation
     # splits against the random-viewmaker control (benchmarks/RESULTS.md)
@@ -192,10 +193,19 @@ class Modality(ABC):
         x = torch.from_numpy(np.stack([d for _, d in kept]))
         return TensorData(x, [it for it, _ in kept], meta, skipped)
 
-    @abstractmethod
+    @property
+    def view_spaces(self) -> tuple[str, ...]:
+        return tuple(self.spaces)
+
     def build_space(
         self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
-    ) -> ViewSpace: ...
+    ) -> ViewSpace:
+        """The view space `name` for data described by `meta` (fitted `stats` from a run)."""
+        if name not in self.spaces:
+            raise ConfigError(
+                f"{self.name} data has the view space(s) {', '.join(self.spaces)}; got {name!r}"
+            )
+        return self.spaces[name](meta, stats)
 
     @abstractmethod
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:

@@ -143,7 +143,7 @@ class PixelSpace(ViewSpace):
 class ImageModality(Modality):
     name = "image"
     extensions = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
-    view_spaces = ("pixels",)
+    spaces = {"pixels": PixelSpace}
     default_batch_size = 256
     # pixels: Fashion-MNIST is half exact-zero pixels, so clamping eats negative δ; at 0.05 the
     # adversary went inert within 10 epochs of the quick start, at 0.1 it stays active, and the
@@ -213,11 +213,6 @@ class ImageModality(Modality):
         except READ_ERRORS as e:
             raise DataError(f"{path}: cannot be decoded ({type(e).__name__}: {e})") from None
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # C × H × W uint8
-
-    def build_space(
-        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
-    ) -> ViewSpace:
-        return PixelSpace(meta, stats)
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
         c = untrusted.whole_number(meta, "channels", 1, 4, where)

@@ -151,7 +151,7 @@ class SensorModality(Modality):
     extensions = frozenset({"csv", "tsv"})
     has_magic = False
     streamable = False  # windows are cut from whole recordings; CSV datasets fit in memory
-    view_spaces = ("signal", "spectrogram")
+    spaces = {"signal": SignalSpace, "spectrogram": SensorSpectrogramSpace}
     default_batch_size = 128
     # in channel standard deviations: at 0.05 the adversary is inert on z-scored signals and
     # learned views lose to random ones; at 0.2 it is active and they win (validation)
@@ -254,17 +254,6 @@ class SensorModality(Modality):
             out_items,
             {"columns": list(chosen), "window": int(window), "stride": stride},
             skipped,
-        )
-
-    def build_space(
-        self, name: str, meta: dict[str, Any], stats: dict[str, Any] | None = None
-    ) -> ViewSpace:
-        if name == "signal":
-            return SignalSpace(meta, stats)
-        if name == "spectrogram":
-            return SensorSpectrogramSpace(meta, stats)
-        raise ConfigError(
-            f"sensor data has view spaces {', '.join(self.view_spaces)}; got {name!r}"
         )
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
