@@ -28,6 +28,15 @@ def test_full_crop_without_flip_is_identity():
 
 
 def test_grayscale_images_get_brightness_and_contrast_only():
-    x = torch.rand(4, 1, 8, 8)
+    """On one channel, jitter is an affine map of each image (brightness scales, contrast
+    stretches about the mean): no saturation or hue step mixes pixels differently."""
+    x = 0.4 + 0.2 * torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     out = color_jitter(x, torch.Generator().manual_seed(0), p=1.0)
-    assert out.shape == x.shape and not torch.equal(out, x)
+    assert out.shape == x.shape
+    slopes = set()
+    for xi, oi in zip(x.flatten(1), out.flatten(1), strict=True):
+        a = torch.stack([xi, torch.ones_like(xi)], dim=1)
+        coef = torch.linalg.lstsq(a, oi[:, None]).solution
+        assert torch.allclose(a @ coef, oi[:, None], atol=1e-5)  # exactly affine
+        slopes.add(round(float(coef[0]), 4))
+    assert len(slopes) == 16 and 1.0 not in slopes  # a strength per image, never the identity
