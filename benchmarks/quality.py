@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +54,7 @@ from vmcli.devices import resolve_device  # noqa: E402
 from vmcli.evaluation import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
 from vmcli.nn.transforms import FAMILIES as TRANSFORM_FAMILIES  # noqa: E402
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
+from vmcli.plots import line_chart  # noqa: E402
 from vmcli.session import train  # noqa: E402
 
 BUDGETS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -702,37 +703,16 @@ def plot_sweep(report: dict, dst: Path) -> None:
             series[m] = pts
     if not series:
         return
-    w, h, pad = 640, 400, 60
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    xs = [math.log10(b) for pts in series.values() for b, _, _ in pts]
-    ys = [a for pts in series.values() for _, t, v in pts for a in (t, v)]
-    x0, x1 = min(xs) - 0.1, max(xs) + 0.1
-    y0, y1 = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05)
-    px = lambda b: pad + (math.log10(b) - x0) / (x1 - x0) * (w - 2 * pad)  # noqa: E731
-    py = lambda a: h - pad - (a - y0) / (y1 - y0) * (h - 2 * pad)  # noqa: E731
-    d.rectangle([pad, pad, w - pad, h - pad], outline=(160, 160, 160))
-    for b in sorted({b for pts in series.values() for b, _, _ in pts}):
-        d.line([(px(b), h - pad), (px(b), h - pad + 5)], fill="black")
-        d.text((px(b) - 10, h - pad + 8), f"{b:g}", fill="black")
-    for k in range(6):
-        a = y0 + k * (y1 - y0) / 5
-        d.line([(pad - 5, py(a)), (pad, py(a))], fill="black")
-        d.text((8, py(a) - 6), f"{a:.2f}", fill="black")
-    d.text((w // 2 - 80, h - 25), "budget eps = mean |delta| (log scale)", fill="black")
-    d.text(
-        (pad, 20),
-        "linear-probe accuracy vs budget (lines: test, circles: validation)",
-        fill="black",
-    )
-    colours = {"image": (33, 102, 172), "audio": (178, 24, 43), "sensor": (27, 120, 55)}
-    for i, (m, pts) in enumerate(series.items()):
-        c = colours.get(m, (0, 0, 0))
-        d.line([(px(b), py(t)) for b, t, _ in pts], fill=c, width=2)
-        for b, _, v in pts:
-            d.ellipse([px(b) - 2, py(v) - 2, px(b) + 2, py(v) + 2], outline=c)
-        d.text((pad + 8, pad + 8 + 14 * i), m, fill=c)
-    img.save(dst)
+    lines = {}
+    for m, pts in series.items():  # x: log10 ε, so 0.01 … 0.2 spread evenly
+        lines[f"{m} test"] = [(math.log10(b), t) for b, t, _ in pts]
+        lines[f"{m} validation"] = [(math.log10(b), v) for b, _, v in pts]
+    line_chart(
+        lines,
+        "linear-probe accuracy vs budget",
+        "log10 budget eps (mean |delta|)",
+        size=(640, 400),
+    ).save(dst)
 
 
 def main() -> None:
