@@ -26,7 +26,7 @@ from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
 from vmcli.devices import resolve_device
 from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
 from vmcli.errors import ConfigError, DataError
-from vmcli.nn.transforms import create_transforms
+from vmcli.nn.transforms import create_transforms, transform_family
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 from vmcli.plots import plot_training
 from vmcli.training import Job, adversary_inert, fit, make_views
@@ -306,7 +306,7 @@ def _train(
         _describe(index)
         modality = get_modality(index.modality)
         if cfg.uses_transforms:
-            create_transforms(index.modality)  # fails early for a modality without a family
+            transform_family(index.modality)  # fails before loading for a modality without one
         data = load_training_data(cfg, modality, index)
         cfg = _resolve(cfg, modality, len(data), device, world)
         space = modality.build_space(cfg.view_space or "", data.meta)

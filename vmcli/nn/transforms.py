@@ -271,9 +271,8 @@ FAMILIES: dict[str, type[LearnedTransforms]] = {
 }
 
 
-def create_transforms(modality: str, budget: float | None = None) -> LearnedTransforms:
-    """The learned-transform family for a modality (sensor or audio), optionally under a
-    budget (the mean strength, as a fraction of each range, held fixed)."""
+def transform_family(modality: str) -> type[LearnedTransforms]:
+    """The learned-transform class for a modality, or a ConfigError saying which have one."""
     from vmcli.errors import ConfigError
 
     if modality not in FAMILIES:
@@ -281,4 +280,10 @@ def create_transforms(modality: str, budget: float | None = None) -> LearnedTran
             f"learned transforms exist for {' and '.join(FAMILIES)} data, not {modality}; "
             "use --views viewmaker (or handcrafted) for it"
         )
-    return FAMILIES[modality](budget)
+    return FAMILIES[modality]
+
+
+def create_transforms(modality: str, budget: float | None = None) -> LearnedTransforms:
+    """The learned-transform family for a modality (sensor or audio), optionally under a
+    budget (the mean strength, as a fraction of each range, held fixed)."""
+    return transform_family(modality)(budget)
