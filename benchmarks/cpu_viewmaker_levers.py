@@ -79,7 +79,7 @@ def time_steps(fn, x, noise, repeats: int) -> tuple[float, torch.Tensor]:
         d = fn(x, noise)
         (d * w).sum().backward()
         times.append(time.perf_counter() - t)
-    return min(times[1:]), d.detach()
+    return min(times[1:] or times), d.detach()
 
 
 def main() -> None:
