@@ -130,6 +130,12 @@ def test_every_view_space_fits_round_trips_and_rebuilds(
     data = modality.load(root, index.items, LoadOptions())
     raw = data.x
 
+    # the run's data description is exactly the modality's declared metadata, and checks out
+    assert set(data.meta) == set(modality.meta_type.__annotations__)
+    assert modality.check_meta(json.loads(json.dumps(data.meta)), "data_meta.") == list(
+        raw.shape[1:]
+    )
+
     space = modality.build_space(space_name, data.meta)
     stats = space.fit(raw)
     view = space.to_view(raw)

@@ -32,7 +32,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 import torch
@@ -229,6 +229,13 @@ def _to_float32(array: np.ndarray, shape: tuple[int, ...], path: Path) -> np.nda
     return out
 
 
+class ArrayMeta(TypedDict):
+    """What a run records about its arrays (config.json `data_meta`, export headers)."""
+
+    shape: list[int]  # one sample: C × T or C × H × W
+    layout: str  # how 2-D arrays were read: "ct" (channels × time) or "hw" (1-channel image)
+
+
 class ValuesSpace(ViewSpace):
     """Per-channel z-scored values; the viewmaker's dims follow the sample's rank (C × T: 1-D,
     C × H × W: 2-D). ε is in channel standard deviations. Invertible."""
@@ -291,6 +298,7 @@ def array_image_views(x: Tensor, g: torch.Generator | None = None, jitter: float
 class ArrayModality(Modality):
     name = "array"
     extensions = frozenset({"npy", "npz"})
+    meta_type = ArrayMeta
     spaces = {"values": ValuesSpace}
     default_batch_size = 128
 
@@ -347,7 +355,7 @@ class ArrayModality(Modality):
                     )
                 )
         usable = [it for it, r in ok if r.shape == shape]
-        return {"shape": list(shape), "layout": layout}, usable, skipped
+        return ArrayMeta(shape=list(shape), layout=layout), usable, skipped
 
     def _check_trainable_shape(
         self, root: Path, shape: tuple[int, ...], ok: list[tuple[Item, _Probe]]

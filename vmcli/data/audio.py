@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -51,6 +51,14 @@ DEFAULT_RATE = 16_000
 N_MELS = 64
 SILENCE_PEAK = 1e-5
 MIN_SECONDS, MAX_DEFAULT_SECONDS = 0.1, 30.0
+
+
+class AudioMeta(TypedDict):
+    """What a run records about its audio (config.json `data_meta`, export headers)."""
+
+    sample_rate: int  # Hz, after resampling
+    clip_samples: int  # fixed clip length, in samples at sample_rate
+    n_mels: int  # mel bands of the spectrogram view space
 
 
 class _LogMelNormalised(ViewSpace):
@@ -232,6 +240,7 @@ class AudioModality(Modality):
             "rf64",
         }
     )
+    meta_type = AudioMeta
     spaces = {"spectrogram": LogMelSpace, "waveform": WaveformSpace}
     default_batch_size = 128
     output_suffix = {"spectrogram": ".npy"}
@@ -295,7 +304,7 @@ class AudioModality(Modality):
             f"{int((durations * rate < length).sum())} zero-padded; set --clip-seconds / --sample-rate to change"
         )
         return (
-            {"sample_rate": rate, "clip_samples": length, "n_mels": N_MELS},
+            AudioMeta(sample_rate=rate, clip_samples=length, n_mels=N_MELS),
             [it for it, _ in ok],
             skipped,
         )

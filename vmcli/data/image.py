@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -45,6 +45,13 @@ READ_ERRORS = (
     EOFError,
 )
 MIN_SIZE, MAX_SIZE = 16, 224
+
+
+class ImageMeta(TypedDict):
+    """What a run records about its images (config.json `data_meta`, export headers)."""
+
+    size: int  # side of the square training crop
+    channels: int  # 1 (gray) or 3 (RGB)
 
 
 def _wide_to_unit(img: Image.Image) -> np.ndarray:
@@ -143,6 +150,7 @@ class PixelSpace(ViewSpace):
 class ImageModality(Modality):
     name = "image"
     extensions = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
+    meta_type = ImageMeta
     spaces = {"pixels": PixelSpace}
     default_batch_size = 256
     # pixels: Fashion-MNIST is half exact-zero pixels, so clamping eats negative δ; at 0.05 the
@@ -204,7 +212,7 @@ class ImageModality(Modality):
                 info(f"image size {size}×{size}{clamped}; set --image-size to change it")
         if size < 8:
             raise DataError(f"--image-size {size} is too small; use at least 8 pixels")
-        return {"size": size, "channels": channels}, [it for it, _ in ok], skipped
+        return ImageMeta(size=size, channels=channels), [it for it, _ in ok], skipped
 
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
         path = root / item.path

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -48,6 +48,14 @@ from vmcli.spectral import LogSpectrogram
 from vmcli.views import sensor_views
 
 MIN_WINDOW = 8
+
+
+class SensorMeta(TypedDict):
+    """What a run records about its sensor windows (config.json `data_meta`, export headers)."""
+
+    columns: list[str]  # the channel columns, in order
+    window: int  # rows per window
+    stride: int | None  # hop between windows cut from long recordings; None: one per file
 
 
 class SignalSpace(ViewSpace):
@@ -151,6 +159,7 @@ class SensorModality(Modality):
     extensions = frozenset({"csv", "tsv"})
     has_magic = False
     streamable = False  # windows are cut from whole recordings; CSV datasets fit in memory
+    meta_type = SensorMeta
     spaces = {"signal": SignalSpace, "spectrogram": SensorSpectrogramSpace}
     default_batch_size = 128
     # in channel standard deviations: at 0.05 the adversary is inert on z-scored signals and
@@ -252,7 +261,7 @@ class SensorModality(Modality):
         return TensorData(
             x,
             out_items,
-            {"columns": list(chosen), "window": int(window), "stride": stride},
+            SensorMeta(columns=list(chosen), window=int(window), stride=stride),
             skipped,
         )
 
