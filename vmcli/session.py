@@ -186,7 +186,12 @@ def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
     t.add_row(
         "views",
         f"{cfg.views}"
-        + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else ""),
+        + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else "")
+        + (
+            f", transforms budget {cfg.transforms_budget:g} (mean strength, of each range)"
+            if cfg.uses_transforms and cfg.transforms_budget is not None
+            else ""
+        ),
     )
     t.add_row(
         "schedule",
@@ -412,7 +417,7 @@ def _finish(
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
     if strengths:
-        _print_strengths(strengths, cfg.learns_transforms)
+        _print_strengths(strengths, cfg.learns_transforms, cfg.transforms_budget)
     if adversary and adversary["inert"]:
         warn(_inert_advice(cfg, adversary))
     summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
@@ -449,10 +454,12 @@ def _inert_advice(cfg: TrainConfig, adversary: dict[str, Any]) -> str:
     )
 
 
-def _print_strengths(strengths: list[dict[str, Any]], learned: bool) -> None:
+def _print_strengths(strengths: list[dict[str, Any]], learned: bool, budget: float | None) -> None:
     from rich.table import Table
 
-    t = Table(title="transform strengths" + (" (learned)" if learned else " (fixed)"))
+    title = "transform strengths" + (" (learned" if learned else " (fixed")
+    title += f", mean held at {budget:g} of each range)" if budget is not None else ")"
+    t = Table(title=title)
     for col in ("transform", "initial", "learned", "bounds", "unit"):
         t.add_column(col, justify="right" if col in ("initial", "learned") else "left")
     for s in strengths:
