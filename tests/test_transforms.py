@@ -269,6 +269,8 @@ def test_a_transforms_budget_is_exported_and_checked(tmp_path):
     summary = json.loads(r.stdout)
     assert summary["transforms_budget"] == 0.5
     run = tmp_path / "runs" / "train"
+    shown = CliRunner().invoke(app, ["info", str(run)])
+    assert shown.exit_code == 0 and "transforms budget" in shown.output, shown.output
     augment = vmcli.load_viewmaker(run)
     assert augment.transforms.budget == 0.5
     assert float(augment.transforms.fractions().mean()) == pytest.approx(0.5, abs=1e-6)

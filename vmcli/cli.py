@@ -560,6 +560,8 @@ def info(
                 f"loss {adv['loss_learned_views']:.4f} vs {adv['loss_initial_views']:.4f} "
                 f"(effect {adv['effect']:+.4f}{', inert' if adv['inert'] else ''})",
             )
+        if summary.get("transforms_budget") is not None:
+            t.add_row("transforms budget", f"{summary['transforms_budget']:g} (mean strength)")
         for row in summary.get("transforms") or []:
             t.add_row(
                 f"strength: {row['name']}",
