@@ -371,3 +371,24 @@ def test_train_options_default_to_train_config_and_show_their_defaults():
         assert shown in text.replace("\n", " ") or shown in text, shown
     for panel in ("Views", "Training", "Images", "Audio", "Sensors", "Arrays", "Run folder"):
         assert f" {panel} " in text, panel
+
+
+def test_a_data_option_for_another_modality_is_reported_not_silently_ignored(
+    image_folder, tmp_path
+):
+    r = invoke(
+        "train",
+        image_folder,
+        *FAST,
+        "--window",
+        "64",
+        "--sample-rate",
+        "8000",
+        "--out",
+        tmp_path / "runs",
+    )
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "--window applies to sensor data; this is image data, so it is ignored" in text
+    assert "--sample-rate applies to audio data" in text
+    assert "applies to image data" not in text  # its own options are not flagged

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vmcli import __version__, runs, untrusted
-from vmcli.config import TrainConfig
+from vmcli.config import LoadOptions, TrainConfig
 from vmcli.console import console, info, warn
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
@@ -95,12 +95,27 @@ class TrainingData:
 STATS_SAMPLES = 2048  # files decoded for normalisation statistics when streaming
 
 
+def _warn_inapplicable(options: LoadOptions, modality: Modality) -> None:
+    """Say so when a data option was set that this modality does not read (e.g. --window on
+    an image folder): silently ignoring it would leave the user believing it took effect."""
+    defaults = LoadOptions()
+    for f in dataclasses.fields(LoadOptions):
+        if f.name in modality.options or getattr(options, f.name) == getattr(defaults, f.name):
+            continue
+        owner = next((m.name for m in MODALITIES.values() if f.name in m.options), "other")
+        warn(
+            f"--{f.name.replace('_', '-')} applies to {owner} data; this is {modality.name} "
+            "data, so it is ignored"
+        )
+
+
 def load_training_data(
     cfg: TrainConfig, modality: Modality, index: DataIndex, meta: dict[str, Any] | None = None
 ) -> TrainingData:
     """Decode the training split once into memory, or (`--data-mode stream`, or automatically
     when it would take more than a quarter of the available RAM) set up streaming from disk."""
     items = _training_items(index)
+    _warn_inapplicable(cfg.load, modality)
     if not modality.streamable or cfg.data_mode == "memory":
         data = modality.load(index.root, items, cfg.load, meta)
         return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)

@@ -298,6 +298,7 @@ def array_image_views(x: Tensor, g: torch.Generator | None = None, jitter: float
 class ArrayModality(Modality):
     name = "array"
     extensions = frozenset({"npy", "npz"})
+    options = ("array_layout",)
     meta_type = ArrayMeta
     spaces = {"values": ValuesSpace}
     default_batch_size = 128

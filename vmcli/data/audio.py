@@ -240,6 +240,7 @@ class AudioModality(Modality):
             "rf64",
         }
     )
+    options = ("sample_rate", "clip_seconds", "max_clip_seconds")
     meta_type = AudioMeta
     spaces = {"spectrogram": LogMelSpace, "waveform": WaveformSpace}
     default_batch_size = 128

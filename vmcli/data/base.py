@@ -126,6 +126,7 @@ class Modality(ABC):
     has_magic: bool = True  # its header alone identifies a file (false for text formats)
     streamable: bool = True  # implements plan() + decode_item(), so it can stream from disk
     meta_type: type = dict  # the TypedDict of this modality's `meta` (what a run records)
+    options: tuple[str, ...] = ()  # the LoadOptions fields it reads (others do not apply)
     # view space name → its class, built from (meta, stats); the first one is the default
     spaces: dict[str, type[ViewSpace]] = {}
     default_batch_size: int = 128

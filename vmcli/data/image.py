@@ -150,6 +150,7 @@ class PixelSpace(ViewSpace):
 class ImageModality(Modality):
     name = "image"
     extensions = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
+    options = ("image_size",)
     meta_type = ImageMeta
     spaces = {"pixels": PixelSpace}
     default_batch_size = 256

@@ -159,6 +159,7 @@ class SensorModality(Modality):
     extensions = frozenset({"csv", "tsv"})
     has_magic = False
     streamable = False  # windows are cut from whole recordings; CSV datasets fit in memory
+    options = ("window", "stride", "columns")
     meta_type = SensorMeta
     spaces = {"signal": SignalSpace, "spectrogram": SensorSpectrogramSpace}
     default_batch_size = 128
