@@ -270,6 +270,7 @@ class Bench:
             preview_samples=4,
             preview_views=2,
             precision=precision,
+            compile=self.args.compile,
             viewmaker_lr=self.args.viewmaker_lr,
             transforms_lr=self.args.transforms_lr,
             transforms_budget=self.args.transforms_budget,
@@ -767,6 +768,11 @@ def main() -> None:
         "--precision", default="auto", help="auto | fp32 | bf16 (bf16 works on CPUs too)"
     )
     p.add_argument("--viewmaker-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks (1.5x on the CPU for long runs; minutes to compile)",
+    )
     p.add_argument("--budget", type=float, default=0.05, help="ε of the main comparison")
     p.add_argument("--transforms-lr", type=float, default=1e-2)
     p.add_argument(
