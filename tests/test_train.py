@@ -190,3 +190,56 @@ def test_public_api_names_are_the_functions_not_modules():
 
     assert callable(vmcli.train) and vmcli.train.__module__ == "vmcli.session"
     assert callable(vmcli.evaluate) and callable(vmcli.fit) and callable(vmcli.load_viewmaker)
+
+
+# -- torch.compile: explicit, auto on long CPU runs, and a fallback when it fails -----------------
+
+
+def test_auto_compile_waits_for_a_long_cpu_run(image_folder, monkeypatch):
+    from vmcli import training
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    fit(small_job(image_folder, epochs=2), progress=False)  # auto, seconds long: stays eager
+    assert compiled == []
+    fit(small_job(image_folder, epochs=2, compile=False), progress=False)
+    assert compiled == []
+    monkeypatch.setattr(training, "AUTO_COMPILE_MINUTES", -1)  # every run counts as long
+    job = small_job(image_folder, epochs=2)
+    fit(job, progress=False)
+    assert compiled == [job.encoder, compiled[1]] and len(compiled) == 2  # once, both networks
+    assert compiled[1].viewmaker is job.viewmaker
+
+
+def test_auto_compile_leaves_gpus_and_distributed_runs_alone():
+    from types import SimpleNamespace
+
+    from vmcli.distributed import World
+    from vmcli.training import Compiler
+
+    for device, world in ((torch.device("cuda", 0), World()), (torch.device("cpu"), World(rank=0, size=2))):
+        job = SimpleNamespace(
+            cfg=SimpleNamespace(compile=None),
+            device=device,
+            world=world,
+            encoder_fn="eager",
+            raw_fn=None,
+        )
+        Compiler(job).consider(steps_done=10, steps_left=1_000_000, seconds=100.0)
+        assert job.encoder_fn == "eager"
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_warning(image_folder, monkeypatch, capsys):
+    def broken(fn):
+        def call(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    job = small_job(image_folder, epochs=2, compile=True)
+    result = fit(job, progress=False)
+    assert torch.isfinite(torch.tensor(result["loss"])) and len(result["metrics"]) == 2
+    assert job.encoder_fn is job.encoder  # back to the eager module
+    err = " ".join(capsys.readouterr().err.split())
+    assert "torch.compile failed (RuntimeError: InductorError: no working C++ compiler" in err

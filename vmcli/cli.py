@@ -205,10 +205,11 @@ def train(
         ),
     ] = TrainConfig.precision,
     compile: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             rich_help_panel="Training",
-            help="torch.compile the networks (pays off on long GPU runs).",
+            help="torch.compile the networks (1–2 min to compile, then 1.5× faster CPU steps). \\[default: auto: on the CPU once a run is measured to have over 15 min left]",
+            show_default=False,
         ),
     ] = TrainConfig.compile,
     image_size: Annotated[

@@ -227,7 +227,9 @@ def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
     )
     devices = f" × {world_from_env().size} processes" if world_from_env().distributed else ""
     t.add_row(
-        "device", f"{cfg.device}{devices}, {cfg.precision}" + (", compiled" if cfg.compile else "")
+        "device",
+        f"{cfg.device}{devices}, {cfg.precision}"
+        + (", compiled" if cfg.compile else ", compile: auto" if cfg.compile is None else ""),
     )
     console.print(t)
 
