@@ -392,3 +392,11 @@ def test_a_data_option_for_another_modality_is_reported_not_silently_ignored(
     assert "--window applies to sensor data; this is image data, so it is ignored" in text
     assert "--sample-rate applies to audio data" in text
     assert "applies to image data" not in text  # its own options are not flagged
+
+
+def test_choices_are_checked_by_the_command_line_before_anything_runs(tmp_path):
+    for option, bad in (("--views", "viewmakr"), ("--precision", "fp16"), ("--data-mode", "ram")):
+        r = invoke("train", tmp_path, option, bad)
+        assert r.exit_code == 2, (option, r.output)  # a usage error, nothing loaded or written
+        assert f"'{bad}' is not one of" in " ".join(r.output.split())
+    assert not (tmp_path / "runs").exists()

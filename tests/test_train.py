@@ -217,7 +217,10 @@ def test_auto_compile_leaves_gpus_and_distributed_runs_alone():
     from vmcli.distributed import World
     from vmcli.training import Compiler
 
-    for device, world in ((torch.device("cuda", 0), World()), (torch.device("cpu"), World(rank=0, size=2))):
+    for device, world in (
+        (torch.device("cuda", 0), World()),
+        (torch.device("cpu"), World(rank=0, size=2)),
+    ):
         job = SimpleNamespace(
             cfg=SimpleNamespace(compile=None),
             device=device,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from vmcli import __version__
-from vmcli.config import LoadOptions, TrainConfig
+from vmcli.config import DataMode, LoadOptions, Precision, TrainConfig, Views
 from vmcli.console import console, error, print_json
 from vmcli.errors import VmError
 
@@ -125,8 +125,9 @@ def train(
         ),
     ] = None,
     views: Annotated[
-        str,
+        Views,
         typer.Option(
+            metavar="<views>",
             rich_help_panel="Views",
             help="viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor/audio: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.",
         ),
@@ -198,7 +199,7 @@ def train(
         ),
     ] = TrainConfig.alternating,
     precision: Annotated[
-        str,
+        Precision,
         typer.Option(
             rich_help_panel="Training",
             help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.",
@@ -308,7 +309,7 @@ def train(
         ),
     ] = None,
     data_mode: Annotated[
-        str,
+        DataMode,
         typer.Option(
             rich_help_panel="Data",
             help="memory (decode once, keep in RAM / on the GPU) | stream (decode from disk each epoch, bounded memory) | auto (stream only when the decoded data would exceed a quarter of the free RAM).",

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from vmcli.errors import ConfigError
 
@@ -32,7 +32,7 @@ class LoadOptions:
     array_layout: str | None = None  # 2-D arrays: "ct" (C × T, the default) or "hw" (H × W)
 
 
-VIEWS = (
+Views = Literal[
     "viewmaker",
     "random",
     "handcrafted",
@@ -41,13 +41,16 @@ VIEWS = (
     "learned-transforms",
     "fixed-transforms",
     "learned-transforms+viewmaker",
-)
+]
+VIEWS: tuple[str, ...] = get_args(Views)
 # Two learned families, each with its control arm: `viewmaker` (free-form δ) beside `random`
 # (the same viewmaker frozen at its random initialisation), and `learned-transforms` (bounded
 # strengths of differentiable transforms) beside `fixed-transforms` (the same transforms frozen
 # at their initial strengths, the hand-designed recipe). Learned views only mean something
 # beside their control.
-PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DataMode = Literal["auto", "memory", "stream"]
 EVERY = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|steps?)", re.IGNORECASE)
 _monotonic = time.monotonic  # the cadence's clock (a test replaces it)
 AUTO_COMPILE_MINUTES = 15
