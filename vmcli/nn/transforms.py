@@ -105,8 +105,11 @@ def fill_to_mean(frac: Tensor, budget: float) -> Tensor:
     """Rescale fractions in (0, 1] so their mean is `budget`, none above 1 (water-filling).
 
     Those the common scale would push past 1 are held at 1 and the rest share what remains,
-    so the result keeps the proportions of the unsaturated entries. Differentiable, and with a
-    fixed number of rounds (one per entry), so no host sync on an accelerator.
+    so the result keeps the proportions of the unsaturated entries. A held entry passes its
+    gradient straight through (as if it were not held): otherwise an entry that reached 1
+    would get no gradient and could never come back, and a budget that holds most entries at
+    1 would leave the adversary nothing to move. A fixed number of rounds (one per entry), so
+    no host sync on an accelerator.
     """
     n = frac.numel()
     saturated = torch.zeros_like(frac, dtype=torch.bool)
@@ -114,9 +117,10 @@ def fill_to_mean(frac: Tensor, budget: float) -> Tensor:
     for _ in range(n):
         free = (frac * ~saturated).sum().clamp_min(1e-12)
         scale = (budget * n - saturated.sum()) / free
-        out = torch.where(saturated, torch.ones_like(frac), frac * scale)
-        saturated = saturated | (out > 1)
-    return out.clamp(max=1.0)
+        scaled = frac * scale
+        out = torch.where(saturated, 1 + scaled - scaled.detach(), scaled)
+        saturated = saturated | (out.detach() > 1)
+    return torch.where(out.detach() > 1, 1 + out - out.detach(), out)
 
 
 # -- differentiable building blocks ----------------------------------------------------------
