@@ -291,5 +291,14 @@ def test_a_strength_held_at_its_bound_by_the_budget_can_still_move():
     frac = t.fractions()
     assert (frac.detach() >= 1 - 1e-6).sum() == 5
     assert float(frac.detach().mean()) == pytest.approx(0.925, abs=1e-6)
-    (frac * torch.arange(6.0)).sum().backward()  # any loss that weighs them differently
+    (frac * torch.arange(1.0, 7.0)).sum().backward()  # any loss that weighs them differently
     assert (t.logits.grad.abs() > 0).sum() >= 5  # held entries still get a gradient
+
+
+def test_the_budget_holds_when_some_fractions_are_tiny_and_others_near_one():
+    """Held entries are exactly 1 even when the free ones need a huge scale (a cancellation
+    here once turned every held strength into 0)."""
+    frac = torch.sigmoid(torch.tensor([10.1, 10.05, 0.0, 10.95, 10.4, -18.6], requires_grad=True))
+    out = fill_to_mean(frac, 0.925)
+    assert torch.equal(out.detach()[:5], torch.ones(5))
+    assert float(out.detach().mean()) == pytest.approx(0.925, abs=1e-6)

@@ -112,15 +112,15 @@ def fill_to_mean(frac: Tensor, budget: float) -> Tensor:
     no host sync on an accelerator.
     """
     n = frac.numel()
+    held = 1 + (frac - frac.detach())  # exactly 1, with the entry's own gradient
     saturated = torch.zeros_like(frac, dtype=torch.bool)
     out = frac
     for _ in range(n):
         free = (frac * ~saturated).sum().clamp_min(1e-12)
         scale = (budget * n - saturated.sum()) / free
-        scaled = frac * scale
-        out = torch.where(saturated, 1 + scaled - scaled.detach(), scaled)
+        out = torch.where(saturated, held, frac * scale)
         saturated = saturated | (out.detach() > 1)
-    return torch.where(out.detach() > 1, 1 + out - out.detach(), out)
+    return torch.where(saturated, held, out)
 
 
 # -- differentiable building blocks ----------------------------------------------------------
