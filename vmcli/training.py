@@ -385,10 +385,10 @@ class Compiler:
     unsupported op), training goes on eagerly with a warning, the step redone."""
 
     def __init__(self, job: Job):
-        self.job, self.setting = job, job.cfg.compile
+        self.job = job
         self.eager: tuple[Any, Any] | None = None  # set until a compiled step succeeds
-        self.decided = self.setting is not None
-        if self.setting:
+        self.decided = job.cfg.compile is not None  # on/off given: nothing left to decide
+        if job.cfg.compile:
             self.compile()
 
     def compile(self) -> None:
@@ -419,8 +419,9 @@ class Compiler:
         except Exception as e:  # noqa: BLE001 - any failure of a fresh compile falls back
             if self.eager is None:
                 raise
+            first_line = (str(e).splitlines() or [""])[0][:200]
             warn(
-                f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"torch.compile failed ({type(e).__name__}: {first_line}); "
                 "training goes on without it"
             )
             self.job.encoder_fn, self.job.raw_fn = self.eager
