@@ -71,6 +71,39 @@ def test_initial_strengths_are_the_handcrafted_recipe():
     assert s["jitter"] == pytest.approx(defaults["jitter"].default, abs=1e-6)
 
 
+def test_permutation_flip_is_hard_with_a_gradient():
+    """Each window is either itself or a real segment shuffle — never a blend of the two — as
+    often as the learned probability says, and the probability still gets a gradient."""
+    from vmcli.nn.transforms import hard_bernoulli
+
+    p = torch.tensor(0.3, requires_grad=True)
+    m = hard_bernoulli(p, 20_000, p, torch.Generator().manual_seed(0))
+    assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
+    assert float(m.detach().mean()) == pytest.approx(0.3, abs=0.015)
+    (m * torch.linspace(-1, 1, 20_000)).sum().backward()
+    assert p.grad is not None and float(p.grad) != 0
+
+    t = SensorTransforms()
+    zero = {k: torch.tensor(0.0) for k in t.strengths()}
+    x = torch.randn(64, 2, 32, generator=torch.Generator().manual_seed(1))
+    v = t.apply_strengths(x, {**zero, "permute": torch.tensor(0.5)}, torch.Generator().manual_seed(2))
+    segments = x.unfold(2, 8, 8)  # B × C × 4 segments × 8
+    kept = shuffled = 0
+    for i in range(len(x)):
+        if torch.allclose(v[i], x[i], atol=1e-5):
+            kept += 1
+            continue
+        out = v[i].unfold(1, 8, 8)
+        # every output segment is one of the input's segments, whole
+        match = [
+            any(torch.allclose(out[:, j], segments[i][:, k], atol=1e-5) for k in range(4))
+            for j in range(4)
+        ]
+        assert all(match), f"window {i} is a blend, not a permutation"
+        shuffled += 1
+    assert kept > 10 and shuffled > 10
+
+
 def test_zero_strengths_leave_a_sensor_window_unchanged():
     t = SensorTransforms()
     with torch.no_grad():

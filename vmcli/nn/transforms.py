@@ -12,8 +12,8 @@ and θ starts where s equals the standard hand-designed recipe. Randomness is re
 (s scales a draw from an explicit generator), so the contrastive loss has a gradient with
 respect to every s; training applies the same reversed gradient as for the viewmaker, so the
 strengths move towards the views the encoder finds hardest, and never past their bounds.
-Discrete choices are made soft: segment permutation is a relaxed-Bernoulli mix with the permuted
-window; masks have smooth edges. The strengths are few and readable ("this data tolerates 14 %
+Discrete choices get gradients without blending outcomes: segment permutation is a hard coin
+flip with the relaxed-Bernoulli gradient (straight-through); masks have smooth edges. The strengths are few and readable ("this data tolerates 14 %
 time warp"), and the module frozen at its initial strengths is the control arm.
 
     >>> t = SensorTransforms()
@@ -155,6 +155,16 @@ def relaxed_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0
     return torch.sigmoid(logit / temperature)
 
 
+def hard_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
+    """B coin flips that are exactly 0 or 1 with P(1) = p, and the binary Concrete's gradient
+    (straight-through). A soft flip blends both outcomes — for segment permutation, a window
+    superposed on its own shuffled copy — which is neither transform, not label-preserving,
+    and harder than either: an adversary learns to keep p mid-way to make more of them. The
+    hard flip applies only real transforms; its value is exact (the soft part cancels to 0)."""
+    soft = relaxed_bernoulli(p, b, like, g, temperature)
+    return (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
+
+
 # -- sensors -----------------------------------------------------------------------------------
 
 
@@ -169,7 +179,7 @@ class SensorTransforms(LearnedTransforms):
             "crop", 0.2, 0.0, 0.5, "of the window", "a random span of ≥ 1 − crop, stretched back"
         ),
         Strength("time_warp", 0.2, 0.0, 0.5, "speed σ", "smooth speed changes ~ N(1, σ)"),
-        Strength("permute", 0.5, 0.0, 1.0, "probability", "4 segments shuffled (soft mix)"),
+        Strength("permute", 0.5, 0.0, 1.0, "probability", "4 segments shuffled"),
         Strength("magnitude_warp", 0.2, 0.0, 0.6, "σ", "a smooth gain curve ~ N(1, σ)"),
         Strength("scale", 0.1, 0.0, 0.5, "σ", "a per-channel gain ~ N(1, σ)"),
         Strength("jitter", 0.05, 0.0, 0.5, "× channel std", "added Gaussian noise"),
@@ -187,7 +197,7 @@ class SensorTransforms(LearnedTransforms):
         warp = torch.cumsum(speed, dim=1)
         warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
         x = resample_positions(x, warp * (t - 1))
-        # segment permutation, mixed in softly with probability `permute`
+        # segment permutation with probability `permute` (a hard flip, straight-through gradient)
         segments, seg = 4, t // 4
         if seg > 0:
             order = torch.argsort(_rand((b, segments), x, g), dim=1)
@@ -196,7 +206,7 @@ class SensorTransforms(LearnedTransforms):
                 [idx, torch.arange(seg * segments, t, device=x.device).expand(b, -1)], dim=1
             )
             shuffled = torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))
-            m = relaxed_bernoulli(s["permute"], b, x, g).view(b, 1, 1)
+            m = hard_bernoulli(s["permute"], b, x, g).view(b, 1, 1)
             x = m * shuffled + (1 - m) * x
         # magnitude warp and per-channel scale around each channel's mean, then jitter
         mean = x.mean(dim=2, keepdim=True)
