@@ -86,7 +86,9 @@ def test_permutation_flip_is_hard_with_a_gradient():
     t = SensorTransforms()
     zero = {k: torch.tensor(0.0) for k in t.strengths()}
     x = torch.randn(64, 2, 32, generator=torch.Generator().manual_seed(1))
-    v = t.apply_strengths(x, {**zero, "permute": torch.tensor(0.5)}, torch.Generator().manual_seed(2))
+    v = t.apply_strengths(
+        x, {**zero, "permute": torch.tensor(0.5)}, torch.Generator().manual_seed(2)
+    )
     segments = x.unfold(2, 8, 8)  # B × C × 4 segments × 8
     kept = shuffled = 0
     for i in range(len(x)):
