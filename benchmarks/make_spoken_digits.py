@@ -111,14 +111,12 @@ def main() -> None:
     p.add_argument("--test-fraction", type=float, default=0.25, help="share of variants in test/")
     p.add_argument("--max-variants", type=int, default=0, help="use at most this many (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     args = p.parse_args()
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is not installed: sudo apt-get install espeak-ng")
-    if args.out.exists():
-        if not args.force:
-            sys.exit(f"{args.out} exists; pass --force to replace it")
-        shutil.rmtree(args.out)
+    if args.out.exists() and not args.overwrite:
+        sys.exit(f"{args.out} exists; pass --overwrite to replace it")
 
     rng = random.Random(args.seed)
     names = variants()
@@ -143,7 +141,9 @@ def main() -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(path, clip, args.sample_rate, subtype="PCM_16")
                 counts[split[variant]] += 1
-    tmp.rename(args.out)  # all or nothing: no half-written dataset under --out
+    # all or nothing: a failed run leaves OUT as it was, never half-written or gone
+    shutil.rmtree(args.out, ignore_errors=True)
+    tmp.rename(args.out)
     print(
         f"wrote {args.out}: train {counts['train']} clips ({len(names) - n_test} variants), "
         f"test {counts['test']} clips ({n_test} variants) × {len(ACCENTS)} accents; "
