@@ -13,8 +13,9 @@ and θ starts where s equals the standard hand-designed recipe. Randomness is re
 respect to every s; training applies the same reversed gradient as for the viewmaker, so the
 strengths move towards the views the encoder finds hardest, and never past their bounds.
 Discrete choices get gradients without blending outcomes: segment permutation is a hard coin
-flip with the relaxed-Bernoulli gradient (straight-through); masks have smooth edges. The strengths are few and readable ("this data tolerates 14 %
-time warp"), and the module frozen at its initial strengths is the control arm.
+flip with the relaxed-Bernoulli gradient (straight-through); masks have smooth edges. The
+strengths are few and readable ("this data tolerates 14 % time warp"), and the module frozen at
+its initial strengths is the control arm.
 
     >>> t = SensorTransforms()
     >>> v = t(torch.randn(8, 6, 128), torch.Generator().manual_seed(0))
