@@ -16,7 +16,13 @@ import vmcli
 from vmcli import runs
 from vmcli.cli import app
 from vmcli.errors import CheckpointError, ConfigError
-from vmcli.nn.transforms import AudioTransforms, SensorTransforms, create_transforms, fill_to_mean
+from vmcli.nn.transforms import (
+    AudioTransforms,
+    SensorTransforms,
+    create_transforms,
+    fill_to_mean,
+    hard_bernoulli,
+)
 from vmcli.views import sensor_views
 
 FAMILIES = [(SensorTransforms, (6, 6, 64)), (AudioTransforms, (4, 1, 4000))]
@@ -74,8 +80,6 @@ def test_initial_strengths_are_the_handcrafted_recipe():
 def test_permutation_flip_is_hard_with_a_gradient():
     """Each window is either itself or a real segment shuffle — never a blend of the two — as
     often as the learned probability says, and the probability still gets a gradient."""
-    from vmcli.nn.transforms import hard_bernoulli
-
     p = torch.tensor(0.3, requires_grad=True)
     m = hard_bernoulli(p, 20_000, p, torch.Generator().manual_seed(0))
     assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
