@@ -63,19 +63,32 @@ launch() {  # modality data arm seeds tag [extra...]
     --min-run-seconds 15 --out "$WORK/q-$m-$arm$tag" --runs-dir "$WORK/runs-$m-$arm$tag" \
     >"$WORK/q-$m-$arm$tag.log" 2>&1 &
 }
+# PLAN: one process per line, "modality arm seeds tag [quality.py options...]"; the default is
+# the full plan above. Set it to run a part, e.g. PLAN="audio viewmaker 1 -s1" for one arm.
+DEFAULT_PLAN=""
 for arm in viewmaker random learned-transforms fixed-transforms handcrafted both none; do
-  launch sensor "$SENSOR" "$arm" "$SEEDS_S" ""
+  DEFAULT_PLAN+="sensor $arm $SEEDS_S -"$'\n'
 done
 # variants (levers for the defaults; chosen on validation only): a larger budget for both
 # viewmaker arms, a faster learning rate for the transform strengths
-launch sensor "$SENSOR" viewmaker "$SEEDS_S" -eps0.2 --budget 0.2 --role eps0.2
-launch sensor "$SENSOR" random "$SEEDS_S" -eps0.2 --budget 0.2 --role eps0.2
-launch sensor "$SENSOR" learned-transforms "$SEEDS_S" -lr0.1 --transforms-lr 0.1 --role lr0.1
+DEFAULT_PLAN+="sensor viewmaker $SEEDS_S -eps0.2 --budget 0.2 --role eps0.2"$'\n'
+DEFAULT_PLAN+="sensor random $SEEDS_S -eps0.2 --budget 0.2 --role eps0.2"$'\n'
+DEFAULT_PLAN+="sensor learned-transforms $SEEDS_S -lr0.1 --transforms-lr 0.1 --role lr0.1"$'\n'
 for arm in viewmaker random learned-transforms fixed-transforms handcrafted; do
-  launch audio "$AUDIO" "$arm" "$SEEDS" "" $AUDIO_OPTS
+  DEFAULT_PLAN+="audio $arm $SEEDS -"$'\n'
 done
 for arm in viewmaker random handcrafted both; do
-  launch image "$IMAGE" "$arm" "$SEEDS" ""
+  DEFAULT_PLAN+="image $arm $SEEDS -"$'\n'
 done
+PLAN=${PLAN:-$DEFAULT_PLAN}
+while read -r m arm seeds tag extra; do
+  [ -z "$m" ] && continue
+  [ "$tag" = "-" ] && tag=""
+  case $m in
+    sensor) launch sensor "$SENSOR" "$arm" "$seeds" "$tag" $extra ;;
+    audio) launch audio "$AUDIO" "$arm" "$seeds" "$tag" $AUDIO_OPTS $extra ;;
+    image) launch image "$IMAGE" "$arm" "$seeds" "$tag" $extra ;;
+  esac
+done <<<"$PLAN"
 wait
 say "all processes ended"
