@@ -115,8 +115,18 @@ def group_of(path: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def speaker_of(path: Path) -> str:
+    """The file's stem: in layouts where each speaker says every class once (class/speaker.wav,
+    e.g. the spoken digits), the stem names the speaker, so validation holds out whole voices."""
+    return path.stem
+
+
 def validation_split(
-    items: list, train_idx: list[int], fraction: float = 0.15, seed: int = 0
+    items: list,
+    train_idx: list[int],
+    fraction: float = 0.15,
+    seed: int = 0,
+    group_of=group_of,
 ) -> tuple[list[int], list[int]]:
     """(fit, val) indices out of the training split: whole groups when files have them."""
     g = torch.Generator().manual_seed(seed)
@@ -320,7 +330,8 @@ class Bench:
         y = torch.tensor([classes.index(it.label) for it in data.items])
         train_idx = [i for i, it in enumerate(data.items) if it.split == "train"]
         test_idx = [i for i, it in enumerate(data.items) if it.split == "test"]
-        fit_idx, val_idx = validation_split(data.items, train_idx)
+        grouping = speaker_of if getattr(self.args, "group_by", "prefix") == "stem" else group_of
+        fit_idx, val_idx = validation_split(data.items, train_idx, group_of=grouping)
         split = {
             "fit": torch.tensor(fit_idx),
             "val": torch.tensor(val_idx),
@@ -785,6 +796,13 @@ def main() -> None:
         "--role",
         default="main",
         help="label for a variant's runs (e.g. eps0.2); tables show it beside the arm",
+    )
+    p.add_argument(
+        "--group-by",
+        choices=("prefix", "stem"),
+        default="prefix",
+        help="validation groups: file-name prefixes p012_/s03_ (default; else random files), "
+        "or the file stem (one speaker per stem across class folders, e.g. spoken digits)",
     )
     p.add_argument("--seed-list", default=None, help="seeds to run, e.g. 1,2 (overrides --seeds)")
     p.add_argument("--sample-rate", type=int, default=None, help="audio: resample to this rate")

@@ -41,7 +41,7 @@ from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
 from vmcli.devices import resolve_device  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
-from vmcli.training import Job, prepare, train_step  # noqa: E402
+from vmcli.training import Compiler, Job, prepare, train_step  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,16 @@ def make_job(
     return job, x.to(device), batch
 
 
+def ready(job: Job) -> object:
+    """prepare() the job as `vm train` does, and compile its networks when the variant asks:
+    compilation lives in training's Compiler, not in prepare(), so a compiled row must ask
+    for it here (without this, a "compiled" row would time the eager step)."""
+    opt = prepare(job)
+    if job.cfg.compile:
+        Compiler(job)
+    return opt
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -194,7 +204,7 @@ def viewmaker_share(job: Job, x: torch.Tensor, batch: int, autocast, steps: int)
 def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> dict:
     set_tf32(device, variant.precision != "fp32")
     job, x, batch = make_job(shape, variant, device, args.encoder, args.width)
-    opt = prepare(job)
+    opt = ready(job)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=variant.precision == "bf16"
     )

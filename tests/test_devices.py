@@ -108,6 +108,21 @@ def test_throughput_variants_do_not_share_the_view_space():
     assert shape["space"].stats == before  # the shared template is never fitted or moved
 
 
+def test_throughput_compiled_rows_compile_the_networks():
+    """A "compiled" row must time the compiled step, not the eager one under another name."""
+    tp = _load_throughput()
+    shape = tp.shapes(quick=True)["sensor"]
+    compiled = tp.replace(tp.LADDER[1], name="compiled", compile=True, precision="fp32")
+    fns = {}
+    for variant in (tp.LADDER[1], compiled):
+        job = tp.make_job(shape, variant, torch.device("cpu"), "small", 8)[0]
+        tp.ready(job)
+        fns[variant.name] = job.encoder_fn
+    compiled_type = torch._dynamo.eval_frame.OptimizedModule
+    assert isinstance(fns["compiled"], compiled_type)
+    assert not isinstance(fns[tp.LADDER[1].name], compiled_type)
+
+
 def test_encoder_shape_probe_runs_on_the_space_device():
     """quality.py and `vm eval` build a random encoder from a space already on the GPU."""
     from vmcli.data.audio import LogMelSpace
