@@ -108,4 +108,7 @@ def test_default_budget_is_per_view_space(image_folder, tmp_path):
     assert _resolve(fast_config(sensors, budget=None), sensor, 24, cpu).budget == 0.2
     spectro = fast_config(sensors, view_space="spectrogram", budget=None)
     assert _resolve(spectro, sensor, 24, cpu).budget == 0.05
+    audio = MODALITIES["audio"]
+    assert audio.default_budget("spectrogram") == 0.2
+    assert audio.default_budget("waveform") == 0.05
     assert _resolve(fast_config(sensors, budget=0.1), sensor, 24, cpu).budget == 0.1
