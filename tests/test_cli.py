@@ -220,7 +220,10 @@ def test_audio_folder_end_to_end_both_view_spaces(tmp_path):
         assert r.exit_code == 0, r.output
         summary = json.loads(r.stdout)
         assert summary["modality"] == "audio" and summary["view_space"] == space
-        assert summary["delta_l1"] == pytest.approx(0.05, rel=1e-3)
+        # each space's default budget, exactly (spectrogram 0.2, waveform 0.05)
+        assert summary["delta_l1"] == pytest.approx(
+            {"spectrogram": 0.2, "waveform": 0.05}[space], rel=1e-3
+        )
         run = Path(summary["run"])
         wavs = sorted(p.name for p in (run / "preview_audio").iterdir())
         assert "sample0_original.wav" in wavs and len(wavs) == 9
