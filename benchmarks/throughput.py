@@ -129,6 +129,7 @@ def make_job(
     batch = variant.batch or shape["batch"]
     cfg = TrainConfig(
         data="",
+        views="viewmaker",
         batch_size=batch,
         encoder=encoder,
         viewmaker_width=width,

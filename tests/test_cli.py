@@ -275,6 +275,8 @@ def test_sensor_folder_end_to_end_both_view_spaces(tmp_path):
             *FAST[4:],
             "--view-space",
             space,
+            "--views",
+            "viewmaker",
             "--out",
             runs,
             "--json",
@@ -305,6 +307,27 @@ def test_sensor_folder_end_to_end_both_view_spaces(tmp_path):
         ]
 
 
+def test_views_auto_is_learned_transforms_on_sensors_unless_a_budget_is_given(tmp_path):
+    """The default `--views auto`: the family that won on validation for sensor data, the
+    viewmaker when --budget (its knob) is given, and the viewmaker for other data."""
+    cases = [
+        (EXAMPLES / "watch", [], "learned-transforms"),
+        (EXAMPLES / "watch", ["--budget", "0.1"], "viewmaker"),
+        (EXAMPLES / "fashion-mnist", [], "viewmaker"),
+    ]
+    for i, (data, extra, expected) in enumerate(cases):
+        runs = tmp_path / f"runs{i}"
+        r = invoke("train", data, *FAST[:2], "--batch-size", "16", *FAST[4:], *extra,
+                   "--out", runs, "--json")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert summary["views"] == expected
+        config = json.loads((Path(summary["run"]) / "config.json").read_text())
+        assert config["train"]["views"] == expected  # resolved, so resume and eval agree
+        if expected == "learned-transforms":
+            assert summary["transforms"]  # the learned strengths, reported
+
+
 def test_sensor_long_recordings_with_window_and_stride(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 3), ("test", 1)):
@@ -327,6 +350,8 @@ def test_sensor_long_recordings_with_window_and_stride(tmp_path):
         "64",
         "--stride",
         "32",
+        "--views",
+        "viewmaker",
         "--out",
         runs,
         "--json",

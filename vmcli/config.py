@@ -33,6 +33,7 @@ class LoadOptions:
 
 
 Views = Literal[
+    "auto",
     "viewmaker",
     "random",
     "handcrafted",
@@ -62,7 +63,7 @@ class TrainConfig:
     data: str
     modality: str | None = None  # None: detect from the files
     view_space: str | None = None  # None: the modality's default
-    views: str = "viewmaker"  # one of VIEWS
+    views: str = "auto"  # one of VIEWS; auto: the modality's default (resolve_views)
     budget: float | None = None  # ε: mean |δ| per example, in view-space units; None: per space
     epochs: int = 100
     batch_size: int | None = None  # None: the modality's default (paper: 256 images, 128 else)
@@ -157,6 +158,17 @@ class TrainConfig:
     @property
     def uses_handcrafted(self) -> bool:
         return self.views in ("handcrafted", "both")
+
+    def resolve_views(self, default_views: str) -> str | None:
+        """Make `--views auto` concrete: the modality's default family, except that a
+        `--budget` (the viewmaker's knob) asks for the viewmaker. Returns why, for the log."""
+        if self.views != "auto":
+            return None
+        if self.budget is not None or default_views == "viewmaker":
+            self.views = "viewmaker"
+            return "auto" + (": --budget given" if default_views != "viewmaker" else "")
+        self.views = default_views
+        return "auto: the best learned views on this kind of data; --views viewmaker for δ"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -41,12 +41,20 @@ def _training_items(index: DataIndex) -> list:
     return items
 
 
+def _resolve_views(cfg: TrainConfig, modality: Modality, world: World) -> None:
+    """`--views auto` made concrete; said once where the choice is not the viewmaker's."""
+    why = cfg.resolve_views(modality.default_views)
+    if why is not None and modality.default_views != "viewmaker" and world.is_main:
+        info(f"views: {cfg.views} ({why})")
+
+
 def _resolve(
     cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device, world: World = World()
 ) -> TrainConfig:
     """A copy of `cfg` with every automatic choice made concrete (what config.json records)."""
     r = TrainConfig.from_dict(cfg.to_dict())
     r.modality = modality.name
+    _resolve_views(r, modality, world)
     r.view_space = cfg.view_space or modality.view_spaces[0]
     if r.view_space not in modality.view_spaces:
         raise ConfigError(
@@ -327,6 +335,7 @@ def _train(
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _describe(index)
         modality = get_modality(index.modality)
+        _resolve_views(cfg, modality, world)
         if cfg.uses_transforms:
             transform_family(index.modality)  # fails before loading for a modality without one
         data = load_training_data(cfg, modality, index)

@@ -133,6 +133,9 @@ class Modality(ABC):
     # ε per view space where 0.05 (the paper's) is not the right default; chosen on validation
     # splits against the random-viewmaker control (benchmarks/RESULTS.md)
     default_budgets: dict[str, float] = {}
+    # what `--views auto` trains: the viewmaker, unless a modality's benchmark showed a
+    # learned family that wins on validation (sensors: learned transforms)
+    default_views: str = "viewmaker"
 
     def default_budget(self, view_space: str) -> float:
         return self.default_budgets.get(view_space, 0.05)
