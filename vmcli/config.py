@@ -168,7 +168,10 @@ class TrainConfig:
             self.views = "viewmaker"
             return "auto" + (": --budget given" if default_views != "viewmaker" else "")
         self.views = default_views
-        return "auto: the best learned views on this kind of data; --views viewmaker for δ"
+        return (
+            "auto: on this kind of data they beat the viewmaker on validation; "
+            "--views viewmaker for a free-form δ"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
