@@ -94,6 +94,21 @@ def test_learning_rates_are_options_and_validated(image_folder):
         TrainConfig(data=str(image_folder), views=views).validate()
 
 
+def test_views_auto_resolves_per_modality_and_leaves_the_callers_config(tmp_path):
+    from test_transforms import write_sensor_folder
+
+    from vmcli.session import train
+
+    sensors = write_sensor_folder(tmp_path / "watch")
+    cfg = fast_config(sensors, budget=None)
+    assert cfg.views == "auto"
+    summary = train(cfg, out=tmp_path / "runs", progress=False)
+    assert summary["views"] == "learned-transforms"
+    assert cfg.views == "auto"  # the library resolves a copy; the caller's config is reusable
+    with_budget = train(fast_config(sensors, budget=0.3), out=tmp_path / "runs", progress=False)
+    assert with_budget["views"] == "viewmaker" and with_budget["budget"] == 0.3
+
+
 def test_default_budget_is_per_view_space(image_folder, tmp_path):
     from test_transforms import write_sensor_folder
 

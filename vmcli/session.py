@@ -335,6 +335,7 @@ def _train(
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _describe(index)
         modality = get_modality(index.modality)
+        cfg = dataclasses.replace(cfg)  # the caller's config stays as given (views "auto")
         _resolve_views(cfg, modality, world)
         if cfg.uses_transforms:
             transform_family(index.modality)  # fails before loading for a modality without one
