@@ -330,7 +330,7 @@ class Bench:
         y = torch.tensor([classes.index(it.label) for it in data.items])
         train_idx = [i for i, it in enumerate(data.items) if it.split == "train"]
         test_idx = [i for i, it in enumerate(data.items) if it.split == "test"]
-        grouping = speaker_of if getattr(self.args, "group_by", "prefix") == "stem" else group_of
+        grouping = speaker_of if self.args.group_by == "stem" else group_of
         fit_idx, val_idx = validation_split(data.items, train_idx, group_of=grouping)
         split = {
             "fit": torch.tensor(fit_idx),

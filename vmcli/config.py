@@ -164,9 +164,9 @@ class TrainConfig:
         `--budget` (the viewmaker's knob) asks for the viewmaker. Returns why, for the log."""
         if self.views != "auto":
             return None
-        if self.budget is not None or default_views == "viewmaker":
+        if self.budget is not None:
             self.views = "viewmaker"
-            return "auto" + (": --budget given" if default_views != "viewmaker" else "")
+            return "auto: --budget given"
         self.views = default_views
         return (
             "auto: on this kind of data they beat the viewmaker on validation; "
