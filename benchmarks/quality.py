@@ -284,6 +284,7 @@ class Bench:
             viewmaker_lr=self.args.viewmaker_lr,
             transforms_lr=self.args.transforms_lr,
             transforms_budget=self.args.transforms_budget,
+            transforms_max=self.args.transforms_max,
             load=LoadOptions(sample_rate=self.args.sample_rate, clip_seconds=self.args.clip_seconds)
             if plan.modality == "audio"
             else LoadOptions(),
@@ -791,6 +792,11 @@ def main() -> None:
         type=float,
         default=None,
         help="mean transform strength held fixed (fraction of each range); default: free",
+    )
+    p.add_argument(
+        "--transforms-max",
+        default=None,
+        help="upper limits on named transform strengths, e.g. time_mask=0.15,noise=0.5",
     )
     p.add_argument(
         "--role",

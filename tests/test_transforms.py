@@ -341,3 +341,69 @@ def test_the_budget_holds_when_some_fractions_are_tiny_and_others_near_one():
     out = fill_to_mean(frac, 0.925)
     assert torch.equal(out.detach()[:5], torch.ones(5))
     assert float(out.detach().mean()) == pytest.approx(0.925, abs=1e-6)
+
+
+def test_limits_lower_a_strengths_upper_bound_and_keep_the_recipe_inside():
+    t = create_transforms("audio", limits="time_mask=0.15,noise=0.5")
+    with torch.no_grad():
+        t.logits.fill_(1e4)  # every strength at its upper bound
+    s = {k: float(v.detach()) for k, v in t.strengths().items()}
+    assert s["time_mask"] == pytest.approx(0.15) and s["noise"] == pytest.approx(0.5)
+    assert s["speed"] == pytest.approx(0.2)  # not limited: its own bound
+    rows = {r["name"]: r for r in create_transforms("audio", limits={"time_mask": 0.15}).table()}
+    assert rows["time_mask"]["high"] == 0.15 and rows["time_mask"]["initial"] == pytest.approx(0.1)
+    # a limit below the recipe's strength starts the strength at the limit
+    low = create_transforms("sensor", limits="jitter=0.02").table()
+    assert next(r for r in low if r["name"] == "jitter")["initial"] == pytest.approx(0.02, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("foo=1", "no strength 'foo'"),
+        ("time_mask=0.9", "at most 0.6"),
+        ("time_mask=0", "above 0"),
+        ("time_mask", "name=value"),
+        ("noise=abc", "name=value"),
+    ],
+)
+def test_bad_limits_are_refused_by_name(text, message):
+    with pytest.raises(ConfigError, match=message):
+        create_transforms("audio", limits=text)
+
+
+def test_limits_are_exported_and_a_run_reloads_under_its_own_bounds(tmp_path):
+    data = write_sensor_folder(tmp_path / "watch")
+    r = CliRunner().invoke(
+        app,
+        ["train", str(data), "--views", "learned-transforms", "--transforms-max", "jitter=0.2"]
+        + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    rows = {row["name"]: row for row in summary["transforms"]}
+    assert rows["jitter"]["high"] == 0.2 and rows["crop"]["high"] == 0.5
+    run = tmp_path / "runs" / "train"
+    augment = vmcli.load_viewmaker(run)
+    assert augment.transforms.bounds["jitter"] == (0.0, 0.2)
+    learned = {k: float(v) for k, v in augment.transforms.strengths().items()}
+    assert learned == pytest.approx({k: v["learned"] for k, v in rows.items()}, abs=1e-6)
+    # tampered bounds in the export are refused with the file named
+    tensors, header = runs.read_weights(run / runs.TRANSFORMS)
+    header["strengths"][0]["high"] = 99.0
+    save_file(
+        tensors, str(run / runs.TRANSFORMS), metadata={k: json.dumps(v) for k, v in header.items()}
+    )
+    with pytest.raises(CheckpointError, match=r"transforms\.safetensors.*limit of crop"):
+        vmcli.load_viewmaker(run)
+
+
+def test_a_malformed_transforms_max_is_a_clear_cli_error(tmp_path):
+    data = write_sensor_folder(tmp_path / "watch")
+    r = CliRunner().invoke(
+        app,
+        ["train", str(data), "--views", "learned-transforms", "--transforms-max", "warp=0.1"]
+        + ["--out", str(tmp_path / "runs"), *FAST],
+    )
+    assert r.exit_code != 0 and "no strength 'warp'" in r.output, r.output
+    assert not (tmp_path / "runs" / "train" / runs.ENCODER).exists()

@@ -308,6 +308,14 @@ def train(
             show_default=False,
         ),
     ] = None,
+    transforms_max: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Views",
+            help="Learned transforms: upper limits on named strengths, e.g. 'time_mask=0.15,noise=0.5' (what your data cannot take and keep its label; names and units in the summary's table). \\[default: each strength's own bounds]",
+            show_default=False,
+        ),
+    ] = None,
     data_mode: Annotated[
         DataMode,
         typer.Option(
@@ -367,6 +375,7 @@ def train(
         viewmaker_lr=viewmaker_lr,
         transforms_lr=transforms_lr,
         transforms_budget=transforms_budget,
+        transforms_max=transforms_max,
         alternating=alternating,
         device=device,
         precision=precision,

@@ -79,6 +79,9 @@ class TrainConfig:
     # mean transform strength (fraction of each range) held fixed, so the adversary can only
     # move strength between transforms; None: each strength free within its own bounds
     transforms_budget: float | None = None
+    # upper limits on named transform strengths, "time_mask=0.15,noise=0.5": what a person
+    # knows their data cannot take and stay the same class; None: each strength's own bounds
+    transforms_max: str | None = None
     alternating: bool = False  # the paper's two-pass schedule instead of gradient reversal
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -123,6 +126,13 @@ class TrainConfig:
                 "--transforms-budget is the mean strength as a fraction of each transform's "
                 f"range, in (0, 1]; got {self.transforms_budget}"
             )
+        if self.transforms_max is not None:
+            from vmcli.nn.transforms import parse_limits
+
+            try:
+                parse_limits(self.transforms_max)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
         if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:

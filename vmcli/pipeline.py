@@ -239,7 +239,10 @@ def load_viewmaker(
                     f"{src}: unknown transform family {header.get('family')!r} "
                     f"(known: {', '.join(FAMILIES)})"
                 )
-            tf = family(untrusted.transforms_budget(header, src))
+            tf = family(
+                untrusted.transforms_budget(header, src),
+                untrusted.transforms_limits(header, src, family),
+            )
             untrusted.same_tensors(tensors, tf.state_dict(), src)
             runs.load_state(tf, tensors, src)
         else:

@@ -179,7 +179,7 @@ def _build_job(
         )
     handcrafted = modality.handcrafted(data.meta) if cfg.uses_handcrafted else None
     transforms = (
-        create_transforms(cfg.modality or "", cfg.transforms_budget)
+        create_transforms(cfg.modality or "", cfg.transforms_budget, cfg.transforms_max)
         if cfg.uses_transforms
         else None
     )

@@ -305,6 +305,35 @@ def transforms_budget(header: dict[str, Any], src: Path) -> float | None:
     return float(value)
 
 
+def transforms_limits(header: dict[str, Any], src: Path, family: type) -> dict[str, float]:
+    """The upper bounds a transforms export was trained with (its `strengths` table), as limits
+    for the family: the learned logits mean nothing under other bounds. Exports without a table
+    used the family's own bounds."""
+    table = header.get("strengths")
+    if table is None:
+        return {}
+    if not isinstance(table, list) or not all(isinstance(r, dict) for r in table):
+        raise _fail(src, f"metadata: strengths is {shown(table)}, not a table of rows")
+    limits: dict[str, float] = {}
+    defaults = {s.name: s for s in family.STRENGTHS}
+    for row in table:
+        name, low, high = row.get("name"), row.get("low"), row.get("high")
+        if name not in defaults:
+            raise _fail(
+                src, f"metadata: strengths names {shown(name)}, not a {family.family} transform"
+            )
+        if not _numbers(high) or low != defaults[name].low:
+            raise _fail(src, f"metadata: the bounds of {name} are {shown(low)}..{shown(high)}")
+        if high != defaults[name].high:
+            limits[name] = float(high)
+    from vmcli.nn.transforms import check_limits
+
+    try:
+        return check_limits(family, limits)
+    except ValueError as e:
+        raise _fail(src, f"metadata: {e}") from None
+
+
 def same_tensors(found: Mapping[str, Any], expected: Mapping[str, Tensor], src: Path) -> None:
     """The tensors a file holds are exactly those of the module its metadata describes (names,
     shapes and dtypes); `expected` may live on the meta device (nothing allocated)."""

@@ -53,14 +53,18 @@ class LearnedTransforms(nn.Module):
     family: str = ""
     STRENGTHS: tuple[Strength, ...] = ()
 
-    def __init__(self, budget: float | None = None) -> None:
+    def __init__(self, budget: float | None = None, limits: dict[str, float] | None = None) -> None:
         super().__init__()
         if budget is not None and not 0 < budget <= 1:
             raise ValueError(f"a transform budget is a mean fraction in (0, 1]; got {budget}")
         self.budget = budget
+        self.limits = check_limits(self, limits or {})
+        # each strength's range: its own bounds, the upper one lowered (or raised) by a limit
+        self.bounds = {s.name: (s.low, self.limits.get(s.name, s.high)) for s in self.STRENGTHS}
         init = []
         for s in self.STRENGTHS:
-            frac = (s.init - s.low) / (s.high - s.low)
+            low, high = self.bounds[s.name]
+            frac = (min(s.init, high) - low) / (high - low)
             frac = min(max(frac, 1e-4), 1 - 1e-4)
             init.append(math.log(frac / (1 - frac)))
         self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
@@ -77,7 +81,11 @@ class LearnedTransforms(nn.Module):
     def strengths(self) -> dict[str, Tensor]:
         """name → current strength (a 0-d tensor that carries the gradient)."""
         frac = self.fractions()
-        return {s.name: s.low + (s.high - s.low) * frac[i] for i, s in enumerate(self.STRENGTHS)}
+        out = {}
+        for i, s in enumerate(self.STRENGTHS):
+            low, high = self.bounds[s.name]
+            out[s.name] = low + (high - low) * frac[i]
+        return out
 
     def table(self) -> list[dict[str, float | str]]:
         """Each strength's initial and current value, for summaries and people."""
@@ -87,8 +95,8 @@ class LearnedTransforms(nn.Module):
                 "name": s.name,
                 "initial": self._initial[s.name],
                 "learned": now[s.name],
-                "low": s.low,
-                "high": s.high,
+                "low": self.bounds[s.name][0],
+                "high": self.bounds[s.name][1],
                 "unit": s.unit,
                 "meaning": s.meaning,
             }
@@ -100,6 +108,50 @@ class LearnedTransforms(nn.Module):
 
     def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g: torch.Generator | None) -> Tensor:
         raise NotImplementedError
+
+
+def check_limits(
+    t: LearnedTransforms | type[LearnedTransforms], limits: dict[str, float]
+) -> dict[str, float]:
+    """Upper limits on named strengths, checked: a known name, above the strength's lower bound
+    and at most twice its default upper bound (past that some transforms stop being the
+    transform: a speed change of ±100 % stops the clip)."""
+    known = {s.name: s for s in t.STRENGTHS}
+    out = {}
+    for name, value in limits.items():
+        if name not in known:
+            raise ValueError(
+                f"{t.family} transforms have no strength {name!r} (they have {', '.join(known)})"
+            )
+        s = known[name]
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            raise ValueError(f"the limit of {name} must be a number; got {value!r}")
+        if not s.low < value <= 2 * s.high:
+            raise ValueError(
+                f"the limit of {name} must be above {s.low:g} and at most {2 * s.high:g} "
+                f"(default {s.high:g}); got {value:g}"
+            )
+        out[name] = float(value)
+    return out
+
+
+def parse_limits(text: str | None) -> dict[str, float]:
+    """`"time_mask=0.15,noise=0.5"` → {"time_mask": 0.15, "noise": 0.5} (empty for None)."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, eq, value = part.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--transforms-max takes name=value pairs separated by commas "
+                f"(e.g. time_mask=0.15,noise=0.5); got {part.strip()!r}"
+            ) from None
+    return out
 
 
 def fill_to_mean(frac: Tensor, budget: float) -> Tensor:
@@ -298,7 +350,18 @@ def transform_family(modality: str) -> type[LearnedTransforms]:
     return FAMILIES[modality]
 
 
-def create_transforms(modality: str, budget: float | None = None) -> LearnedTransforms:
+def create_transforms(
+    modality: str, budget: float | None = None, limits: str | dict[str, float] | None = None
+) -> LearnedTransforms:
     """The learned-transform family for a modality (sensor or audio), optionally under a
-    budget (the mean strength, as a fraction of each range, held fixed)."""
-    return transform_family(modality)(budget)
+    budget (the mean strength, as a fraction of each range, held fixed) and with upper limits
+    on named strengths (`"time_mask=0.15,noise=0.5"` or a dict); a ConfigError if a limit is
+    malformed or names no strength."""
+    from vmcli.errors import ConfigError
+
+    family = transform_family(modality)
+    try:
+        parsed = limits if isinstance(limits, dict) else parse_limits(limits)
+        return family(budget, parsed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
