@@ -307,12 +307,14 @@ def test_sensor_folder_end_to_end_both_view_spaces(tmp_path):
         ]
 
 
-def test_views_auto_is_learned_transforms_on_sensors_unless_a_budget_is_given(tmp_path):
-    """The default `--views auto`: the family that won on validation for sensor data, the
-    viewmaker when --budget (its knob) is given, and the viewmaker for other data."""
+def test_views_auto_is_learned_transforms_on_signals_unless_a_budget_is_given(tmp_path):
+    """The default `--views auto`: the family that won on validation for sensor and audio
+    data, the viewmaker when --budget (its knob) is given, and the viewmaker for images."""
     cases = [
         (EXAMPLES / "watch", [], "learned-transforms"),
         (EXAMPLES / "watch", ["--budget", "0.1"], "viewmaker"),
+        (EXAMPLES / "instruments", [], "learned-transforms"),
+        (EXAMPLES / "instruments", ["--budget", "0.2"], "viewmaker"),
         (EXAMPLES / "fashion-mnist", [], "viewmaker"),
     ]
     for i, (data, extra, expected) in enumerate(cases):

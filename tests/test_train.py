@@ -211,25 +211,31 @@ def test_auto_compile_waits_for_a_long_cpu_run(image_folder, monkeypatch):
     assert compiled[1].viewmaker is job.viewmaker
 
 
-def test_auto_compile_leaves_gpus_and_distributed_runs_alone():
+def test_auto_compile_on_one_cpu_or_gpu_for_long_runs_never_under_ddp():
     from types import SimpleNamespace
 
     from vmcli.distributed import World
     from vmcli.training import Compiler
 
-    for device, world in (
-        (torch.device("cuda", 0), World()),
-        (torch.device("cpu"), World(rank=0, size=2)),
+    def eager(x):
+        return x
+
+    for device, world, steps_left, compiles in (
+        (torch.device("cuda", 0), World(), 1_000_000, True),
+        (torch.device("cuda", 0), World(), 10, False),  # minutes left: not worth a compile
+        (torch.device("cpu"), World(rank=0, size=2), 1_000_000, False),
+        (torch.device("cuda", 1), World(rank=1, size=2), 1_000_000, False),
+        (torch.device("mps"), World(), 1_000_000, False),
     ):
         job = SimpleNamespace(
             cfg=SimpleNamespace(compile=None),
             device=device,
             world=world,
-            encoder_fn="eager",
+            encoder_fn=eager,
             raw_fn=None,
         )
-        Compiler(job).consider(steps_done=10, steps_left=1_000_000, seconds=100.0)
-        assert job.encoder_fn == "eager"
+        Compiler(job).consider(steps_done=10, steps_left=steps_left, seconds=100.0)
+        assert (job.encoder_fn is not eager) == compiles, (device, world)
 
 
 @pytest.mark.parametrize(

@@ -361,7 +361,7 @@ def test_limits_lower_a_strengths_upper_bound_and_keep_the_recipe_inside():
     ("text", "message"),
     [
         ("foo=1", "no strength 'foo'"),
-        ("time_mask=0.9", "at most 0.6"),
+        ("time_mask=0.9", "at most 0.3"),
         ("time_mask=0", "above 0"),
         ("time_mask", "name=value"),
         ("noise=abc", "name=value"),
@@ -388,8 +388,13 @@ def test_limits_are_exported_and_a_run_reloads_under_its_own_bounds(tmp_path):
     assert augment.transforms.bounds["jitter"] == (0.0, 0.2)
     learned = {k: float(v) for k, v in augment.transforms.strengths().items()}
     assert learned == pytest.approx({k: v["learned"] for k, v in rows.items()}, abs=1e-6)
-    # tampered bounds in the export are refused with the file named
+    # an export made under wider bounds than today's defaults (within twice) keeps its bounds
     tensors, header = runs.read_weights(run / runs.TRANSFORMS)
+    header["strengths"][0]["high"] = 0.8  # crop: default 0.5
+    meta = {k: json.dumps(v) for k, v in header.items()}
+    save_file(tensors, str(run / runs.TRANSFORMS), metadata=meta)
+    assert vmcli.load_viewmaker(run).transforms.bounds["crop"] == (0.0, 0.8)
+    # tampered bounds in the export are refused with the file named
     header["strengths"][0]["high"] = 99.0
     save_file(
         tensors, str(run / runs.TRANSFORMS), metadata={k: json.dumps(v) for k, v in header.items()}

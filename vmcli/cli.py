@@ -209,7 +209,7 @@ def train(
         bool | None,
         typer.Option(
             rich_help_panel="Training",
-            help="torch.compile the networks (1–2 min to compile, then 1.5× faster CPU steps). \\[default: auto: on the CPU once a run is measured to have over 15 min left]",
+            help="torch.compile the networks (1–2 min to compile, then 1.3–1.6× faster steps). \\[default: auto: on the CPU or one GPU once a run is measured to have over 15 min left; not under DDP]",
             show_default=False,
         ),
     ] = TrainConfig.compile,

@@ -250,6 +250,11 @@ class AudioModality(Modality):
     # (0.300 vs 0.280, two and three seeds) and the adversary active on one seed of two
     # (benchmarks/RESULTS.md, H200). The waveform space keeps 0.05: not measured at 0.2.
     default_budgets = {"spectrogram": 0.2}
+    # on spoken digits (unseen voices), the one audio benchmark where self-supervision learns,
+    # learned transforms score 0.977 on validation (three seeds) against 0.945 for the ε 0.2
+    # viewmaker (four); on instrument families every arm is level with an untrained encoder.
+    # The viewmaker stays one flag away, and is chosen by --budget
+    default_views = "learned-transforms"
 
     def sniff(self, path: Path, head: bytes) -> bool:
         return (
