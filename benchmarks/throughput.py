@@ -10,7 +10,9 @@ Shapes (data resident on the device, random values, the real vm training step):
   sensor  6 channels × 128 steps (signal view space, 1-D ResNet-18), batch 128
 
 Levers, each added to the previous row: one pass with gradient reversal instead of the paper's
-two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For every row:
+two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For audio and
+sensors, a last row times what `vm train` does there by default (`--views auto`): learned
+transforms instead of the viewmaker, same encoder, the device's default precision. For every row:
 samples/s (median of timed chunks after warm-up), the ratio to the paper's schedule, the share
 of step time spent gathering the batch (the data path), and the fraction of the device's
 measured bf16 matrix-multiply peak (FLOPs counted once per step by torch.utils.flop_counter).
@@ -40,6 +42,7 @@ from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
 from vmcli.devices import resolve_device  # noqa: E402
+from vmcli.nn.transforms import create_transforms  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
 from vmcli.training import Compiler, Job, prepare, train_step  # noqa: E402
 
@@ -52,6 +55,7 @@ class Variant:
     channels_last: bool = False
     compile: bool = False
     batch: int | None = None  # None: the shape's default
+    views: str = "viewmaker"  # or learned-transforms: the default family on audio and sensors
 
 
 PAPER = Variant("paper: 2 passes, fp32", alternating=True)  # fp32 rows: TF32 off
@@ -129,7 +133,7 @@ def make_job(
     batch = variant.batch or shape["batch"]
     cfg = TrainConfig(
         data="",
-        views="viewmaker",
+        views=variant.views,
         batch_size=batch,
         encoder=encoder,
         viewmaker_width=width,
@@ -141,6 +145,12 @@ def make_job(
     )
     torch.manual_seed(0)
     enc = build_encoder(encoder, space, tuple(x.shape[1:]))
+    if variant.views == "learned-transforms":
+        modality = "audio" if isinstance(space, LogMelSpace) else "sensor"
+        tf = create_transforms(modality)
+        job = Job(cfg, x, space, enc, None, None, device, transforms=tf)
+        job.reference_transforms = copy.deepcopy(tf)
+        return job, x.to(device), batch
     vm = build_viewmaker(space, 0.05, width)
     job = Job(cfg, x, space, enc, vm, None, device)
     return job, x.to(device), batch
@@ -244,7 +254,7 @@ def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> d
     gather_s = (time.perf_counter() - t0) / args.steps
     step_s = batch / statistics.median(rates)
     vm_s = None
-    if not variant.compile and not variant.alternating:
+    if not variant.compile and not variant.alternating and job.viewmaker is not None:
         vm_s = viewmaker_share(job, x, batch, autocast, args.steps)
     flops = None
     if not variant.compile:
@@ -348,6 +358,14 @@ def main() -> None:
     for name in args.shapes.split(","):
         todo += [(name, v) for v in LADDER]
         if name != "image":
+            auto = Variant(
+                "views auto: learned transforms, 1 pass, "
+                + ("fp32" if device.type == "cpu" else "bf16, channels-last"),
+                precision="fp32" if device.type == "cpu" else "bf16",
+                channels_last=device.type != "cpu",
+                views="learned-transforms",
+            )
+            todo.append((name, auto))
             continue
         compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
         if args.compile:

@@ -137,3 +137,18 @@ def test_encoder_shape_probe_runs_on_the_space_device():
         on_cpu = space.encoder_input_shape(raw_shape)
         space.to("meta")
         assert space.encoder_input_shape(raw_shape) == on_cpu
+
+
+def test_throughput_times_the_default_learned_transforms_step_on_signals():
+    """The `views auto` row of audio and sensors trains learned transforms, no viewmaker."""
+    tp = _load_throughput()
+    for name in ("sensor", "audio"):
+        shape = tp.shapes(quick=True)[name]
+        variant = tp.Variant("auto", views="learned-transforms")
+        job, x, batch = tp.make_job(shape, variant, torch.device("cpu"), "small", 8)
+        assert job.viewmaker is None and job.transforms is not None
+        opt = tp.ready(job)
+        before = job.transforms.logits.detach().clone()
+        gen = torch.Generator().manual_seed(0)
+        tp.train_step(job, x[:batch], gen, opt, torch.autocast("cpu", enabled=False))
+        assert not torch.equal(before, job.transforms.logits.detach())  # strengths learn
