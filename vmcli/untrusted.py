@@ -320,9 +320,11 @@ def transforms_limits(header: dict[str, Any], src: Path, family: type) -> dict[s
         name, low, high = row.get("name"), row.get("low"), row.get("high")
         if name not in defaults:
             raise _fail(
-                src, f"metadata: strengths names {shown(name)}, not a {family.family} transform"
+                src,
+                f"metadata: strengths names {shown(name)}, not one of the {family.family} transforms",
             )
-        if not _numbers(high) or low != defaults[name].low:
+        number = isinstance(high, int | float) and not isinstance(high, bool)
+        if not (number and math.isfinite(high)) or low != defaults[name].low:
             raise _fail(src, f"metadata: the bounds of {name} are {shown(low)}..{shown(high)}")
         if high != defaults[name].high:
             limits[name] = float(high)
