@@ -325,6 +325,11 @@ def main() -> None:
     p.add_argument(
         "--quick", action="store_true", help="tiny shapes and steps on the CPU: checks the script"
     )
+    p.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="leave out the bf16 rows (CPUs without native bf16 emulate it, 8-9x slower)",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument(
         "--time-budget",
@@ -356,7 +361,7 @@ def main() -> None:
     # cheap rows of the other shapes last
     todo: list[tuple[str, Variant]] = []
     for name in args.shapes.split(","):
-        todo += [(name, v) for v in LADDER]
+        todo += [(name, v) for v in LADDER if not (args.no_bf16 and v.precision == "bf16")]
         if name != "image":
             auto = Variant(
                 "views auto: learned transforms, 1 pass, "
