@@ -213,6 +213,8 @@ def test_audio_folder_end_to_end_both_view_spaces(tmp_path):
             *FAST[4:],
             "--view-space",
             space,
+            "--views",
+            "viewmaker",  # the default on audio is learned transforms; this is the viewmaker's
             "--out",
             runs,
             "--json",
