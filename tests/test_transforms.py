@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,17 +298,21 @@ def test_a_budget_holds_while_the_adversary_moves_strength_between_transforms(cl
     assert sum(fracs) / len(fracs) == pytest.approx(0.4, abs=1e-5)
 
 
-def test_a_transforms_budget_is_exported_and_checked(tmp_path):
+def train_sensor_transforms(tmp_path, *options: str) -> tuple[dict, Path]:
+    """`vm train` with learned transforms on a small sensor folder: its summary and run."""
     data = write_sensor_folder(tmp_path / "watch")
     r = CliRunner().invoke(
         app,
-        ["train", str(data), "--views", "learned-transforms", "--transforms-budget", "0.5"]
+        ["train", str(data), "--views", "learned-transforms", *options]
         + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
     )
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
+    return json.loads(r.stdout), tmp_path / "runs" / "train"
+
+
+def test_a_transforms_budget_is_exported_and_checked(tmp_path):
+    summary, run = train_sensor_transforms(tmp_path, "--transforms-budget", "0.5")
     assert summary["transforms_budget"] == 0.5
-    run = tmp_path / "runs" / "train"
     shown = CliRunner().invoke(app, ["info", str(run)])
     assert shown.exit_code == 0 and "transforms budget" in shown.output, shown.output
     augment = vmcli.load_viewmaker(run)
@@ -373,17 +378,9 @@ def test_bad_limits_are_refused_by_name(text, message):
 
 
 def test_limits_are_exported_and_a_run_reloads_under_its_own_bounds(tmp_path):
-    data = write_sensor_folder(tmp_path / "watch")
-    r = CliRunner().invoke(
-        app,
-        ["train", str(data), "--views", "learned-transforms", "--transforms-max", "jitter=0.2"]
-        + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
-    )
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
+    summary, run = train_sensor_transforms(tmp_path, "--transforms-max", "jitter=0.2")
     rows = {row["name"]: row for row in summary["transforms"]}
     assert rows["jitter"]["high"] == 0.2 and rows["crop"]["high"] == 0.5
-    run = tmp_path / "runs" / "train"
     augment = vmcli.load_viewmaker(run)
     assert augment.transforms.bounds["jitter"] == (0.0, 0.2)
     learned = {k: float(v) for k, v in augment.transforms.strengths().items()}
