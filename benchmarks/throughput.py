@@ -360,16 +360,16 @@ def main() -> None:
     # come first, so the slow-to-warm compiled rows start early and a time limit cuts the
     # cheap rows of the other shapes last
     todo: list[tuple[str, Variant]] = []
+    on_cpu = device.type == "cpu"
+    auto = Variant(  # what vm train runs on audio and sensors by default, at its precision
+        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
+        precision="fp32" if on_cpu else "bf16",
+        channels_last=not on_cpu,
+        views="learned-transforms",
+    )
     for name in args.shapes.split(","):
         todo += [(name, v) for v in LADDER if not (args.no_bf16 and v.precision == "bf16")]
         if name != "image":
-            auto = Variant(
-                "views auto: learned transforms, 1 pass, "
-                + ("fp32" if device.type == "cpu" else "bf16, channels-last"),
-                precision="fp32" if device.type == "cpu" else "bf16",
-                channels_last=device.type != "cpu",
-                views="learned-transforms",
-            )
             todo.append((name, auto))
             continue
         compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)

@@ -409,3 +409,9 @@ def test_a_malformed_transforms_max_is_a_clear_cli_error(tmp_path):
     )
     assert r.exit_code != 0 and "no strength 'warp'" in r.output, r.output
     assert not (tmp_path / "runs" / "train" / runs.ENCODER).exists()
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), float("inf"), "0.1"])
+def test_a_limit_that_is_not_a_finite_number_is_refused(value):
+    with pytest.raises(ConfigError, match="must be a number"):
+        create_transforms("audio", limits={"noise": value})

@@ -58,9 +58,9 @@ class LearnedTransforms(nn.Module):
         if budget is not None and not 0 < budget <= 1:
             raise ValueError(f"a transform budget is a mean fraction in (0, 1]; got {budget}")
         self.budget = budget
-        self.limits = check_limits(self, limits or {})
+        checked = check_limits(self, limits or {})
         # each strength's range: its own bounds, the upper one lowered (or raised) by a limit
-        self.bounds = {s.name: (s.low, self.limits.get(s.name, s.high)) for s in self.STRENGTHS}
+        self.bounds = {s.name: (s.low, checked.get(s.name, s.high)) for s in self.STRENGTHS}
         init = []
         for s in self.STRENGTHS:
             low, high = self.bounds[s.name]
@@ -124,7 +124,8 @@ def check_limits(
                 f"{t.family} transforms have no strength {name!r} (they have {', '.join(known)})"
             )
         s = known[name]
-        if not (isinstance(value, int | float) and math.isfinite(value)):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)):
             raise ValueError(f"the limit of {name} must be a number; got {value!r}")
         if not s.low < value <= 2 * s.high:
             raise ValueError(
