@@ -19,14 +19,25 @@ from vmcli.cli import app
 from vmcli.errors import CheckpointError, ConfigError
 from vmcli.nn.transforms import (
     AudioTransforms,
+    ImageTransforms,
     SensorTransforms,
     create_transforms,
     fill_to_mean,
     hard_bernoulli,
 )
-from vmcli.views import sensor_views
+from vmcli.views import color_jitter, random_grayscale, random_resized_crop, sensor_views
 
-FAMILIES = [(SensorTransforms, (6, 6, 64)), (AudioTransforms, (4, 1, 4000))]
+FAMILIES = [
+    (SensorTransforms, (6, 6, 64)),
+    (AudioTransforms, (4, 1, 4000)),
+    (ImageTransforms, (6, 3, 16, 16)),
+]
+
+
+def batch(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A batch in the family's units: pixels in [0, 1] for images, signals otherwise."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) if len(shape) == 4 else torch.randn(shape, generator=g)
 
 
 def contrastive_like(v: torch.Tensor) -> torch.Tensor:
@@ -37,7 +48,7 @@ def contrastive_like(v: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("cls", "shape"), FAMILIES)
 def test_gradient_reaches_every_strength(cls, shape):
     t = cls()
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = batch(shape)
     contrastive_like(t(x, torch.Generator().manual_seed(1))).backward()
     g = t.logits.grad
     assert g is not None and torch.isfinite(g).all()
@@ -52,13 +63,13 @@ def test_strengths_stay_within_bounds(cls, shape):
             t.logits.fill_(value)
         for spec, s in zip(cls.STRENGTHS, t.strengths().values(), strict=True):
             assert spec.low - 1e-6 <= float(s.detach()) <= spec.high + 1e-6
-        v = t(torch.randn(shape), torch.Generator().manual_seed(0))
+        v = t(batch(shape), torch.Generator().manual_seed(0))
         assert torch.isfinite(v).all() and v.shape == shape
 
 
 @pytest.mark.parametrize(("cls", "shape"), FAMILIES)
 def test_same_seed_same_views(cls, shape):
-    t, x = cls(), torch.randn(shape)
+    t, x = cls(), batch(shape)
     a = t(x, torch.Generator().manual_seed(5))
     b = t(x, torch.Generator().manual_seed(5))
     c = t(x, torch.Generator().manual_seed(6))
@@ -119,9 +130,48 @@ def test_zero_strengths_leave_a_sensor_window_unchanged():
     assert torch.allclose(t(x, torch.Generator().manual_seed(0)), x, atol=1e-5)
 
 
-def test_images_have_no_transform_family():
-    with pytest.raises(ConfigError, match="sensor and audio"):
-        create_transforms("image")
+def test_initial_image_strengths_are_the_simclr_recipe():
+    import inspect
+
+    crop = inspect.signature(random_resized_crop).parameters
+    jitter = inspect.signature(color_jitter).parameters
+    grey = inspect.signature(random_grayscale).parameters
+    s = {k: float(v.detach()) for k, v in ImageTransforms().strengths().items()}
+    assert s["crop"] == pytest.approx(1 - crop["scale"].default[0], abs=1e-6)
+    assert s["flip"] == pytest.approx(crop["flip_p"].default, abs=1e-6)
+    for name in ("brightness", "contrast", "saturation", "hue"):
+        assert s[name] == pytest.approx(jitter[name].default, abs=1e-6)
+    assert s["colour_p"] == pytest.approx(jitter["p"].default, abs=1e-6)
+    assert s["grayscale"] == pytest.approx(grey["p"].default, abs=1e-6)
+
+
+def test_image_transforms_are_the_identity_at_zero_and_a_mirror_with_flip_alone():
+    t = ImageTransforms()
+    zero = {k: torch.tensor(0.0) for k in t.strengths()}
+    x = batch((5, 3, 12, 12))
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(t.apply_strengths(x, zero, g), x, atol=1e-5)
+    flipped = t.apply_strengths(x, {**zero, "flip": torch.tensor(1.0)}, g)
+    assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
+    # uint8 pixels are scaled to [0, 1] first, and every view stays in [0, 1]
+    raw = (x * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        t.logits.fill_(1e4)  # every strength at its upper bound
+        v = t(raw, g)
+    assert v.dtype == torch.float32 and float(v.min()) >= 0 and float(v.max()) <= 1
+
+
+def test_grey_images_leave_the_colour_strengths_untouched():
+    t = ImageTransforms()
+    contrastive_like(t(batch((8, 1, 16, 16)), torch.Generator().manual_seed(0))).backward()
+    grads = dict(zip([s.name for s in t.STRENGTHS], t.logits.grad.tolist(), strict=True))
+    assert all(grads[k] == 0 for k in ("saturation", "hue", "grayscale")), grads
+    assert all(grads[k] != 0 for k in ("crop", "flip", "brightness", "contrast")), grads
+
+
+def test_arrays_have_no_transform_family():
+    with pytest.raises(ConfigError, match="sensor, audio, image"):
+        create_transforms("array")
 
 
 def write_sensor_folder(root, n=24, t=64):
@@ -261,6 +311,52 @@ def test_audio_learned_transforms_write_wav_views(tmp_path):
     assert rate_out == rate_in and out.shape == src.shape and not np.allclose(out, src)
 
 
+def test_image_learned_transforms_train_export_and_augment_pngs(rgb_folder, tmp_path):
+    cli = CliRunner()
+    run = tmp_path / "runs" / "train"
+    r = cli.invoke(
+        app,
+        [
+            "train",
+            str(rgb_folder),
+            "--views",
+            "learned-transforms",
+            "--transforms-lr",
+            "0.2",
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+            "-q",
+            *FAST,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert (run / runs.TRANSFORMS).is_file() and not (run / runs.VIEWMAKER).exists()
+    table = {row["name"]: row for row in summary["transforms"]}
+    assert set(table) == {s.name for s in ImageTransforms.STRENGTHS}
+    assert any(abs(row["learned"] - row["initial"]) > 1e-3 for row in table.values())
+    augment = vmcli.load_viewmaker(run)
+    assert isinstance(augment.transforms, ImageTransforms)
+    raw = torch.randint(0, 256, (2, 3, 20, 20), dtype=torch.uint8)
+    with torch.no_grad():
+        a = augment(raw, torch.Generator().manual_seed(0))
+        b = augment.transforms(raw, torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-6)  # pixels in [0, 1]: the transformed image
+    r = cli.invoke(
+        app,
+        ["augment", str(rgb_folder / "test"), "--out", str(tmp_path / "views"), "--run", str(run)],
+    )
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    for src in sorted((rgb_folder / "test").rglob("*.png")):
+        out = tmp_path / "views" / src.relative_to(rgb_folder / "test")
+        a, b = np.asarray(Image.open(src)), np.asarray(Image.open(out))
+        assert a.shape == b.shape and a.dtype == b.dtype
+    assert not np.array_equal(a, b)
+
+
 # -- a budget across transforms --------------------------------------------------------------
 
 
@@ -282,7 +378,7 @@ def test_a_budget_holds_while_the_adversary_moves_strength_between_transforms(cl
     before = t.fractions().detach().clone()
     assert float(before.mean()) == pytest.approx(0.4, abs=1e-6)
     opt = torch.optim.Adam(t.parameters(), lr=0.2)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = batch(shape)
     for step in range(5):
         opt.zero_grad()
         (-contrastive_like(t(x, torch.Generator().manual_seed(step)))).backward()  # adversary

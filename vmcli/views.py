@@ -60,14 +60,15 @@ def random_resized_crop(
     )
 
 
-def _gray(x: Tensor) -> Tensor:
+def luma(x: Tensor) -> Tensor:
+    """The grey level (ITU-R 601 luma) of B × 3 × H × W pixels; 1-channel images as they are."""
     if x.shape[1] == 1:
         return x
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-def _rotate_hue(x: Tensor, angle: Tensor) -> Tensor:
+def rotate_hue(x: Tensor, angle: Tensor) -> Tensor:
     """Rotate hue by `angle` (radians, per sample) in YIQ space: a cheap, smooth hue shift."""
     y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
     i = 0.596 * x[:, 0] - 0.274 * x[:, 1] - 0.322 * x[:, 2]
@@ -94,16 +95,16 @@ def color_jitter(
     apply = _bernoulli(b, p, x, g).view(b, 1, 1, 1)
     out = x * _uniform(b, 1 - brightness, 1 + brightness, x, g).view(b, 1, 1, 1)
     out = out.clamp(0, 1)
-    mean = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
+    mean = luma(out).mean(dim=(1, 2, 3), keepdim=True)
     out = (
         (out - mean) * _uniform(b, 1 - contrast, 1 + contrast, x, g).view(b, 1, 1, 1) + mean
     ).clamp(0, 1)
     if x.shape[1] == 3:
-        gray = _gray(out)
+        gray = luma(out)
         out = (
             (out - gray) * _uniform(b, 1 - saturation, 1 + saturation, x, g).view(b, 1, 1, 1) + gray
         ).clamp(0, 1)
-        out = _rotate_hue(out, 2 * math.pi * _uniform(b, -hue, hue, x, g)).clamp(0, 1)
+        out = rotate_hue(out, 2 * math.pi * _uniform(b, -hue, hue, x, g)).clamp(0, 1)
     return torch.where(apply, out, x)
 
 
@@ -111,7 +112,7 @@ def random_grayscale(x: Tensor, g: torch.Generator | None, p: float = 0.2) -> Te
     if x.shape[1] != 3:
         return x
     apply = _bernoulli(x.shape[0], p, x, g).view(-1, 1, 1, 1)
-    return torch.where(apply, _gray(x).expand_as(x), x)
+    return torch.where(apply, luma(x).expand_as(x), x)
 
 
 def simclr_image_views(x: Tensor, g: torch.Generator | None = None) -> Tensor:

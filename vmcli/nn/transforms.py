@@ -1,9 +1,10 @@
-"""Learned transforms: a second learned-view family, for sensors and audio.
+"""Learned transforms: a second learned-view family, for sensors, audio and images.
 
 Instead of a free-form perturbation δ, the adversary learns the *strengths* of a few
 differentiable, label-preserving transforms (the idea of LEAVES, Yu, Yang & Sano 2022): jitter,
 per-channel scaling, magnitude warp, time warp, crop and segment permutation for sensor windows;
-gain, time shift, noise level, time and frequency masks, an EQ curve and speed for audio. Each
+gain, time shift, noise level, time and frequency masks, an EQ curve and speed for audio; crop
+scale, flip, colour jitter and grayscale (the SimCLR recipe) for images. Each
 strength s lives in its own units within fixed bounds,
 
     s = low + (high − low) · sigmoid(θ),
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmcli.views import resample_positions
+from vmcli.views import luma, resample_positions, rotate_hue
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,71 @@ class SensorTransforms(LearnedTransforms):
         return x + s["jitter"] * std * _randn(tuple(x.shape), x, g)
 
 
+# -- images ------------------------------------------------------------------------------------
+
+
+class ImageTransforms(LearnedTransforms):
+    """The SimCLR recipe (Chen et al. 2020) with learnable strengths: random resized crop and
+    flip, colour jitter (brightness, contrast, saturation, hue) with its probability, and
+    grayscale. Pixels in [0, 1] (uint8 batches are scaled); saturation, hue and grayscale act on
+    colour images only, so on grey images they keep their initial values. The initial strengths
+    are exactly `vmcli.views.simclr_image_views`' defaults. Without a viewmaker there is no
+    9×9-convolution network to run: a training step costs about what the encoder costs."""
+
+    family = "image"
+    STRENGTHS = (
+        Strength(
+            "crop", 0.8, 0.0, 0.92, "of the area", "a crop of ≥ 1 − crop of the area, resized back"
+        ),
+        Strength("flip", 0.5, 0.0, 1.0, "probability", "horizontal flip"),
+        Strength("brightness", 0.4, 0.0, 0.8, "± factor", "pixels × (1 ± brightness)"),
+        Strength("contrast", 0.4, 0.0, 0.8, "± factor", "contrast × (1 ± contrast)"),
+        Strength("saturation", 0.4, 0.0, 0.8, "± factor", "colour saturation (colour images)"),
+        Strength("hue", 0.1, 0.0, 0.5, "± turn", "hue rotation (colour images)"),
+        Strength("colour_p", 0.8, 0.0, 1.0, "probability", "colour jitter applied at all"),
+        Strength("grayscale", 0.2, 0.0, 1.0, "probability", "to grey (colour images)"),
+    )
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        return self.apply_strengths(x, self.strengths(), generator)
+
+    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+        b, c = x.shape[:2]
+        one = lambda: _rand((b,), x, g)  # noqa: E731
+        # random resized crop + flip: one affine grid per sample, differentiable in its size
+        # the aspect-ratio jitter grows with the crop up to the recipe's 3/4–4/3 (at crop 0.8),
+        # so zero strengths are the identity
+        area = 1 - s["crop"] * one()
+        spread = math.log(4 / 3) * (s["crop"] / 0.8).clamp(max=1)
+        ratio = torch.exp(spread * (2 * one() - 1))
+        w = torch.sqrt(area * ratio).clamp(max=1.0)
+        h = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx, cy = (2 * one() - 1) * (1 - w), (2 * one() - 1) * (1 - h)
+        sign = 1 - 2 * hard_bernoulli(s["flip"], b, x, g)
+        zero = torch.zeros_like(w)
+        theta = torch.stack(
+            [torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # colour jitter, applied with probability colour_p (a hard flip, straight-through)
+        factor = lambda name: (1 + s[name] * (2 * one() - 1)).view(b, 1, 1, 1)  # noqa: E731
+        out = (x * factor("brightness")).clamp(0, 1)
+        mean = luma(out).mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * factor("contrast") + mean).clamp(0, 1)
+        if c == 3:
+            grey = luma(out)
+            out = ((out - grey) * factor("saturation") + grey).clamp(0, 1)
+            out = rotate_hue(out, 2 * math.pi * s["hue"] * (2 * one() - 1)).clamp(0, 1)
+        m = hard_bernoulli(s["colour_p"], b, x, g).view(b, 1, 1, 1)
+        x = m * out + (1 - m) * x
+        if c == 3:
+            m = hard_bernoulli(s["grayscale"], b, x, g).view(b, 1, 1, 1)
+            x = m * luma(x).expand_as(x) + (1 - m) * x
+        return x
+
+
 # -- audio -------------------------------------------------------------------------------------
 
 
@@ -347,6 +413,7 @@ class AudioTransforms(LearnedTransforms):
 FAMILIES: dict[str, type[LearnedTransforms]] = {
     "sensor": SensorTransforms,
     "audio": AudioTransforms,
+    "image": ImageTransforms,
 }
 
 
@@ -356,7 +423,7 @@ def transform_family(modality: str) -> type[LearnedTransforms]:
 
     if modality not in FAMILIES:
         raise ConfigError(
-            f"learned transforms exist for {' and '.join(FAMILIES)} data, not {modality}; "
+            f"learned transforms exist for {', '.join(FAMILIES)} data, not {modality}; "
             "use --views viewmaker (or handcrafted) for it"
         )
     return FAMILIES[modality]
