@@ -789,9 +789,10 @@ def main() -> None:
     p.add_argument("--transforms-lr", type=float, default=1e-2)
     p.add_argument(
         "--transforms-budget",
-        type=float,
+        type=lambda v: v if v == "recipe" else float(v),
         default=None,
-        help="mean transform strength held fixed (fraction of each range); default: free",
+        help="mean transform strength held fixed (fraction of each range, or 'recipe': the "
+        "recipe's own); default: free",
     )
     p.add_argument(
         "--transforms-max",

@@ -426,6 +426,36 @@ def test_a_transforms_budget_is_exported_and_checked(tmp_path):
         vmcli.load_viewmaker(run)
 
 
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_the_recipe_budget_starts_exactly_at_the_recipe(cls, shape):
+    """`recipe`: the budget is the recipe's own mean strength under the bounds in force, so
+    the initial strengths are the recipe unchanged (no rescaling) and only their split moves."""
+    free, held = cls(), cls(budget="recipe")
+    for a, b in zip(held.table(), free.table(), strict=True):  # the same initial strengths
+        assert a["initial"] == pytest.approx(b["initial"], rel=1e-5), a["name"]
+    expected = sum(
+        (row["initial"] - row["low"]) / (row["high"] - row["low"]) for row in free.table()
+    ) / len(cls.STRENGTHS)
+    assert held.budget == pytest.approx(expected, abs=1e-6)
+    name = cls.STRENGTHS[0].name
+    tight = cls(budget="recipe", limits={name: cls.STRENGTHS[0].init * 1.5})
+    assert tight.budget != pytest.approx(held.budget)  # recomputed under the new bounds
+    with pytest.raises(ValueError, match="recipe"):
+        cls(budget="half")
+
+
+def test_a_recipe_budget_on_the_command_line_is_resolved_and_exported(tmp_path):
+    summary, run = train_sensor_transforms(tmp_path, "--transforms-budget", "recipe")
+    assert summary["transforms_budget"] == pytest.approx(SensorTransforms(budget="recipe").budget)
+    assert vmcli.load_viewmaker(run).transforms.budget == pytest.approx(
+        summary["transforms_budget"], abs=1e-9
+    )
+    r = CliRunner().invoke(
+        app, ["train", str(tmp_path / "watch"), "--transforms-budget", "most", "-q"]
+    )
+    assert r.exit_code != 0 and "--transforms-budget takes a fraction" in r.output, r.output
+
+
 def test_a_strength_held_at_its_bound_by_the_budget_can_still_move():
     t = SensorTransforms(budget=0.925)  # crop, time warp, permute, magnitude warp, scale at 1
     frac = t.fractions()

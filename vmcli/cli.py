@@ -36,6 +36,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
 
 
+def _fraction_or_recipe(text: str | None) -> float | str | None:
+    """--transforms-budget: a number, or 'recipe' (TrainConfig checks the range)."""
+    from vmcli.errors import ConfigError
+
+    if text is None or text.strip() == "recipe":
+        return None if text is None else "recipe"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--transforms-budget takes a fraction in (0, 1] or 'recipe'; got {text!r}"
+        ) from None
+
+
 def _without_devices(argv: list[str]) -> list[str]:
     """argv minus `--devices N` / `--devices=N` (the relaunched processes are the devices)."""
     out, skip = [], False
@@ -301,10 +315,10 @@ def train(
         ),
     ] = TrainConfig.transforms_lr,
     transforms_budget: Annotated[
-        float | None,
+        str | None,
         typer.Option(
             rich_help_panel="Views",
-            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds. \\[default: none, each strength free within its bounds]",
+            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds; 'recipe': the standard recipe's own mean strength. \\[default: none, each strength free within its bounds]",
             show_default=False,
         ),
     ] = None,
@@ -374,7 +388,7 @@ def train(
         encoder_lr=encoder_lr,
         viewmaker_lr=viewmaker_lr,
         transforms_lr=transforms_lr,
-        transforms_budget=transforms_budget,
+        transforms_budget=_fraction_or_recipe(transforms_budget),
         transforms_max=transforms_max,
         alternating=alternating,
         device=device,

@@ -78,7 +78,7 @@ class TrainConfig:
     transforms_lr: float = 1e-2  # Adam, on the logits of the learned transform strengths
     # mean transform strength (fraction of each range) held fixed, so the adversary can only
     # move strength between transforms; None: each strength free within its own bounds
-    transforms_budget: float | None = None
+    transforms_budget: float | str | None = None  # a fraction, or "recipe"
     # upper limits on named transform strengths, "time_mask=0.15,noise=0.5": what a person
     # knows their data cannot take and stay the same class; None: each strength's own bounds
     transforms_max: str | None = None
@@ -121,10 +121,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}"
                 )
-        if self.transforms_budget is not None and not 0 < self.transforms_budget <= 1:
+        tb = self.transforms_budget
+        if tb is not None and tb != "recipe" and (isinstance(tb, str) or not 0 < tb <= 1):
             raise ConfigError(
                 "--transforms-budget is the mean strength as a fraction of each transform's "
-                f"range, in (0, 1]; got {self.transforms_budget}"
+                f"range, in (0, 1], or 'recipe' (the recipe's own); got {tb}"
             )
         if self.transforms_max is not None:
             from vmcli.nn.transforms import parse_limits

@@ -211,7 +211,7 @@ def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
         f"{cfg.views}"
         + (f", budget ε={cfg.budget:g} in {cfg.view_space} units" if cfg.uses_viewmaker else "")
         + (
-            f", transforms budget {cfg.transforms_budget:g} (mean strength, of each range)"
+            f", transforms budget {cfg.transforms_budget} (mean strength, of each range)"
             if cfg.uses_transforms and cfg.transforms_budget is not None
             else ""
         ),
@@ -440,11 +440,12 @@ def _finish(
         "previews": [p.name for p in previews],
         "adversary": adversary,
         "transforms": strengths,
-        "transforms_budget": cfg.transforms_budget if cfg.uses_transforms else None,
+        # the number in force ("recipe" resolved under the run's bounds)
+        "transforms_budget": job.transforms.budget if job.transforms is not None else None,
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
     if strengths:
-        _print_strengths(strengths, cfg.learns_transforms, cfg.transforms_budget)
+        _print_strengths(strengths, cfg.learns_transforms, summary["transforms_budget"])
     if adversary and adversary["inert"]:
         warn(_inert_advice(cfg, adversary))
     summary["files"] = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))

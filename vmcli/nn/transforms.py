@@ -35,6 +35,8 @@ from torch import Tensor, nn
 
 from vmcli.views import luma, resample_positions, rotate_hue
 
+RECIPE = "recipe"  # a transforms budget equal to the recipe's own mean strength
+
 
 @dataclass(frozen=True)
 class Strength:
@@ -54,20 +56,27 @@ class LearnedTransforms(nn.Module):
     family: str = ""
     STRENGTHS: tuple[Strength, ...] = ()
 
-    def __init__(self, budget: float | None = None, limits: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, budget: float | str | None = None, limits: dict[str, float] | None = None
+    ) -> None:
         super().__init__()
-        if budget is not None and not 0 < budget <= 1:
-            raise ValueError(f"a transform budget is a mean fraction in (0, 1]; got {budget}")
-        self.budget = budget
         checked = check_limits(self, limits or {})
         # each strength's range: its own bounds, the upper one lowered (or raised) by a limit
         self.bounds = {s.name: (s.low, checked.get(s.name, s.high)) for s in self.STRENGTHS}
-        init = []
+        init, fracs = [], []
         for s in self.STRENGTHS:
             low, high = self.bounds[s.name]
             frac = (min(s.init, high) - low) / (high - low)
             frac = min(max(frac, 1e-4), 1 - 1e-4)
+            fracs.append(frac)
             init.append(math.log(frac / (1 - frac)))
+        if budget == RECIPE:  # the recipe's own total under these bounds
+            budget = sum(fracs) / len(fracs)
+        if budget is not None and (isinstance(budget, str) or not 0 < budget <= 1):
+            raise ValueError(
+                f"a transform budget is a mean fraction in (0, 1] or {RECIPE!r}; got {budget!r}"
+            )
+        self.budget = budget
         self.logits = nn.Parameter(torch.tensor(init, dtype=torch.float32))
         with torch.no_grad():  # the strengths at θ₀ (the recipe, rescaled to a budget if any)
             self._initial = {k: float(v) for k, v in self.strengths().items()}
@@ -430,10 +439,13 @@ def transform_family(modality: str) -> type[LearnedTransforms]:
 
 
 def create_transforms(
-    modality: str, budget: float | None = None, limits: str | dict[str, float] | None = None
+    modality: str,
+    budget: float | str | None = None,
+    limits: str | dict[str, float] | None = None,
 ) -> LearnedTransforms:
-    """The learned-transform family for a modality (sensor or audio), optionally under a
-    budget (the mean strength, as a fraction of each range, held fixed) and with upper limits
+    """The learned-transform family for a modality (sensor, audio or image), optionally under a
+    budget (the mean strength, as a fraction of each range, held fixed; `"recipe"`: the
+    recipe's own mean strength under the bounds in force) and with upper limits
     on named strengths (`"time_mask=0.15,noise=0.5"` or a dict); a ConfigError if a limit is
     malformed or names no strength."""
     from vmcli.errors import ConfigError
