@@ -45,6 +45,27 @@ def test_every_encoder_builds_and_trains_in_every_dims(name, dims, size):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
 
 
+def test_one_dimensional_encoders_are_plain_conv1d_networks_in_their_state_dict():
+    """1-D encoders run as 1 × k 2-D convolutions (faster on CPUs) but keep Conv1d's and
+    BatchNorm1d's state dict, and compute what those layers compute: older exports load."""
+    torch.manual_seed(0)
+    encoder = create_encoder("small", dims=1, in_channels=3, input_size=(40,))
+    state = encoder.state_dict()
+    assert state["backbone.0.weight"].shape == (32, 3, 3)
+    reference, cin = [], 3
+    for i, cout in enumerate((32, 64, 128, 256)):
+        conv = torch.nn.Conv1d(cin, cout, 3, 1 if i == 0 else 2, 1, bias=False)
+        reference += [conv, torch.nn.BatchNorm1d(cout), torch.nn.ReLU()]
+        cin = cout
+    reference = torch.nn.Sequential(*reference)
+    reference.load_state_dict({k[len("backbone.") :]: v for k, v in state.items() if "fc" not in k})
+    x = torch.randn(5, 3, 40)
+    for train in (True, False):
+        encoder.train(train), reference.train(train)
+        expected = reference(x).mean(dim=2)
+        assert torch.allclose(encoder.features(x), expected, atol=1e-5)
+
+
 def test_unknown_encoder_names_the_choices():
     with pytest.raises(ConfigError, match="resnet18"):
         create_encoder("vit", dims=2, in_channels=1, input_size=(8, 8))
