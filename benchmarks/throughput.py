@@ -12,7 +12,8 @@ Shapes (data resident on the device, random values, the real vm training step):
 Levers, each added to the previous row: one pass with gradient reversal instead of the paper's
 two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For audio and
 sensors, a last row times what `vm train` does there by default (`--views auto`): learned
-transforms instead of the viewmaker, same encoder, the device's default precision. For every row:
+transforms instead of the viewmaker, same encoder, the device's default precision (images get
+the same row, learned transforms being their alternative to the viewmaker). For every row:
 samples/s (median of timed chunks after warm-up), the ratio to the paper's schedule, the share
 of step time spent gathering the batch (the data path), and the fraction of the device's
 measured bf16 matrix-multiply peak (FLOPs counted once per step by torch.utils.flop_counter).
@@ -58,6 +59,7 @@ class Variant:
     views: str = "viewmaker"  # or learned-transforms: the default family on audio and sensors
 
 
+AUTO_TRANSFORMS = ("audio", "sensor")  # the shapes where --views auto picks learned transforms
 PAPER = Variant("paper: 2 passes, fp32", alternating=True)  # fp32 rows: TF32 off
 LADDER = [
     PAPER,
@@ -146,7 +148,7 @@ def make_job(
     torch.manual_seed(0)
     enc = build_encoder(encoder, space, tuple(x.shape[1:]))
     if variant.views == "learned-transforms":
-        modality = "audio" if isinstance(space, LogMelSpace) else "sensor"
+        modality = {LogMelSpace: "audio", PixelSpace: "image"}.get(type(space), "sensor")
         tf = create_transforms(modality)
         job = Job(cfg, x, space, enc, None, None, device, transforms=tf)
         job.reference_transforms = copy.deepcopy(tf)
@@ -361,16 +363,20 @@ def main() -> None:
     # cheap rows of the other shapes last
     todo: list[tuple[str, Variant]] = []
     on_cpu = device.type == "cpu"
-    auto = Variant(  # what vm train runs on audio and sensors by default, at its precision
-        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
+    transforms = Variant(  # learned transforms, no viewmaker, at the device's precision
+        "learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
         precision="fp32" if on_cpu else "bf16",
         channels_last=not on_cpu,
         views="learned-transforms",
     )
     for name in args.shapes.split(","):
         todo += [(name, v) for v in LADDER if not (args.no_bf16 and v.precision == "bf16")]
+        # what `vm train` runs by default on audio and sensors (--views auto)
+        auto = name in AUTO_TRANSFORMS
+        todo.append(
+            (name, replace(transforms, name=("views auto: " if auto else "") + transforms.name))
+        )
         if name != "image":
-            todo.append((name, auto))
             continue
         compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
         if args.compile:
