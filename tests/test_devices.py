@@ -139,14 +139,15 @@ def test_encoder_shape_probe_runs_on_the_space_device():
         assert space.encoder_input_shape(raw_shape) == on_cpu
 
 
-def test_throughput_times_the_default_learned_transforms_step_on_signals():
-    """The `views auto` row of audio and sensors trains learned transforms, no viewmaker."""
+def test_throughput_times_the_learned_transforms_step_of_every_shape():
+    """The learned-transforms row (`views auto` on audio and sensors) trains each shape's own
+    transform family, no viewmaker."""
     tp = _load_throughput()
-    for name in ("sensor", "audio"):
+    for name, family in (("sensor", "sensor"), ("audio", "audio"), ("image", "image")):
         shape = tp.shapes(quick=True)[name]
         variant = tp.Variant("auto", views="learned-transforms")
         job, x, batch = tp.make_job(shape, variant, torch.device("cpu"), "small", 8)
-        assert job.viewmaker is None and job.transforms is not None
+        assert job.viewmaker is None and job.transforms.family == family
         opt = tp.ready(job)
         before = job.transforms.logits.detach().clone()
         gen = torch.Generator().manual_seed(0)
