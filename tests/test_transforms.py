@@ -190,28 +190,21 @@ def write_sensor_folder(root, n=24, t=64):
 FAST = ["--epochs", "3", "--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
 
 
+def train_learned_transforms(data: Path, tmp_path: Path, *options: str) -> tuple[dict, Path]:
+    """`vm train DATA --views learned-transforms` (a fast adversary): its summary and run."""
+    r = CliRunner().invoke(
+        app,
+        ["train", str(data), "--views", "learned-transforms", *options]
+        + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
+    )
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), tmp_path / "runs" / "train"
+
+
 def test_learned_transforms_train_export_and_augment_csv(tmp_path):
     data = write_sensor_folder(tmp_path / "watch")
     cli = CliRunner()
-    r = cli.invoke(
-        app,
-        [
-            "train",
-            str(data),
-            "--views",
-            "learned-transforms",
-            "--transforms-lr",
-            "0.2",
-            "--out",
-            str(tmp_path / "runs"),
-            "--json",
-            "-q",
-            *FAST,
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
-    run = tmp_path / "runs" / "train"
+    summary, run = train_learned_transforms(data, tmp_path)
     assert (run / runs.TRANSFORMS).is_file() and not (run / runs.VIEWMAKER).exists()
     table = {row["name"]: row for row in summary["transforms"]}
     assert set(table) == {s.name for s in SensorTransforms.STRENGTHS}
@@ -313,25 +306,7 @@ def test_audio_learned_transforms_write_wav_views(tmp_path):
 
 def test_image_learned_transforms_train_export_and_augment_pngs(rgb_folder, tmp_path):
     cli = CliRunner()
-    run = tmp_path / "runs" / "train"
-    r = cli.invoke(
-        app,
-        [
-            "train",
-            str(rgb_folder),
-            "--views",
-            "learned-transforms",
-            "--transforms-lr",
-            "0.2",
-            "--out",
-            str(tmp_path / "runs"),
-            "--json",
-            "-q",
-            *FAST,
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
+    summary, run = train_learned_transforms(rgb_folder, tmp_path)
     assert (run / runs.TRANSFORMS).is_file() and not (run / runs.VIEWMAKER).exists()
     table = {row["name"]: row for row in summary["transforms"]}
     assert set(table) == {s.name for s in ImageTransforms.STRENGTHS}
@@ -396,14 +371,7 @@ def test_a_budget_holds_while_the_adversary_moves_strength_between_transforms(cl
 
 def train_sensor_transforms(tmp_path, *options: str) -> tuple[dict, Path]:
     """`vm train` with learned transforms on a small sensor folder: its summary and run."""
-    data = write_sensor_folder(tmp_path / "watch")
-    r = CliRunner().invoke(
-        app,
-        ["train", str(data), "--views", "learned-transforms", *options]
-        + ["--transforms-lr", "0.2", "--out", str(tmp_path / "runs"), "--json", "-q", *FAST],
-    )
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout), tmp_path / "runs" / "train"
+    return train_learned_transforms(write_sensor_folder(tmp_path / "watch"), tmp_path, *options)
 
 
 def test_a_transforms_budget_is_exported_and_checked(tmp_path):
