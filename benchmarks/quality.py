@@ -789,10 +789,10 @@ def main() -> None:
     p.add_argument("--transforms-lr", type=float, default=1e-2)
     p.add_argument(
         "--transforms-budget",
-        type=lambda v: v if v == "recipe" else float(v),
-        default=None,
-        help="mean transform strength held fixed (fraction of each range, or 'recipe': the "
-        "recipe's own); default: free",
+        type=lambda v: None if v == "none" else v if v in ("auto", "recipe") else float(v),
+        default="auto",
+        help="mean transform strength held fixed: a fraction of each range, 'recipe' (the "
+        "recipe's own), 'none' (free) or 'auto' (vm train's default: recipe on audio)",
     )
     p.add_argument(
         "--transforms-max",

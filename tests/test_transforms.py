@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import vmcli
 from vmcli import runs
 from vmcli.cli import app
+from vmcli.config import TrainConfig
 from vmcli.errors import CheckpointError, ConfigError
 from vmcli.nn.transforms import (
     AudioTransforms,
@@ -205,6 +206,7 @@ def test_learned_transforms_train_export_and_augment_csv(tmp_path):
     data = write_sensor_folder(tmp_path / "watch")
     cli = CliRunner()
     summary, run = train_learned_transforms(data, tmp_path)
+    assert summary["transforms_budget"] is None  # sensors: free strengths by default
     assert (run / runs.TRANSFORMS).is_file() and not (run / runs.VIEWMAKER).exists()
     table = {row["name"]: row for row in summary["transforms"]}
     assert set(table) == {s.name for s in SensorTransforms.STRENGTHS}
@@ -302,6 +304,12 @@ def test_audio_learned_transforms_write_wav_views(tmp_path):
     src, rate_in = sf.read(tmp_path / "clips" / "test" / "high" / "c0.wav")
     out, rate_out = sf.read(tmp_path / "views" / "high" / "c0.wav")
     assert rate_out == rate_in and out.shape == src.shape and not np.allclose(out, src)
+    # audio's default budget: the recipe's own mean strength, recorded as a number
+    summary = json.loads((tmp_path / "runs" / "train" / runs.SUMMARY).read_text())
+    recipe = AudioTransforms(budget="recipe").budget
+    assert summary["transforms_budget"] == pytest.approx(recipe, abs=1e-9)
+    config = json.loads((tmp_path / "runs" / "train" / runs.CONFIG).read_text())
+    assert config["train"]["transforms_budget"] == "recipe"
 
 
 def test_image_learned_transforms_train_export_and_augment_pngs(rgb_folder, tmp_path):
@@ -422,6 +430,17 @@ def test_a_recipe_budget_on_the_command_line_is_resolved_and_exported(tmp_path):
         app, ["train", str(tmp_path / "watch"), "--transforms-budget", "most", "-q"]
     )
     assert r.exit_code != 0 and "--transforms-budget takes a fraction" in r.output, r.output
+    # the words: 'none' frees the strengths even where the modality's default holds a budget
+    from vmcli.cli import _transforms_budget
+
+    assert [_transforms_budget(w) for w in ("none", "Recipe", "auto", "0.3")] == [
+        None,
+        "recipe",
+        "auto",
+        0.3,
+    ]
+    with pytest.raises(ConfigError, match="transforms-budget"):
+        TrainConfig(data="x", transforms_budget=1.5).validate()
 
 
 def test_a_strength_held_at_its_bound_by_the_budget_can_still_move():

@@ -36,17 +36,22 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
 
 
-def _fraction_or_recipe(text: str | None) -> float | str | None:
-    """--transforms-budget: a number, or 'recipe' (TrainConfig checks the range)."""
+def _transforms_budget(text: str) -> float | str | None:
+    """--transforms-budget: a number, 'recipe', 'auto' or 'none' (TrainConfig checks the
+    range)."""
     from vmcli.errors import ConfigError
 
-    if text is None or text.strip() == "recipe":
-        return None if text is None else "recipe"
+    word = text.strip().lower()
+    if word in ("auto", "recipe"):
+        return word
+    if word == "none":
+        return None
     try:
-        return float(text)
+        return float(word)
     except ValueError:
         raise ConfigError(
-            f"--transforms-budget takes a fraction in (0, 1] or 'recipe'; got {text!r}"
+            f"--transforms-budget takes a fraction in (0, 1], 'recipe', 'none' or 'auto'; "
+            f"got {text!r}"
         ) from None
 
 
@@ -315,13 +320,12 @@ def train(
         ),
     ] = TrainConfig.transforms_lr,
     transforms_budget: Annotated[
-        str | None,
+        str,
         typer.Option(
             rich_help_panel="Views",
-            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds; 'recipe': the standard recipe's own mean strength. \\[default: none, each strength free within its bounds]",
-            show_default=False,
+            help="Learned transforms: hold the mean strength (a fraction of each transform's range, 0-1] fixed, so the adversary moves strength between transforms instead of raising all of them to their bounds; 'recipe': the standard recipe's own mean strength; 'none': each strength free within its bounds. auto: 'recipe' on audio (it wins there on validation), 'none' on sensors and images.",
         ),
-    ] = None,
+    ] = "auto",
     transforms_max: Annotated[
         str | None,
         typer.Option(
@@ -388,7 +392,7 @@ def train(
         encoder_lr=encoder_lr,
         viewmaker_lr=viewmaker_lr,
         transforms_lr=transforms_lr,
-        transforms_budget=_fraction_or_recipe(transforms_budget),
+        transforms_budget=_transforms_budget(transforms_budget),
         transforms_max=transforms_max,
         alternating=alternating,
         device=device,

@@ -77,8 +77,9 @@ class TrainConfig:
     viewmaker_lr: float = 1e-3
     transforms_lr: float = 1e-2  # Adam, on the logits of the learned transform strengths
     # mean transform strength (fraction of each range) held fixed, so the adversary can only
-    # move strength between transforms; None: each strength free within its own bounds
-    transforms_budget: float | str | None = None  # a fraction, or "recipe"
+    # move strength between transforms: a fraction, "recipe" (the recipe's own), None (each
+    # strength free within its own bounds) or "auto" (the modality's default; resolved)
+    transforms_budget: float | str | None = "auto"
     # upper limits on named transform strengths, "time_mask=0.15,noise=0.5": what a person
     # knows their data cannot take and stay the same class; None: each strength's own bounds
     transforms_max: str | None = None
@@ -122,10 +123,11 @@ class TrainConfig:
                     f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}"
                 )
         tb = self.transforms_budget
-        if tb is not None and tb != "recipe" and (isinstance(tb, str) or not 0 < tb <= 1):
+        named = tb is None or tb in ("auto", "recipe")
+        if not named and (isinstance(tb, str) or not 0 < tb <= 1):  # type: ignore[operator]
             raise ConfigError(
                 "--transforms-budget is the mean strength as a fraction of each transform's "
-                f"range, in (0, 1], or 'recipe' (the recipe's own); got {tb}"
+                f"range, in (0, 1], 'recipe' (the recipe's own), 'none' or 'auto'; got {tb}"
             )
         if self.transforms_max is not None:
             from vmcli.nn.transforms import parse_limits
@@ -190,6 +192,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
+        # a recorded config without the key predates budgets: its transforms (if any) were free
+        d.setdefault("transforms_budget", None)
         known = {f.name for f in dataclasses.fields(cls)}
         load = LoadOptions(
             **{

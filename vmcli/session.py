@@ -63,6 +63,8 @@ def _resolve(
         )
     if r.budget is None:
         r.budget = modality.default_budget(r.view_space)
+    if r.transforms_budget == "auto":
+        r.transforms_budget = modality.default_transforms_budget
     r.device = device.type if world.distributed else str(device)
     if r.encoder == "auto":
         r.encoder = "resnet18" if device.type == "cuda" else "small"

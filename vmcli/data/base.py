@@ -136,6 +136,9 @@ class Modality(ABC):
     # what `--views auto` trains: the viewmaker, unless a modality's benchmark showed a
     # learned family that wins on validation (sensors: learned transforms)
     default_views: str = "viewmaker"
+    # what `--transforms-budget auto` holds learned transforms to: None (each strength free
+    # within its bounds) unless a benchmark showed a budget wins on validation (audio: "recipe")
+    default_transforms_budget: float | str | None = None
 
     def default_budget(self, view_space: str) -> float:
         return self.default_budgets.get(view_space, 0.05)
