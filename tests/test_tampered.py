@@ -30,7 +30,9 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tampered")
     data = make_image_folder(root / "shapes")
     r = CliRunner().invoke(
-        app, ["train", str(data), *FAST, "--epochs", "1", "-q", "--out"] + [str(root / "runs")]
+        app,
+        ["train", str(data), *FAST, "--views", "viewmaker", "--epochs", "1", "-q", "--out"]
+        + [str(root / "runs")],
     )
     assert r.exit_code == 0, r.output
     return data, root / "runs" / "train"
