@@ -10,10 +10,9 @@ Shapes (data resident on the device, random values, the real vm training step):
   sensor  6 channels × 128 steps (signal view space, 1-D ResNet-18), batch 128
 
 Levers, each added to the previous row: one pass with gradient reversal instead of the paper's
-two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For audio and
-sensors, a last row times what `vm train` does there by default (`--views auto`): learned
-transforms instead of the viewmaker, same encoder, the device's default precision (images get
-the same row, learned transforms being their alternative to the viewmaker). For every row:
+two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For every
+shape, a last row times what `vm train` does by default (`--views auto`): learned
+transforms instead of the viewmaker, same encoder, the device's default precision. For every row:
 samples/s (median of timed chunks after warm-up), the ratio to the paper's schedule, the share
 of step time spent gathering the batch (the data path), and the fraction of the device's
 measured bf16 matrix-multiply peak (FLOPs counted once per step by torch.utils.flop_counter).
@@ -59,7 +58,7 @@ class Variant:
     views: str = "viewmaker"  # or learned-transforms: the default family on audio and sensors
 
 
-AUTO_TRANSFORMS = ("audio", "sensor")  # the shapes where --views auto picks learned transforms
+AUTO_TRANSFORMS = ("image", "audio", "sensor")  # where --views auto picks learned transforms
 PAPER = Variant("paper: 2 passes, fp32", alternating=True)  # fp32 rows: TF32 off
 LADDER = [
     PAPER,

@@ -140,7 +140,7 @@ def test_encoder_shape_probe_runs_on_the_space_device():
 
 
 def test_throughput_times_the_learned_transforms_step_of_every_shape():
-    """The learned-transforms row (`views auto` on audio and sensors) trains each shape's own
+    """The learned-transforms row (`views auto`) trains each shape's own
     transform family, no viewmaker."""
     tp = _load_throughput()
     for name, family in (("sensor", "sensor"), ("audio", "audio"), ("image", "image")):
