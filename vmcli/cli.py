@@ -148,7 +148,7 @@ def train(
         typer.Option(
             metavar="<views>",
             rich_help_panel="Views",
-            help="auto (default: learned-transforms on sensor and audio data, where they win on validation; the viewmaker on images and arrays, or when --budget is given) | viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor, audio, image: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.",
+            help="auto (default: learned-transforms on sensor, audio and image data, where they win on validation; the viewmaker on arrays, or when --budget is given) | viewmaker | random (its control: the same viewmaker frozen at init) | learned-transforms (sensor, audio, image: learned strengths of standard transforms) | fixed-transforms (their control: the initial strengths) | learned-transforms+viewmaker | handcrafted | both (handcrafted, then viewmaker) | none.",
         ),
     ] = TrainConfig.views,
     view_space: Annotated[
