@@ -55,10 +55,9 @@ class Variant:
     channels_last: bool = False
     compile: bool = False
     batch: int | None = None  # None: the shape's default
-    views: str = "viewmaker"  # or learned-transforms: the default family on audio and sensors
+    views: str = "viewmaker"  # or learned-transforms: what --views auto trains on every shape
 
 
-AUTO_TRANSFORMS = ("image", "audio", "sensor")  # where --views auto picks learned transforms
 PAPER = Variant("paper: 2 passes, fp32", alternating=True)  # fp32 rows: TF32 off
 LADDER = [
     PAPER,
@@ -362,19 +361,15 @@ def main() -> None:
     # cheap rows of the other shapes last
     todo: list[tuple[str, Variant]] = []
     on_cpu = device.type == "cpu"
-    transforms = Variant(  # learned transforms, no viewmaker, at the device's precision
-        "learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
+    auto = Variant(  # what `vm train` runs by default: learned transforms, at its precision
+        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
         precision="fp32" if on_cpu else "bf16",
         channels_last=not on_cpu,
         views="learned-transforms",
     )
     for name in args.shapes.split(","):
         todo += [(name, v) for v in LADDER if not (args.no_bf16 and v.precision == "bf16")]
-        # what `vm train` runs by default on audio and sensors (--views auto)
-        auto = name in AUTO_TRANSFORMS
-        todo.append(
-            (name, replace(transforms, name=("views auto: " if auto else "") + transforms.name))
-        )
+        todo.append((name, auto))
         if name != "image":
             continue
         compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
