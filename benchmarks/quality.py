@@ -47,10 +47,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vmcli.config import TrainConfig  # noqa: E402
+from vmcli.config import TrainConfig, parse_transforms_budget  # noqa: E402
 from vmcli.console import console  # noqa: E402
 from vmcli.data import MODALITIES, LoadOptions, TensorData, scan  # noqa: E402
 from vmcli.devices import resolve_device  # noqa: E402
+from vmcli.errors import ConfigError  # noqa: E402
 from vmcli.evaluation import extract_features, fit_linear_probe, knn_accuracy  # noqa: E402
 from vmcli.nn.transforms import FAMILIES as TRANSFORM_FAMILIES  # noqa: E402
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder  # noqa: E402
@@ -728,6 +729,14 @@ def plot_sweep(report: dict, dst: Path) -> None:
     ).save(dst)
 
 
+def transforms_budget_arg(text: str) -> float | str | None:
+    """--transforms-budget, as `vm train` reads it; a bad value is an argparse error."""
+    try:
+        return parse_transforms_budget(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -789,7 +798,7 @@ def main() -> None:
     p.add_argument("--transforms-lr", type=float, default=1e-2)
     p.add_argument(
         "--transforms-budget",
-        type=lambda v: None if v == "none" else v if v in ("auto", "recipe") else float(v),
+        type=transforms_budget_arg,
         default="auto",
         help="mean transform strength held fixed: a fraction of each range, 'recipe' (the "
         "recipe's own), 'none' (free) or 'auto' (vm train's default: recipe on audio)",

@@ -431,9 +431,9 @@ def test_a_recipe_budget_on_the_command_line_is_resolved_and_exported(tmp_path):
     )
     assert r.exit_code != 0 and "--transforms-budget takes a fraction" in r.output, r.output
     # the words: 'none' frees the strengths even where the modality's default holds a budget
-    from vmcli.cli import _transforms_budget
+    from vmcli.config import parse_transforms_budget
 
-    assert [_transforms_budget(w) for w in ("none", "Recipe", "auto", "0.3")] == [
+    assert [parse_transforms_budget(w) for w in ("none", "Recipe", "auto", "0.3")] == [
         None,
         "recipe",
         "auto",

@@ -13,7 +13,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from vmcli import __version__
-from vmcli.config import DataMode, LoadOptions, Precision, TrainConfig, Views
+from vmcli.config import (
+    DataMode,
+    LoadOptions,
+    Precision,
+    TrainConfig,
+    Views,
+    parse_transforms_budget,
+)
 from vmcli.console import console, error, print_json
 from vmcli.errors import VmError
 
@@ -34,25 +41,6 @@ RunsOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if there is one), cpu, cuda or cuda:N.")]
-
-
-def _transforms_budget(text: str) -> float | str | None:
-    """--transforms-budget: a number, 'recipe', 'auto' or 'none' (TrainConfig checks the
-    range)."""
-    from vmcli.errors import ConfigError
-
-    word = text.strip().lower()
-    if word in ("auto", "recipe"):
-        return word
-    if word == "none":
-        return None
-    try:
-        return float(word)
-    except ValueError:
-        raise ConfigError(
-            f"--transforms-budget takes a fraction in (0, 1], 'recipe', 'none' or 'auto'; "
-            f"got {text!r}"
-        ) from None
 
 
 def _without_devices(argv: list[str]) -> list[str]:
@@ -392,7 +380,7 @@ def train(
         encoder_lr=encoder_lr,
         viewmaker_lr=viewmaker_lr,
         transforms_lr=transforms_lr,
-        transforms_budget=_transforms_budget(transforms_budget),
+        transforms_budget=parse_transforms_budget(transforms_budget),
         transforms_max=transforms_max,
         alternating=alternating,
         device=device,

@@ -205,6 +205,23 @@ class TrainConfig:
         return cls(load=load, **{k: v for k, v in d.items() if k in known})
 
 
+def parse_transforms_budget(text: str) -> float | str | None:
+    """`--transforms-budget`'s words: a number, 'recipe', 'auto' or 'none' (→ None, free
+    strengths); `TrainConfig.validate` checks the number's range."""
+    word = text.strip().lower()
+    if word in ("auto", "recipe"):
+        return word
+    if word == "none":
+        return None
+    try:
+        return float(word)
+    except ValueError:
+        raise ConfigError(
+            f"--transforms-budget takes a fraction in (0, 1], 'recipe', 'none' or 'auto'; "
+            f"got {text!r}"
+        ) from None
+
+
 class CheckpointCadence:
     """When `fit()` writes a checkpoint inside an epoch: every so much wall time (`10m`, `30s`,
     `2h`) or every so many steps (`500steps`); `off` leaves only the epoch-end checkpoints.
