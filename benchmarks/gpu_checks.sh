@@ -101,7 +101,8 @@ if [ "$DRY" != 1 ]; then
   cap 60 $PY benchmarks/make_watch_windows.py --source .gpu/watch.npz --no-baseline --out "$SENSOR_DATA" >>"$LOG" 2>&1
 fi
 
-# 2. throughput, alone on the GPU; compiled rows come right after the eager image ladder
+# 2. throughput, alone on the GPU: the paper row, then the default (learned transforms) eager and
+#    compiled at batch 256 and 1024 first; the compiled rows of other shapes only if time allows
 if has throughput; then
   say "throughput ($(left) s left)"
   # --time-budget: compiled rows (60-90 s warm-up each) start only with 100 s of it left
