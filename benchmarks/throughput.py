@@ -272,6 +272,52 @@ def time_variant(shape: dict, variant: Variant, device: torch.device, args) -> d
     }
 
 
+def plan_rows(
+    names: list[str], on_cpu: bool, compiled_rows: bool, big_batch: int, bf16: bool
+) -> list[tuple[str, Variant]]:
+    """Which (shape, variant) rows to time, in order.
+
+    Per shape: the eager ladder and the default (`--views auto`: learned transforms, at the
+    device's default precision). Images lead with the paper's schedule and the default at both
+    batches, eager then compiled, so the rows the speed targets are about start while time is
+    left; then the viewmaker's ladder and its compiled rows. The compiled rows of the other
+    shapes (60-90 s warm-up each) come last, run only if the time budget allows."""
+    auto = Variant(
+        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
+        precision="fp32" if on_cpu else "bf16",
+        channels_last=not on_cpu,
+        views="learned-transforms",
+    )
+    ladder = [v for v in LADDER if bf16 or v.precision != "bf16"]
+    auto_compiled = replace(auto, name=auto.name + ", compiled", compile=True)
+    big = f", batch {big_batch}"
+    todo: list[tuple[str, Variant]] = []
+    later: list[tuple[str, Variant]] = []
+    for name in names:
+        if name != "image":
+            todo += [(name, v) for v in (*ladder, auto)]
+            if compiled_rows:
+                later.append((name, auto_compiled))
+            continue
+        rows = [ladder[0], auto]
+        if big_batch:
+            rows.append(replace(auto, name=auto.name + big, batch=big_batch))
+        if compiled_rows:
+            rows.append(auto_compiled)
+            if big_batch:
+                rows.append(replace(auto_compiled, name=auto_compiled.name + big, batch=big_batch))
+        rows += ladder[1:]
+        compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
+        if compiled_rows:
+            rows.append(compiled)
+        if big_batch:
+            rows.append(replace(LADDER[-1], name=LADDER[-1].name + big, batch=big_batch))
+            if compiled_rows:
+                rows.append(replace(compiled, name=compiled.name + big, batch=big_batch))
+        todo += [(name, v) for v in rows]
+    return todo + later
+
+
 def bf16_peak(device: torch.device) -> float | None:
     """Measured dense bf16 matmul rate (FLOP/s), 8192³, median of 10 after warm-up."""
     if device.type != "cuda":
@@ -357,49 +403,13 @@ def main() -> None:
         flush=True,
     )
     all_shapes = shapes(args.quick)
-    # per shape: the eager ladder and the default. Images (listed first) lead with the paper's
-    # schedule and the default at both batches, eager then compiled: the rows the speed
-    # targets are about start while time is left; the compiled rows of the other shapes
-    # (60-90 s warm-up each) come last, run only if the time budget allows
-    todo: list[tuple[str, Variant]] = []
-    on_cpu = device.type == "cpu"
-    auto = Variant(  # what `vm train` runs by default: learned transforms, at its precision
-        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
-        precision="fp32" if on_cpu else "bf16",
-        channels_last=not on_cpu,
-        views="learned-transforms",
+    todo = plan_rows(
+        args.shapes.split(","),
+        on_cpu=device.type == "cpu",
+        compiled_rows=args.compile,
+        big_batch=args.big_batch,
+        bf16=not args.no_bf16,
     )
-    later: list[tuple[str, Variant]] = []  # compiled rows of the other shapes, time permitting
-    for name in args.shapes.split(","):
-        ladder = [v for v in LADDER if not (args.no_bf16 and v.precision == "bf16")]
-        auto_compiled = replace(auto, name=auto.name + ", compiled", compile=True)
-        if name != "image":
-            todo += [(name, v) for v in (*ladder, auto)]
-            if args.compile:
-                later.append((name, auto_compiled))
-            continue
-        # images: the paper's schedule, then the default (what the speed targets are about) at
-        # both batches, eager and compiled, then the viewmaker's ladder and its compiled rows
-        big = f", batch {args.big_batch}"
-        rows = [ladder[0], auto]
-        if args.big_batch:
-            rows.append(replace(auto, name=auto.name + big, batch=args.big_batch))
-        if args.compile:
-            rows.append(auto_compiled)
-            if args.big_batch:
-                rows.append(
-                    replace(auto_compiled, name=auto_compiled.name + big, batch=args.big_batch)
-                )
-        rows += ladder[1:]
-        compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
-        if args.compile:
-            rows.append(compiled)
-        if args.big_batch:
-            rows.append(replace(LADDER[-1], name=LADDER[-1].name + big, batch=args.big_batch))
-            if args.compile:
-                rows.append(replace(compiled, name=compiled.name + big, batch=args.big_batch))
-        todo += [(name, v) for v in rows]
-    todo += later
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` → still print the table
     t0 = time.perf_counter()
     try:

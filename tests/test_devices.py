@@ -153,3 +153,30 @@ def test_throughput_times_the_learned_transforms_step_of_every_shape():
         gen = torch.Generator().manual_seed(0)
         tp.train_step(job, x[:batch], gen, opt, torch.autocast("cpu", enabled=False))
         assert not torch.equal(before, job.transforms.logits.detach())  # strengths learn
+
+
+def test_throughput_times_the_default_first_and_compiles_it_at_both_batches():
+    """A short GPU lease may only fit the first rows: they must be the paper's schedule and
+    the default step (learned transforms), eager then compiled, at batch 256 and the big batch;
+    the other shapes' compiled rows come last."""
+    tp = _load_throughput()
+    rows = tp.plan_rows(
+        ["image", "sensor"], on_cpu=False, compiled_rows=True, big_batch=1024, bf16=True
+    )
+    first = [(name, v.views, v.compile, v.batch) for name, v in rows[:5]]
+    assert first == [
+        ("image", "viewmaker", False, None),
+        ("image", "learned-transforms", False, None),
+        ("image", "learned-transforms", False, 1024),
+        ("image", "learned-transforms", True, None),
+        ("image", "learned-transforms", True, 1024),
+    ]
+    assert rows[0][1] is tp.PAPER
+    assert rows[-1][0] == "sensor" and rows[-1][1].compile
+    assert rows[-1][1].views == "learned-transforms"
+    assert all(v.precision == "bf16" and v.channels_last for _, v in rows[1:5])
+    assert len({(name, v.name) for name, v in rows}) == len(rows)  # no row timed twice
+    assert len(rows) == 11 + 6  # image: 4 ladder + 4 default + 3 viewmaker; sensor: 4 + 2
+    cpu = tp.plan_rows(["image"], on_cpu=True, compiled_rows=False, big_batch=0, bf16=False)
+    assert [v.precision for _, v in cpu] == ["fp32"] * len(cpu)
+    assert not any(v.compile for _, v in cpu)
