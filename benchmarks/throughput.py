@@ -307,11 +307,11 @@ def plan_rows(
             if big_batch:
                 rows.append(replace(auto_compiled, name=auto_compiled.name + big, batch=big_batch))
         rows += ladder[1:]
-        compiled = replace(LADDER[-1], name=LADDER[-1].name + ", compiled", compile=True)
+        compiled = replace(ladder[-1], name=ladder[-1].name + ", compiled", compile=True)
         if compiled_rows:
             rows.append(compiled)
         if big_batch:
-            rows.append(replace(LADDER[-1], name=LADDER[-1].name + big, batch=big_batch))
+            rows.append(replace(ladder[-1], name=ladder[-1].name + big, batch=big_batch))
             if compiled_rows:
                 rows.append(replace(compiled, name=compiled.name + big, batch=big_batch))
         todo += [(name, v) for v in rows]
