@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import vmcli
 from vmcli import runs
 from vmcli.cli import app
-from vmcli.config import TrainConfig
+from vmcli.config import TrainConfig, parse_transforms_budget
 from vmcli.errors import CheckpointError, ConfigError
 from vmcli.nn.transforms import (
     AudioTransforms,
@@ -431,8 +431,6 @@ def test_a_recipe_budget_on_the_command_line_is_resolved_and_exported(tmp_path):
     )
     assert r.exit_code != 0 and "--transforms-budget takes a fraction" in r.output, r.output
     # the words: 'none' frees the strengths even where the modality's default holds a budget
-    from vmcli.config import parse_transforms_budget
-
     assert [parse_transforms_budget(w) for w in ("none", "Recipe", "auto", "0.3")] == [
         None,
         "recipe",
