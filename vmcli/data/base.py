@@ -134,7 +134,7 @@ class Modality(ABC):
     # splits against the random-viewmaker control (benchmarks/RESULTS.md)
     default_budgets: dict[str, float] = {}
     # what `--views auto` trains: the viewmaker, unless a modality's benchmark showed a
-    # learned family that wins on validation (sensors: learned transforms)
+    # learned family that wins on validation (sensors, audio, images: learned transforms)
     default_views: str = "viewmaker"
     # what `--transforms-budget auto` holds learned transforms to: None (each strength free
     # within its bounds) unless a benchmark showed a budget wins on validation (audio: "recipe")
