@@ -57,5 +57,8 @@ def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float, gather: bool) -> T
     self_index = torch.cat([local, local + n])
     positive = torch.cat([local + n, local])
     rows = torch.arange(2 * b, device=z1.device)
-    logits = logits.index_put((rows, self_index), torch.tensor(float("-inf"), device=z1.device))
+    # a fill on the device, not torch.tensor(-inf): copying a host scalar to a GPU blocks the
+    # host until everything queued before it has run, once per step
+    minus_inf = torch.full((), float("-inf"), device=logits.device, dtype=logits.dtype)
+    logits = logits.index_put((rows, self_index), minus_inf)
     return F.cross_entropy(logits, positive)
