@@ -264,3 +264,15 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(
     assert job.encoder_fn is job.encoder  # back to the eager module
     err = " ".join(capsys.readouterr().err.split())
     assert f"torch.compile failed {shown}" in err
+
+
+@pytest.mark.parametrize("views", ["learned-transforms", "handcrafted"])
+def test_the_two_views_of_a_sample_are_drawn_independently(image_folder, views):
+    """Both views come from one call on the doubled batch: view 1 and view 2 of a sample must
+    still differ, and the stack must be [view 1 of every sample; view 2 of every sample]."""
+    job = small_job(image_folder, views=views)
+    raw = job.data[:1].expand(4, *job.data.shape[1:]).contiguous()  # one image, four times
+    made = make_views(job, raw, torch.Generator().manual_seed(0), reverse=False)
+    assert made.views.shape[0] == 8
+    sums = {round(float(s), 4) for s in made.views.float().sum(dim=(1, 2, 3))}
+    assert len(sums) == 8  # eight distinct views of the same image

@@ -166,10 +166,13 @@ def make_views(
         vm = job.reference_viewmaker
     if reference and job.reference_transforms is not None:
         tf = job.reference_transforms
+    # both views in one call on the doubled batch: every parameter is drawn per sample, so
+    # this is two independent views each, at half the kernel launches of two calls
+    # (transforms are dozens of small ops, which bound a GPU step at small image sizes)
     if job.handcrafted is not None:
-        x = torch.cat([job.handcrafted(raw, gen), job.handcrafted(raw, gen)])
+        x = job.handcrafted(torch.cat([raw, raw]), gen)
     elif tf is not None:
-        x = torch.cat([tf(raw, gen), tf(raw, gen)])
+        x = tf(torch.cat([raw, raw]), gen)
         if reverse and tf is job.transforms and job.cfg.learns_transforms:
             x = grad_reverse(x)
     else:
