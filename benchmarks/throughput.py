@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vmcli.config import TrainConfig  # noqa: E402
+from vmcli.data import get_modality  # noqa: E402
 from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
@@ -147,7 +148,8 @@ def make_job(
     enc = build_encoder(encoder, space, tuple(x.shape[1:]))
     if variant.views == "learned-transforms":
         modality = {LogMelSpace: "audio", PixelSpace: "image"}.get(type(space), "sensor")
-        tf = create_transforms(modality)
+        # the budget `vm train` gives this modality on auto (the recipe's total for audio)
+        tf = create_transforms(modality, get_modality(modality).default_transforms_budget)
         job = Job(cfg, x, space, enc, None, None, device, transforms=tf)
         job.reference_transforms = copy.deepcopy(tf)
         return job, x.to(device), batch
@@ -162,6 +164,10 @@ def ready(job: Job) -> object:
     for it here (without this, a "compiled" row would time the eager step)."""
     opt = prepare(job)
     if job.cfg.compile:
+        # each compiled row starts from nothing: Dynamo would otherwise reuse the previous
+        # row's graphs, or recompile them with dynamic shapes, and time neither as `vm train`
+        # (one process, one shape) runs them
+        torch._dynamo.reset()
         Compiler(job)
     return opt
 

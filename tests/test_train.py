@@ -199,7 +199,7 @@ def test_auto_compile_waits_for_a_long_cpu_run(image_folder, monkeypatch):
     from vmcli import training
 
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
     fit(small_job(image_folder, epochs=2), progress=False)  # auto, seconds long: stays eager
     assert compiled == []
     fit(small_job(image_folder, epochs=2, compile=False), progress=False)
@@ -251,7 +251,7 @@ def test_auto_compile_on_one_cpu_or_gpu_for_long_runs_never_under_ddp():
 def test_a_failing_compile_falls_back_to_eager_with_a_warning(
     image_folder, monkeypatch, capsys, message, shown
 ):
-    def broken(fn):
+    def broken(fn, **options):
         def call(*args, **kwargs):
             raise RuntimeError(message)
 

@@ -398,8 +398,10 @@ class Compiler:
     def compile(self) -> None:
         job = self.job
         self.eager = (job.encoder_fn, job.raw_fn)
-        job.encoder_fn = torch.compile(job.encoder_fn)
-        job.raw_fn = torch.compile(job.raw_fn) if job.raw_fn is not None else None
+        # static shapes: a run feeds one batch shape (partial batches are dropped), and a
+        # second shape in the same process would otherwise switch to slower dynamic kernels
+        job.encoder_fn = torch.compile(job.encoder_fn, dynamic=False)
+        job.raw_fn = torch.compile(job.raw_fn, dynamic=False) if job.raw_fn is not None else None
 
     def consider(self, steps_done: int, steps_left: int, seconds: float) -> None:
         """On auto, decide once from the measured pace (`steps_done` in `seconds`)."""
