@@ -350,6 +350,10 @@ def prepare(job: Job) -> _Optimizers:
         job.encoder = synchronise_batchnorm(job.encoder, device.type)
     job.encoder.to(device)
     job.space.to(device)
+    if device.type == "cuda":
+        # every step has the same shapes (partial batches are dropped), so cuDNN's one-off
+        # search for the fastest convolution algorithms pays back from the first epoch
+        torch.backends.cudnn.benchmark = True
     # channels-last 2-D convolutions: faster for the encoder on CUDA and the CPU, and for the
     # viewmaker on the CPU (1.24× for a whole CPU step, benchmarks/cpu_precision.py)
     if cfg.channels_last and job.space.encoder_dims == 2:
