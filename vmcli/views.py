@@ -54,10 +54,18 @@ def random_resized_crop(
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(
-        x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
+        x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
     )
+
+
+def crop_grid(theta: Tensor, x: Tensor) -> Tensor:
+    """The sampling grid of one affine map per sample (B × 2 × 3), in fp32 even under bf16
+    autocast: autocast would compute it in bf16, whose 8-bit mantissa puts sampling points up
+    to 0.4 px off at 224 px and coarsens the gradient of a learned crop size."""
+    with torch.autocast(x.device.type, enabled=False):
+        grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+    return grid.to(x.dtype)
 
 
 def luma(x: Tensor) -> Tensor:

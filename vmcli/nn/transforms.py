@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmcli.views import luma, resample_positions, rotate_hue
+from vmcli.views import crop_grid, luma, resample_positions, rotate_hue
 
 RECIPE = "recipe"  # a transforms budget equal to the recipe's own mean strength
 
@@ -327,7 +327,7 @@ class ImageTransforms(LearnedTransforms):
         theta = torch.stack(
             [torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
         )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False).to(x.dtype)  # autocast
+        grid = crop_grid(theta, x)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         # colour jitter, applied with probability colour_p (a hard flip, straight-through)
         factor = lambda name: (1 + s[name] * (2 * one() - 1)).view(b, 1, 1, 1)  # noqa: E731
