@@ -148,6 +148,10 @@ def test_throughput_times_the_learned_transforms_step_of_every_shape():
         variant = tp.Variant("auto", views="learned-transforms")
         job, x, batch = tp.make_job(shape, variant, torch.device("cpu"), "small", 8)
         assert job.viewmaker is None and job.transforms.family == family
+        # the budget `vm train` gives the modality on auto: the recipe's total for audio
+        expected = tp.get_modality(name).default_transforms_budget
+        recipe = tp.create_transforms(name, expected).budget
+        assert job.transforms.budget == recipe and (name != "audio" or recipe is not None)
         opt = tp.ready(job)
         before = job.transforms.logits.detach().clone()
         gen = torch.Generator().manual_seed(0)
