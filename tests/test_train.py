@@ -7,6 +7,7 @@ from vmcli import runs
 from vmcli.data import MODALITIES, scan
 from vmcli.errors import ConfigError, TrainingInterrupted
 from vmcli.losses import nt_xent
+from vmcli.nn.transforms import AudioTransforms, ImageTransforms, SensorTransforms
 from vmcli.nn.viewmaker import Viewmaker
 from vmcli.session import _build_job, _resolve, load_training_data, train
 from vmcli.training import Job, fit, make_views
@@ -233,6 +234,8 @@ def test_auto_compile_on_one_cpu_or_gpu_for_long_runs_never_under_ddp():
             world=world,
             encoder_fn=eager,
             raw_fn=None,
+            transforms_fn=None,
+            transforms=None,
         )
         Compiler(job).consider(steps_done=10, steps_left=steps_left, seconds=100.0)
         assert (job.encoder_fn is not eager) == compiles, (device, world)
@@ -276,3 +279,53 @@ def test_the_two_views_of_a_sample_are_drawn_independently(image_folder, views):
     assert made.views.shape[0] == 8
     sums = {round(float(s), 4) for s in made.views.float().sum(dim=(1, 2, 3))}
     assert len(sums) == 8  # eight distinct views of the same image
+
+
+def test_compiling_a_transforms_run_compiles_their_pure_part(image_folder, monkeypatch):
+    """--compile wraps the transforms' pure part (`transform`, no random draws), and the step
+    calls it for the views (the probe and the preview stay eager)."""
+    from vmcli.training import Compiler, prepare
+
+    compiled, calls = [], []
+
+    def fake_compile(fn, **options):
+        compiled.append(fn)
+        return lambda *a: calls.append(fn) or fn(*a)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    job = small_job(image_folder, views="learned-transforms", compile=True)
+    prepare(job)
+    Compiler(job)
+    assert job.transforms.transform in compiled
+    make_views(job, job.data[:4], torch.Generator().manual_seed(5), reverse=True)
+    assert calls == [job.transforms.transform]
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"),
+    [
+        (SensorTransforms, (8, 2, 64)),
+        (AudioTransforms, (8, 1, 64)),
+        (ImageTransforms, (8, 3, 8, 8)),
+    ],
+    ids=["sensor", "audio", "image"],
+)
+def test_compiled_transforms_make_the_eager_views_and_gradients(cls, shape):
+    """The random draws are taken out of `transform` so torch.compile captures it as one
+    graph (fullgraph: a break fails), forward and backward; traced through AOT autograd it
+    must give the eager views and strength gradients. (The aot_eager backend skips Inductor's
+    code generation, most of a minute per family on this CPU; `benchmarks/throughput.py
+    --compile` runs the Inductor build.)"""
+    t = cls()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    fn = torch.compile(t.transform, dynamic=False, fullgraph=True, backend="aot_eager")
+
+    def views_and_grad(transform):
+        t.zero_grad(set_to_none=True)
+        v = t(x, torch.Generator().manual_seed(5), transform)
+        (v * torch.linspace(0, 1, v.numel()).view_as(v)).sum().backward()
+        return v.detach(), t.logits.grad.clone()
+
+    eager, compiled = views_and_grad(None), views_and_grad(fn)
+    torch.testing.assert_close(compiled[0], eager[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compiled[1], eager[1], atol=1e-4, rtol=1e-3)

@@ -251,7 +251,7 @@ def write_preview(job: Job, raw_all: Tensor, dst: Path) -> list[Path]:
     idx = torch.linspace(0, n - 1, min(cfg.preview_samples, n)).round().long()
     raw = raw_all[idx].to(job.device)
     gen = torch.Generator(job.device).manual_seed(cfg.seed + 2)
-    job = dataclasses.replace(job, world=World(), encoder_fn=None, raw_fn=None)
+    job = dataclasses.replace(job, world=World(), encoder_fn=None, raw_fn=None, transforms_fn=None)
     views, deltas = [], []
     with torch.no_grad():
         for _ in range(cfg.preview_views):

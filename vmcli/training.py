@@ -41,7 +41,7 @@ from vmcli.distributed import (
 from vmcli.errors import ConfigError, DataError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.encoders import Encoder
-from vmcli.nn.transforms import LearnedTransforms
+from vmcli.nn.transforms import LearnedTransforms, Transform
 from vmcli.nn.viewmaker import Viewmaker, grad_reverse, project_to_budget
 
 METRIC_FIELDS = [
@@ -83,6 +83,8 @@ class Job:
     encoder_fn: Callable[[Tensor], Tensor] | None = None
     raw_fn: Callable[[Tensor, Any], Tensor] | None = None
     transforms: LearnedTransforms | None = None  # learned (or fixed) transform strengths
+    # the transforms' pure part (`LearnedTransforms.transform`), compiled; None: eager
+    transforms_fn: Transform | None = None
     # frozen copies of the learned parts at their initialisation: the adversary's control
     reference_viewmaker: Viewmaker | None = None
     reference_transforms: LearnedTransforms | None = None
@@ -172,7 +174,7 @@ def make_views(
     if job.handcrafted is not None:
         x = job.handcrafted(torch.cat([raw, raw]), gen)
     elif tf is not None:
-        x = tf(torch.cat([raw, raw]), gen)
+        x = tf(torch.cat([raw, raw]), gen, job.transforms_fn)
         if reverse and tf is job.transforms and job.cfg.learns_transforms:
             x = grad_reverse(x)
     else:
@@ -227,7 +229,7 @@ def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
     """
     gen = torch.Generator(raw.device).manual_seed(job.cfg.seed * 1_000_003 + step)
     start = gen.get_state()
-    plain = dataclasses.replace(job, encoder_fn=None, raw_fn=None)
+    plain = dataclasses.replace(job, encoder_fn=None, raw_fn=None, transforms_fn=None)
     norms = [m for m in job.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     out = []
@@ -401,11 +403,13 @@ class Compiler:
 
     def compile(self) -> None:
         job = self.job
-        self.eager = (job.encoder_fn, job.raw_fn)
+        self.eager = (job.encoder_fn, job.raw_fn, job.transforms_fn)
         # static shapes: a run feeds one batch shape (partial batches are dropped), and a
         # second shape in the same process would otherwise switch to slower dynamic kernels
         job.encoder_fn = torch.compile(job.encoder_fn, dynamic=False)
         job.raw_fn = torch.compile(job.raw_fn, dynamic=False) if job.raw_fn is not None else None
+        if job.transforms is not None:  # the same pure function serves the frozen copy too
+            job.transforms_fn = torch.compile(job.transforms.transform, dynamic=False)
 
     def consider(self, steps_done: int, steps_left: int, seconds: float) -> None:
         """On auto, decide once from the measured pace (`steps_done` in `seconds`)."""
@@ -438,7 +442,7 @@ class Compiler:
                 f"torch.compile failed ({type(e).__name__}: {first_line}); "
                 "training goes on without it"
             )
-            self.job.encoder_fn, self.job.raw_fn = self.eager
+            self.job.encoder_fn, self.job.raw_fn, self.job.transforms_fn = self.eager
             self.eager = None
             return train_step(*args)
         self.eager = None

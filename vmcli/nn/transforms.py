@@ -27,6 +27,7 @@ its initial strengths is the control arm.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -113,11 +114,37 @@ class LearnedTransforms(nn.Module):
             for s in self.STRENGTHS
         ]
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self.apply_strengths(x.float(), self.strengths(), generator)
+    def forward(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        transform: Transform | None = None,
+    ) -> Tensor:
+        """Views of `x` at the current strengths. `transform` replaces `self.transform` (a
+        compiled copy of it: training compiles the part without random draws)."""
+        x = self.as_float(x)
+        return (transform or self.transform)(x, self.strengths(), self.draw(x, generator))
+
+    def as_float(self, x: Tensor) -> Tensor:
+        return x.float()
 
     def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g: torch.Generator | None) -> Tensor:
+        """The transforms at strengths `s`, their random numbers drawn from `g`."""
+        return self.transform(x, s, self.draw(x, g))
+
+    def draw(self, x: Tensor, g: torch.Generator | None) -> dict[str, Tensor]:
+        """Every random number a batch of views needs, drawn up front: what is left
+        (`transform`) is a pure function of tensors, which torch.compile fuses into a few
+        kernels (a draw from an explicit generator inside it would split its graph at every
+        draw, and these transforms are dozens of small ops)."""
         raise NotImplementedError
+
+    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        """The views, from the strengths `s` and the random numbers `r` of `draw`."""
+        raise NotImplementedError
+
+
+Transform = Callable[[Tensor, dict[str, Tensor], dict[str, Tensor]], Tensor]
 
 
 def check_limits(
@@ -200,8 +227,14 @@ def _randn(shape: tuple[int, ...], like: Tensor, g: torch.Generator | None) -> T
 
 def smooth_noise(b: int, c: int, t: int, knots: int, like: Tensor, g) -> Tensor:
     """B × C × T smooth standard-normal curves (linear through `knots` N(0, 1) points)."""
-    k = _randn((b * c, 1, knots), like, g)
-    return F.interpolate(k, size=t, mode="linear", align_corners=True).view(b, c, t)
+    return smooth_curve(_randn((b, c, knots), like, g), t)
+
+
+def smooth_curve(knots: Tensor, t: int) -> Tensor:
+    """B × C × K points → B × C × T curves, linear between them."""
+    b, c, k = knots.shape
+    curve = F.interpolate(knots.reshape(b * c, 1, k), size=t, mode="linear", align_corners=True)
+    return curve.view(b, c, t)
 
 
 def soft_span(n: int, start: Tensor, width: Tensor, edge: float, like: Tensor) -> Tensor:
@@ -211,22 +244,28 @@ def soft_span(n: int, start: Tensor, width: Tensor, edge: float, like: Tensor) -
     return torch.sigmoid((pos - a) / edge) * torch.sigmoid((b - pos) / edge)
 
 
-def relaxed_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
-    """B soft coin flips in (0, 1) with P(≈1) = p; differentiable in p (binary Concrete)."""
-    u = _rand((b,), like, g).clamp(1e-6, 1 - 1e-6)
+def relaxed_flip(p: Tensor, u: Tensor, temperature: float = 0.3) -> Tensor:
+    """Soft coin flips in (0, 1) with P(≈1) = p, one per uniform draw in `u`; differentiable
+    in p (binary Concrete)."""
+    u = u.clamp(1e-6, 1 - 1e-6)
     p = p.clamp(1e-4, 1 - 1e-4)
     logit = torch.log(p) - torch.log1p(-p) + torch.log(u) - torch.log1p(-u)
     return torch.sigmoid(logit / temperature)
 
 
-def hard_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
-    """B coin flips that are exactly 0 or 1 with P(1) = p, and the binary Concrete's gradient
+def hard_flip(p: Tensor, u: Tensor, temperature: float = 0.3) -> Tensor:
+    """Coin flips that are exactly 0 or 1 with P(1) = p, and the binary Concrete's gradient
     (straight-through). A soft flip blends both outcomes — for segment permutation, a window
     superposed on its own shuffled copy — which is neither transform, not label-preserving,
     and harder than either: an adversary learns to keep p mid-way to make more of them. The
     hard flip applies only real transforms; its value is exact (the soft part cancels to 0)."""
-    soft = relaxed_bernoulli(p, b, like, g, temperature)
+    soft = relaxed_flip(p, u, temperature)
     return (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
+
+
+def hard_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
+    """B hard flips (`hard_flip`), their uniforms drawn from `g`."""
+    return hard_flip(p, _rand((b,), like, g), temperature)
 
 
 # -- sensors -----------------------------------------------------------------------------------
@@ -249,36 +288,46 @@ class SensorTransforms(LearnedTransforms):
         Strength("jitter", 0.05, 0.0, 0.5, "× channel std", "added Gaussian noise"),
     )
 
-    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+    def draw(self, x: Tensor, g) -> dict[str, Tensor]:
+        b, c, t = x.shape
+        r = {"span": _rand((b, 1), x, g), "start": _rand((b, 1), x, g)}
+        r["speed"] = _randn((b, 1, 4), x, g)  # knots of the speed curve
+        segments, seg = 4, t // 4
+        if seg > 0:  # the gather index of a random order of 4 segments (and the tail as is)
+            order = torch.argsort(_rand((b, segments), x, g), dim=1)
+            idx = (order[:, :, None] * seg + torch.arange(seg, device=x.device)).reshape(b, -1)
+            tail = torch.arange(seg * segments, t, device=x.device).expand(b, -1)
+            r["order"] = torch.cat([idx, tail], dim=1)
+            r["permute"] = _rand((b,), x, g)
+        r["curve"] = _randn((b, c, 4), x, g)  # knots of the gain curve
+        r["scale"] = _randn((b, c, 1), x, g)
+        r["jitter"] = _randn((b, c, t), x, g)
+        return r
+
+    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         b, c, t = x.shape
         base = torch.linspace(0, 1, t, device=x.device)[None, :]
         # crop a span of at least (1 − crop) and stretch it back
-        span = 1 - s["crop"] * _rand((b, 1), x, g)
-        start = _rand((b, 1), x, g) * (1 - span)
+        span = 1 - s["crop"] * r["span"]
+        start = r["start"] * (1 - span)
         x = resample_positions(x, (start + span * base) * (t - 1))
         # time warp: integrate a smooth positive speed curve, rescale to the window
-        speed = (1 + s["time_warp"] * smooth_noise(b, 1, t, 4, x, g).view(b, t)).clamp_min(0.1)
+        speed = (1 + s["time_warp"] * smooth_curve(r["speed"], t).view(b, t)).clamp_min(0.1)
         warp = torch.cumsum(speed, dim=1)
         warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1]).clamp_min(1e-6)
         x = resample_positions(x, warp * (t - 1))
         # segment permutation with probability `permute` (a hard flip, straight-through gradient)
-        segments, seg = 4, t // 4
-        if seg > 0:
-            order = torch.argsort(_rand((b, segments), x, g), dim=1)
-            idx = (order[:, :, None] * seg + torch.arange(seg, device=x.device)).reshape(b, -1)
-            idx = torch.cat(
-                [idx, torch.arange(seg * segments, t, device=x.device).expand(b, -1)], dim=1
-            )
-            shuffled = torch.gather(x, 2, idx[:, None, :].expand(-1, c, -1))
-            m = hard_bernoulli(s["permute"], b, x, g).view(b, 1, 1)
+        if "order" in r:
+            shuffled = torch.gather(x, 2, r["order"][:, None, :].expand(-1, c, -1))
+            m = hard_flip(s["permute"], r["permute"]).view(b, 1, 1)
             x = m * shuffled + (1 - m) * x
         # magnitude warp and per-channel scale around each channel's mean, then jitter
         mean = x.mean(dim=2, keepdim=True)
         std = x.detach().std(dim=2, keepdim=True).clamp_min(1e-6)
-        curve = 1 + s["magnitude_warp"] * smooth_noise(b, c, t, 4, x, g)
-        scale = 1 + s["scale"] * _randn((b, c, 1), x, g)
+        curve = 1 + s["magnitude_warp"] * smooth_curve(r["curve"], t)
+        scale = 1 + s["scale"] * r["scale"]
         x = mean + (x - mean) * curve * scale
-        return x + s["jitter"] * std * _randn(tuple(x.shape), x, g)
+        return x + s["jitter"] * std * r["jitter"]
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -306,42 +355,49 @@ class ImageTransforms(LearnedTransforms):
         Strength("grayscale", 0.2, 0.0, 1.0, "probability", "to grey (colour images)"),
     )
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return self.apply_strengths(x, self.strengths(), generator)
+    def as_float(self, x: Tensor) -> Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
-    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+    def draw(self, x: Tensor, g) -> dict[str, Tensor]:
         b, c = x.shape[:2]
-        one = lambda: _rand((b,), x, g)  # noqa: E731
+        names = ["area", "ratio", "cx", "cy", "flip", "brightness", "contrast"]
+        if c == 3:
+            names += ["saturation", "hue"]
+        names += ["colour_p"] + (["grayscale"] if c == 3 else [])
+        return {name: _rand((b,), x, g) for name in names}  # in this order: same seed, same views
+
+    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        b, c = x.shape[:2]
         # random resized crop + flip: one affine grid per sample, differentiable in its size
         # the aspect-ratio jitter grows with the crop up to the recipe's 3/4–4/3 (at crop 0.8),
         # so zero strengths are the identity
-        area = 1 - s["crop"] * one()
+        area = 1 - s["crop"] * r["area"]
         spread = math.log(4 / 3) * (s["crop"] / 0.8).clamp(max=1)
-        ratio = torch.exp(spread * (2 * one() - 1))
+        ratio = torch.exp(spread * (2 * r["ratio"] - 1))
         w = torch.sqrt(area * ratio).clamp(max=1.0)
         h = torch.sqrt(area / ratio).clamp(max=1.0)
-        cx, cy = (2 * one() - 1) * (1 - w), (2 * one() - 1) * (1 - h)
-        sign = 1 - 2 * hard_bernoulli(s["flip"], b, x, g)
+        cx, cy = (2 * r["cx"] - 1) * (1 - w), (2 * r["cy"] - 1) * (1 - h)
+        sign = 1 - 2 * hard_flip(s["flip"], r["flip"])
         zero = torch.zeros_like(w)
         theta = torch.stack(
             [torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
         )
-        grid = crop_grid(theta, x)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        x = F.grid_sample(
+            x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
+        )
         # colour jitter, applied with probability colour_p (a hard flip, straight-through)
-        factor = lambda name: (1 + s[name] * (2 * one() - 1)).view(b, 1, 1, 1)  # noqa: E731
+        factor = lambda name: (1 + s[name] * (2 * r[name] - 1)).view(b, 1, 1, 1)  # noqa: E731
         out = (x * factor("brightness")).clamp(0, 1)
         mean = luma(out).mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * factor("contrast") + mean).clamp(0, 1)
         if c == 3:
             grey = luma(out)
             out = ((out - grey) * factor("saturation") + grey).clamp(0, 1)
-            out = rotate_hue(out, 2 * math.pi * s["hue"] * (2 * one() - 1)).clamp(0, 1)
-        m = hard_bernoulli(s["colour_p"], b, x, g).view(b, 1, 1, 1)
+            out = rotate_hue(out, 2 * math.pi * s["hue"] * (2 * r["hue"] - 1)).clamp(0, 1)
+        m = hard_flip(s["colour_p"], r["colour_p"]).view(b, 1, 1, 1)
         x = m * out + (1 - m) * x
         if c == 3:
-            m = hard_bernoulli(s["grayscale"], b, x, g).view(b, 1, 1, 1)
+            m = hard_flip(s["grayscale"], r["grayscale"]).view(b, 1, 1, 1)
             x = m * luma(x).expand_as(x) + (1 - m) * x
         return x
 
@@ -388,33 +444,43 @@ class AudioTransforms(LearnedTransforms):
         ),
     )
 
-    def apply_strengths(self, x: Tensor, s: dict[str, Tensor], g) -> Tensor:
+    def draw(self, x: Tensor, g) -> dict[str, Tensor]:
+        b, c, t = x.shape
+        r = {name: _rand((b, 1), x, g) for name in ("speed", "shift")}
+        r["gain"] = _rand((b, 1, 1), x, g)
+        r["eq"] = _randn((b, 1, 8), x, g)  # knots of the EQ curve
+        r["noise_level"] = _rand((b, 1, 1), x, g)
+        r["band_start"], r["band_width"] = _rand((b,), x, g), _rand((b,), x, g)
+        r["noise"] = _randn((b, c, t), x, g)
+        for k in range(2):
+            r[f"mask{k}_width"], r[f"mask{k}_start"] = _rand((b,), x, g), _rand((b,), x, g)
+        return r
+
+    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         b, c, t = x.shape
         pos = torch.arange(t, device=x.device, dtype=torch.float32)[None, :]
         centre = (t - 1) / 2
         # speed (resample around the centre) and shift, in one resampling
-        factor = 1 + s["speed"] * (2 * _rand((b, 1), x, g) - 1)
-        shift = s["shift"] * (2 * _rand((b, 1), x, g) - 1) * t
+        factor = 1 + s["speed"] * (2 * r["speed"] - 1)
+        shift = s["shift"] * (2 * r["shift"] - 1) * t
         x = resample_positions(x, centre + (pos - centre) * factor - shift, fill_outside=True)
-        x = x * (10 ** (s["gain"] * (2 * _rand((b, 1, 1), x, g) - 1) / 20))
+        x = x * (10 ** (s["gain"] * (2 * r["gain"] - 1) / 20))
         # EQ: a smooth random gain curve over frequency (in dB), then back to a waveform
         spec = torch.fft.rfft(x, dim=-1)
         nf = spec.shape[-1]
-        eq_db = s["eq"] * smooth_noise(b, 1, nf, 8, x, g).clamp(-2, 2) / 2
+        eq_db = s["eq"] * smooth_curve(r["eq"], nf).clamp(-2, 2) / 2
         # noise at a random SNR between the learned minimum and 20 dB above it
         rms = x.detach().square().mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-8)
-        level = s["noise"] * 10 ** (-20 * _rand((b, 1, 1), x, g) / 20)
-        # soft masks: two time spans, one frequency band
-        keep_f = 1 - soft_span(
-            nf, _rand((b,), x, g) * nf, s["freq_mask"] * _rand((b,), x, g) * nf, 1.0, x
-        )
-        spec = spec * (10 ** (eq_db / 20)) * keep_f[:, None, :]
+        level = s["noise"] * 10 ** (-20 * r["noise_level"] / 20)
+        # soft masks: one frequency band, two time spans
+        band = soft_span(nf, r["band_start"] * nf, s["freq_mask"] * r["band_width"] * nf, 1.0, x)
+        spec = spec * (10 ** (eq_db / 20)) * (1 - band)[:, None, :]
         x = torch.fft.irfft(spec, n=t, dim=-1)
-        x = x + _randn(tuple(x.shape), x, g) * rms * level
+        x = x + r["noise"] * rms * level
         edge = max(1.0, 0.002 * t)
-        for _ in range(2):
-            width = s["time_mask"] * _rand((b,), x, g) * t
-            start = _rand((b,), x, g) * (t - width.detach())
+        for k in range(2):
+            width = s["time_mask"] * r[f"mask{k}_width"] * t
+            start = r[f"mask{k}_start"] * (t - width.detach())
             x = x * (1 - soft_span(t, start, width, edge, x))[:, None, :]
         return x
 
