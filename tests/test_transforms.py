@@ -77,6 +77,17 @@ def test_same_seed_same_views(cls, shape):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize(("cls", "shape"), FAMILIES)
+def test_some_rows_views_are_those_rows_of_all_the_views(cls, shape):
+    """A rank of a distributed run draws for the whole batch and transforms its own rows:
+    its views must be exactly those rows of the views one process makes."""
+    t, x = cls(), batch(shape)
+    rows = torch.tensor([3, 1, 2])
+    everything = t(x, torch.Generator().manual_seed(5))
+    mine = t(x, torch.Generator().manual_seed(5), rows=rows)
+    torch.testing.assert_close(mine, everything[rows], atol=1e-6, rtol=0)
+
+
 def test_initial_strengths_are_the_handcrafted_recipe():
     import inspect
 

@@ -168,20 +168,22 @@ def make_views(
         vm = job.reference_viewmaker
     if reference and job.reference_transforms is not None:
         tf = job.reference_transforms
-    # both views in one call on the doubled batch: every parameter is drawn per sample, so
-    # this is two independent views each, at half the kernel launches of two calls
-    # (transforms are dozens of small ops, which bound a GPU step at small image sizes)
-    if job.handcrafted is not None:
-        x = job.handcrafted(torch.cat([raw, raw]), gen)
-    elif tf is not None:
-        x = tf(torch.cat([raw, raw]), gen, job.transforms_fn)
-        if reverse and tf is job.transforms and job.cfg.learns_transforms:
-            x = grad_reverse(x)
-    else:
-        x = torch.cat([raw, raw])
     rows = None
     if world.distributed:
         rows = _local_rows(world, raw.shape[0] // world.size, raw.shape[0], raw.device)
+    # both views in one call on the doubled batch: every parameter is drawn per sample, so
+    # this is two independent views each, at half the kernel launches of two calls
+    # (transforms are dozens of small ops, which bound a GPU step at small image sizes)
+    both = torch.cat([raw, raw])
+    if job.handcrafted is not None:
+        x = job.handcrafted(both, gen)
+    elif tf is not None:  # learned transforms draw for all rows, transform only this rank's
+        x = tf(both, gen, job.transforms_fn, rows=rows)
+        if reverse and tf is job.transforms and job.cfg.learns_transforms:
+            x = grad_reverse(x)
+    else:
+        x = both
+    if rows is not None and x.shape[0] != rows.shape[0]:
         x = x[rows]
     inputs = job.space.to_view(x)
     if vm is None:

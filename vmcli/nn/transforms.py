@@ -119,11 +119,17 @@ class LearnedTransforms(nn.Module):
         x: Tensor,
         generator: torch.Generator | None = None,
         transform: Transform | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Views of `x` at the current strengths. `transform` replaces `self.transform` (a
-        compiled copy of it: training compiles the part without random draws)."""
+        compiled copy of it: training compiles the part without random draws). `rows`: make
+        only these rows' views, from the random numbers drawn for all of `x` (a rank of a
+        distributed run: the same views one process makes, at 1/N of the work)."""
         x = self.as_float(x)
-        return (transform or self.transform)(x, self.strengths(), self.draw(x, generator))
+        r = self.draw(x, generator)
+        if rows is not None:
+            x, r = x[rows], {k: v[rows] for k, v in r.items()}
+        return (transform or self.transform)(x, self.strengths(), r)
 
     def as_float(self, x: Tensor) -> Tensor:
         return x.float()
