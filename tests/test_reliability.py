@@ -216,3 +216,31 @@ def test_resume_refuses_changed_data_unless_allowed(image_folder, tmp_path):
     r = vm("train", "--resume", run, "--epochs", "3")
     assert r.exit_code == 0 and "not checked for changes" in r.output
     assert "fingerprint" in runs.read_json(run / runs.CONFIG)["data"]
+
+
+def test_a_resume_names_what_it_ignores_and_a_failed_one_keeps_the_data_check(
+    image_folder, tmp_path
+):
+    """Files removed below the run's batch size: the resume says so in one line (not "batch
+    size larger than the samples", which no option of a resume can change), and, having
+    failed, records nothing: the next resume still sees the data change."""
+    fast = ["--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q"]
+    r = vm("train", image_folder, *fast, "--epochs", "1", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    # options a resume cannot take are named, not dropped silently
+    r = vm("train", "--resume", run, "--epochs", "2", "-q", "--batch-size", "4", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    assert "ignored with --resume: --batch-size, --seed" in " ".join(r.output.split())
+    assert runs.read_json(run / runs.CONFIG)["train"]["batch_size"] == 8
+    before = (run / runs.CONFIG).read_bytes()
+    for path in sorted((image_folder / "train").rglob("*.png"))[5:]:
+        path.unlink()  # 5 training files left, batch size 8
+    r = vm("train", "--resume", run, "--epochs", "3", "-q", "--allow-data-change")
+    assert r.exit_code == 3 and "Traceback" not in r.output, r.output
+    assert len(error_lines(r.output)) == 1
+    assert "batch size 8" in r.output and "5 usable training sample" in r.output
+    assert (run / runs.CONFIG).read_bytes() == before  # nothing recorded by a failed resume
+    r = vm("train", "--resume", run, "--epochs", "3", "-q")
+    assert r.exit_code == 3 and "--allow-data-change" in r.output, r.output

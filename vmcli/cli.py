@@ -100,6 +100,7 @@ def main_options(
 )
 @handle_errors
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path | None,
         typer.Argument(
@@ -353,6 +354,8 @@ def train(
 
     if data is None and resume is None:
         raise ConfigError("give a DATA folder to train on, or --resume RUN")
+    if resume is not None:
+        _warn_ignored_with_resume(ctx)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         from vmcli.distributed import launch
 
@@ -418,6 +421,32 @@ def train(
     console.print(
         f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear"
     )
+
+
+# what a resumed run still takes from the command line; every other setting is the run's own
+RESUME_OPTIONS = {"resume", "epochs", "allow_data_change", "devices", "as_json", "quiet"}
+
+
+def _warn_ignored_with_resume(ctx: typer.Context) -> None:
+    """A resumed run keeps the settings it was started with (its checkpoint was trained
+    under them): say which options typed beside --resume are not used, not drop them silently."""
+
+    def typed(name: str) -> bool:  # by the enum's name: typer may bundle its own click
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    ignored = [
+        "DATA" if p.name == "data" else p.opts[0]
+        for p in ctx.command.params
+        if p.name and p.name not in RESUME_OPTIONS and typed(p.name)
+    ]
+    if ignored:
+        from vmcli.console import warn
+
+        warn(
+            f"ignored with --resume: {', '.join(ignored)} (a resumed run keeps the settings it "
+            "started with; only --epochs, --allow-data-change and --devices apply)"
+        )
 
 
 @app.command(

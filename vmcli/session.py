@@ -322,14 +322,17 @@ def _train(
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
         _check_data_unchanged(saved, index, run_dir, allow_data_change)
         data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
+        if cfg.batch_size and len(data) < cfg.batch_size:
+            raise DataError(
+                f"{run_dir} trains with batch size {cfg.batch_size}, and {cfg.data} now holds "
+                f"{len(data)} usable training sample(s); a resumed run keeps its batch size. "
+                f"Put the files back, or start a new run: vm train {cfg.data}"
+            )
         meta, stats = saved["data_meta"], saved["space_stats"]
         space = untrusted.build_space(
             modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
         )
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
-        if world.is_main:
-            saved["train"]["epochs"] = cfg.epochs
-            runs.write_json(run_dir / runs.CONFIG, saved)
     else:
         cfg.validate()
         device = _rank_device(resolve_device(cfg.device), world)
@@ -356,6 +359,9 @@ def _train(
     job.run_dir, job.state, job.world = run_dir, state, world
     if state:  # a checkpoint that does not fit these models stops here, not inside fit()
         untrusted.fits_models(state, job, run_dir / runs.CHECKPOINT)
+        if world.is_main:  # every check passed: the new epochs and data fingerprint are kept
+            saved["train"]["epochs"] = cfg.epochs
+            runs.write_json(run_dir / runs.CONFIG, saved)
     result = fit(job, progress=progress)
     summary: dict[str, Any] = {}
     if world.is_main:
