@@ -434,3 +434,46 @@ def test_choices_are_checked_by_the_command_line_before_anything_runs(tmp_path):
         assert r.exit_code == 2, (option, r.output)  # a usage error, nothing loaded or written
         assert f"'{bad}' is not one of" in " ".join(r.output.split())
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("failure", "where"),
+    [
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"), "memory"),
+        (MemoryError(), "memory"),
+        ("cuda", "the GPU"),
+    ],
+)
+def test_running_out_of_memory_is_one_line_and_exit_5(
+    image_folder, tmp_path, monkeypatch, failure, where
+):
+    """An allocation failure inside training (a too-big --image-size, a long --clip-seconds)
+    is one error line saying what to shrink, not torch's traceback."""
+    import torch
+
+    import vmcli.session
+
+    if failure == "cuda":
+        failure = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    def fit(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(vmcli.session, "fit", fit)
+    r = invoke("train", image_folder, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
+    assert r.exit_code == 5, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.output
+    assert f"ran out of {where}" in r.output and "--batch-size" in r.output
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(image_folder, tmp_path, monkeypatch):
+    import vmcli.session
+
+    def fit(*args, **kwargs):
+        raise RuntimeError("a bug, not a memory problem")
+
+    monkeypatch.setattr(vmcli.session, "fit", fit)
+    r = invoke("train", image_folder, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+    assert "a bug" in str(r.exception)

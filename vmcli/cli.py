@@ -22,7 +22,7 @@ from vmcli.config import (
     parse_transforms_budget,
 )
 from vmcli.console import console, error, print_json
-from vmcli.errors import VmError
+from vmcli.errors import VmError, as_out_of_memory
 
 app = typer.Typer(
     name="vm",
@@ -69,6 +69,12 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            oom = as_out_of_memory(e)
+            if oom is None:
+                raise
+            error(str(oom))
+            raise typer.Exit(oom.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

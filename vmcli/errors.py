@@ -35,3 +35,27 @@ class TrainingInterrupted(VmError):
     """Raised after Ctrl-C once a resumable checkpoint has been written."""
 
     exit_code = 130
+
+
+class OutOfMemory(VmError):
+    """The host or the GPU ran out of memory: a smaller batch or smaller samples would fit."""
+
+    exit_code = 5
+
+
+def as_out_of_memory(e: BaseException) -> OutOfMemory | None:
+    """An OutOfMemory saying what to shrink, if `e` is an allocation failure (Python's
+    MemoryError, CUDA's OutOfMemoryError, the CPU allocator's RuntimeError); else None."""
+    text = str(e)
+    first = (text.splitlines() or [""])[0][:200]
+    cuda = type(e).__name__ == "OutOfMemoryError"
+    cpu = isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "DefaultCPUAllocator" in text
+    )
+    if not (isinstance(e, MemoryError) or cuda or cpu):
+        return None
+    where = "the GPU" if cuda else "memory"
+    return OutOfMemory(
+        f"ran out of {where} ({first or type(e).__name__}): use a smaller --batch-size, or "
+        "smaller samples (--image-size, --clip-seconds, --window); nothing was exported"
+    )
