@@ -115,6 +115,13 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
     assert result["train_samples"] == 16 and result["test_samples"] == 8
     assert (run / "eval.json").is_file()
 
+    one_class = tmp_path / "one" / "circle"  # labelled, but a probe needs two classes
+    one_class.mkdir(parents=True)
+    for src in sorted((image_folder / "train" / "circle").glob("*.png"))[:4]:
+        (one_class / src.name).write_bytes(src.read_bytes())
+    r = invoke("eval", run, "--data", tmp_path / "one")
+    assert r.exit_code == 3 and "one class (circle)" in r.output, r.output
+
     r = invoke("info", run)
     assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output
 

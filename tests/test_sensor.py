@@ -121,3 +121,25 @@ def test_augment_writes_csv_like_the_input(tmp_path):
     assert list(out.columns) == ["timestamp", *COLS]
     assert out["timestamp"].tolist() == df["timestamp"].tolist()
     assert np.allclose(out[COLS].to_numpy(), df[COLS].to_numpy() + 0.5, atol=1e-4)
+
+
+def test_a_skip_reason_quoting_a_huge_header_is_cut_short(tmp_path, capsys):
+    """A skipped 3,000-column CSV is named in one readable line, not 17 KB of column names."""
+    for i in range(3):
+        write(tmp_path / f"{i}.csv", 40, seed=i)
+    write(tmp_path / "wide.csv", 40, cols=[f"channel_{i}" for i in range(3000)])
+    data = load(tmp_path)
+    assert [p.name for p, _ in data.skipped] == ["wide.csv"]
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if "wide.csv" in ln)
+    assert len(line) < 500 and line.endswith("…")
+
+
+def test_one_long_recording_without_windows_says_how_to_cut_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from vmcli.cli import app
+
+    write(tmp_path / "rec" / "walk.csv", 1000)
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "rec"), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 3, r.output
+    assert "only 1 usable training sample" in r.output and "--window" in r.output

@@ -208,7 +208,13 @@ def evaluate(
     modality = get_modality(cfg["modality"])
     index = scan(root, MODALITIES, modality=cfg["modality"])
     labeled = [it for it in index.items if it.label is not None]
-    if not labeled or len({it.label for it in labeled}) < 2:
+    classes_found = sorted({str(it.label) for it in labeled})
+    if len(classes_found) == 1:
+        raise DataError(
+            f"{root}: every labelled file is in one class ({classes_found[0]}); a probe needs at "
+            f"least two class subfolders (e.g. {root}/cat/, {root}/dog/), or pass --data DIR"
+        )
+    if not labeled:
         raise DataError(
             f"{root}: no labels to evaluate with. Put files in class subfolders (e.g. {root}/cat/1.png, "
             f"{root}/dog/2.png), optionally under train/ and test/; or pass --data DIR with labelled data"

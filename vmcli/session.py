@@ -81,7 +81,8 @@ def _resolve(
         batch = n_train - n_train % world.size
     if batch < 2:
         raise DataError(
-            f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs at least 2"
+            f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs "
+            f"at least 2{modality.few_samples_hint}"
         )
     r.batch_size = batch
     r.data = str(Path(cfg.data).resolve())

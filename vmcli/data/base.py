@@ -139,6 +139,8 @@ class Modality(ABC):
     # what `--transforms-budget auto` holds learned transforms to: None (each strength free
     # within its bounds) unless a benchmark showed a budget wins on validation (audio: "recipe")
     default_transforms_budget: float | str | None = None
+    # appended to "only N usable training sample(s)": how this kind of data makes more
+    few_samples_hint: str = ""
 
     def default_budget(self, view_space: str) -> float:
         return self.default_budgets.get(view_space, 0.05)
@@ -303,6 +305,8 @@ def report_skipped(skipped: list[tuple[Path, str]], total: int, what: str) -> No
     from vmcli.console import warn
 
     for path, reason in skipped:
+        if len(reason) > 300:  # a reason quoting a 3,000-column header would fill screens
+            reason = reason[:300] + "…"
         warn(f"skipped {path}: {reason}")
     if skipped:
         warn(f"skipped {len(skipped)} unusable {what} file(s) of {total}")

@@ -159,6 +159,9 @@ class SensorModality(Modality):
     extensions = frozenset({"csv", "tsv"})
     has_magic = False
     streamable = False  # windows are cut from whole recordings; CSV datasets fit in memory
+    few_samples_hint = (
+        "; each CSV is one window unless --window N --stride M cuts long recordings into many"
+    )
     options = ("window", "stride", "columns")
     meta_type = SensorMeta
     spaces = {"signal": SignalSpace, "spectrogram": SensorSpectrogramSpace}
