@@ -155,3 +155,42 @@ def test_waveform_view_written_at_input_rate_channels_and_format(tmp_path):
     diff = out - ref
     assert np.allclose(diff[:, 0], diff[:, 1], atol=1e-4), "the same perturbation on both channels"
     assert 0.005 < np.abs(diff).mean() < 0.02
+
+
+def test_augment_keeps_every_view_of_inputs_that_differ_only_in_extension(tmp_path):
+    """Spectrogram views are .npy: c0.wav, c0.flac and c0.ogg would all be c0.npy. Each keeps
+    its extension in the name instead (only those three), and the count is the files written."""
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    for i in range(4):
+        sf.write(data / f"c{i}.wav", tone(200 + 100 * i, 0.3, 16000), 16000)
+    sf.write(data / "c0.flac", tone(999, 0.3, 16000), 16000)
+    sf.write(data / "c0.ogg", tone(1500, 0.3, 16000), 16000)
+    summary = train(
+        fast_config(data, view_space="spectrogram"), out=tmp_path / "runs", progress=False
+    )
+    out = tmp_path / "views"
+    result = augment_folder(
+        data,
+        out,
+        Path(summary["run"]),
+        views_per_input=2,
+        device="cpu",
+        to_wav=True,
+        progress=False,
+    )
+    stems = [f"{s}_view{k}" for s in ("c1", "c2", "c3") for k in (0, 1)]
+    stems += [f"c0_view{k}.{ext}" for ext in ("wav", "flac", "ogg") for k in (0, 1)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}.npy" for s in stems] + [f"{s}.wav" for s in stems]
+    )
+    assert result["views_written"] == 12 == len(list(out.glob("*.npy")))
+    assert result["kept_extension"] == ["c0.flac", "c0.ogg", "c0.wav"]
+    views = [np.load(out / f"c0_view0.{ext}.npy") for ext in ("wav", "flac", "ogg")]
+    peaks = [int(v.mean(axis=1).argmax()) for v in views]  # each is its own tone's view
+    assert len(set(peaks)) == 3

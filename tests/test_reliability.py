@@ -244,3 +244,41 @@ def test_a_resume_names_what_it_ignores_and_a_failed_one_keeps_the_data_check(
     assert (run / runs.CONFIG).read_bytes() == before  # nothing recorded by a failed resume
     r = vm("train", "--resume", run, "--epochs", "3", "-q")
     assert r.exit_code == 3 and "--allow-data-change" in r.output, r.output
+
+
+# -- vm augment: output names ----------------------------------------------------------------------
+
+
+def test_augment_output_names_never_clash():
+    from vmcli.augment import plan_outputs
+    from vmcli.data.audio import AudioModality
+    from vmcli.data.image import ImageModality
+
+    audio = AudioModality()
+    rels = [Path(p) for p in ("a.wav", "a.flac", "a.wav.ogg", "b.wav", "x.wav", "x.npy/y.wav")]
+    plan, kept = plan_outputs(audio, rels, "spectrogram", 1)
+    assert {str(r): str(plan[(r, 0)]) for r in rels} == {
+        "a.wav": "a.wav.npy",
+        "a.flac": "a.flac.npy",
+        "a.wav.ogg": "a.wav.ogg.npy",  # would have been a.wav.npy, the renamed a.wav's name
+        "b.wav": "b.npy",
+        "x.wav": "x.wav.npy",  # x.npy is a folder of views
+        "x.npy/y.wav": "x.npy/y.npy",
+    }
+    assert [str(r) for r in kept] == ["a.flac", "a.wav", "a.wav.ogg", "x.wav"]
+    plan, _ = plan_outputs(audio, rels[:2], "spectrogram", 2)
+    assert sorted(map(str, plan.values())) == [
+        "a_view0.flac.npy",
+        "a_view0.wav.npy",
+        "a_view1.flac.npy",
+        "a_view1.wav.npy",
+    ]
+    # format-preserving views keep their names; name_view{k}.ext never meets another input's
+    images = [Path("a.png"), Path("a_view0.png"), Path("a.jpg")]
+    plan, kept = plan_outputs(ImageModality(), images, "pixels", 2)
+    assert len(set(plan.values())) == 6 and kept == []
+    # a clash renaming cannot solve is an error, not an overwrite
+    with pytest.raises(ConfigError, match="distinct names"):
+        plan_outputs(
+            audio, [Path(p) for p in ("x.wav", "x.flac", "x.wav.npy/y.wav")], "spectrogram", 1
+        )

@@ -143,3 +143,27 @@ def test_one_long_recording_without_windows_says_how_to_cut_it(tmp_path):
     r = CliRunner().invoke(app, ["train", str(tmp_path / "rec"), "--out", str(tmp_path / "r")])
     assert r.exit_code == 3, r.output
     assert "only 1 usable training sample" in r.output and "--window" in r.output
+
+
+def test_augment_spectrogram_views_of_same_named_csv_and_tsv_are_both_written(tmp_path):
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    for i in range(5):
+        write(tmp_path / "data" / f"w{i}.csv", 40, seed=i)
+    write(tmp_path / "data" / "w0.tsv", 40, seed=9, sep="\t")
+    summary = train(
+        fast_config(tmp_path / "data", view_space="spectrogram"),
+        out=tmp_path / "runs",
+        progress=False,
+    )
+    out = tmp_path / "views"
+    result = augment_folder(
+        tmp_path / "data", out, Path(summary["run"]), device="cpu", progress=False
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["w0.csv.npy", "w0.tsv.npy", "w1.npy", "w2.npy", "w3.npy", "w4.npy"]
+    assert result["views_written"] == 6
+    assert not np.array_equal(np.load(out / "w0.csv.npy"), np.load(out / "w0.tsv.npy"))

@@ -5,6 +5,9 @@ renamed to OUT at the end, so OUT is either complete or absent (never half-writt
 not be the input folder or inside it, and an existing non-empty OUT is refused.
 Determinism: each file's views come from a generator seeded by (seed, relative path, view), so
 the same seed gives the same views whatever the order, batching or subset of files.
+Naming: every output path is decided before anything is written (`plan_outputs`); inputs that
+would share one (c0.wav and c0.flac → c0.npy) keep their extension (c0.wav.npy, c0.flac.npy),
+so no view ever overwrites another.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import shutil
 import time
 import zlib
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from vmcli import runs
 from vmcli.config import TrainConfig
 from vmcli.console import TrainProgress, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
+from vmcli.data.base import Modality
 from vmcli.devices import resolve_device
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.pipeline import load_viewmaker
@@ -35,6 +40,46 @@ def view_seed(seed: int, rel: Path, k: int) -> int:
 def view_path(rel: Path, k: int, views_per_input: int) -> Path:
     """Same relative path for a single view; `name_view{k}.ext` for several."""
     return rel if views_per_input == 1 else rel.with_name(f"{rel.stem}_view{k}{rel.suffix}")
+
+
+def plan_outputs(
+    modality: Modality, rels: list[Path], view_space: str, views_per_input: int
+) -> tuple[dict[tuple[Path, int], Path], list[Path]]:
+    """Every view's output path, decided before anything is written: (input, k) → path.
+
+    A view keeps its input's relative path (`name_view{k}.ext` for several views), with the view
+    space's suffix where views are another file type (c0.wav → c0.npy). Inputs whose outputs
+    would clash — c0.wav and c0.flac both giving c0.npy, or a file's output being the name of an
+    output folder — keep their extension in the name instead (c0.wav.npy, c0.flac.npy), every
+    view of them; other inputs are unaffected. Returns the plan and the inputs so renamed.
+    A clash no renaming can solve is a ConfigError naming the files: no view is ever
+    overwritten by another."""
+    keep: set[Path] = set()
+    while True:
+        plan = {
+            (rel, k): modality.output_path(
+                view_path(rel, k, views_per_input), view_space, keep_suffix=rel in keep
+            )
+            for rel in rels
+            for k in range(views_per_input)
+        }
+        owners: dict[Path, list[Path]] = defaultdict(list)
+        for (rel, _), dst in plan.items():
+            owners[dst].append(rel)
+        folders = {parent for dst in plan.values() for parent in dst.parents}
+        clashing = {
+            rel for dst, rs in owners.items() if len(rs) > 1 or dst in folders for rel in rs
+        }
+        if not clashing:
+            return plan, sorted(keep)
+        if clashing <= keep:
+            dst = next(d for d, rs in owners.items() if len(rs) > 1 or d in folders)
+            shown = ", ".join(str(r) for r in sorted(set(owners[dst]))[:5])
+            raise ConfigError(
+                f"cannot give the views of {shown} distinct names: they would be written to {dst}, "
+                "which is also another view or a folder of views; rename one of the inputs"
+            )
+        keep |= clashing
 
 
 def _check_folders(src: Path, out: Path) -> None:
@@ -82,6 +127,15 @@ def augment_folder(
     index = scan(src, MODALITIES, modality=cfg["modality"])
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
+    plan, renamed = plan_outputs(
+        modality, [item.path for item in index.items], cfg["view_space"], views_per_input
+    )
+    if renamed:
+        example = plan[(renamed[0], 0)]
+        info(
+            f"{len(renamed)} input(s) would share an output name with another input; their "
+            f"views keep the input's extension in the name (e.g. {renamed[0]} → {example})"
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = runs.make_temp_dir(out.parent, prefix=f".{out.name}.partial-")
@@ -101,10 +155,7 @@ def augment_folder(
                 gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
                 with torch.no_grad():
                     view = augmenter(sample.raw.to(dev), generator=gen).cpu()
-                rel = modality.output_path(
-                    view_path(item.path, k, views_per_input), cfg["view_space"]
-                )
-                dst = tmp / rel
+                dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 modality.write_file(view, sample, dst)
                 written += 1
@@ -133,6 +184,7 @@ def augment_folder(
         "views_written": written,
         "skipped": [[str(p), r] for p, r in skipped],
         "ignored_other_files": other,
+        "kept_extension": [str(p) for p in renamed],
         "seed": seed,
         "seconds": time.perf_counter() - t0,
     }

@@ -233,11 +233,15 @@ class Modality(ABC):
     @abstractmethod
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None: ...
 
-    def output_path(self, rel: Path, view_space: str) -> Path:
+    def output_path(self, rel: Path, view_space: str, keep_suffix: bool = False) -> Path:
         """Relative output path for a view of `rel`: the same, or with the view space's suffix
-        (e.g. .npy) when its views are not files of the input's kind."""
+        (e.g. .npy) when its views are not files of the input's kind: in place of the input's
+        suffix (c0.wav → c0.npy), or after it with `keep_suffix` (c0.wav → c0.wav.npy; what
+        `vm augment` uses for inputs that would otherwise share an output name)."""
         suffix = self.output_suffix.get(view_space)
-        return rel.with_suffix(suffix) if suffix else rel
+        if not suffix:
+            return rel
+        return rel.with_name(rel.name + suffix) if keep_suffix else rel.with_suffix(suffix)
 
     def describe_raw(self, meta: dict[str, Any]) -> str:
         """What a raw batch of this modality looks like, for the Python API's error messages."""
