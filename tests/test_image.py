@@ -100,3 +100,123 @@ def test_write_keeps_format_mode_size_and_alpha(tmp_path, name, mode, make):
             np.asarray(out)[..., :3] if mode == "RGBA" else np.asarray(out),
             arr[..., :3] if mode == "RGBA" else arr,
         )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("w.png", lambda r: r.integers(0, 65535, (12, 14), dtype=np.uint16)),
+        ("i.tif", lambda r: r.integers(0, 2**30, (12, 14), dtype=np.int32)),
+        ("f.tif", lambda r: (r.normal(size=(12, 14)) * 500).astype(np.float32)),
+    ],
+)
+def test_write_keeps_wide_images_in_their_bit_depth_and_units(tmp_path, name, make, channels):
+    """16-bit, 32-bit and float images stay so, in their own units, whatever the run's channels
+    (an RGB run used to write them as 8-bit L; a gray run rescaled floats to 16 bits)."""
+    arr = make(np.random.default_rng(2))
+    src = tmp_path / name
+    Image.fromarray(arr).save(src)
+    sample = M.read_file(src, {"channels": channels, "size": 8}, LoadOptions())
+    assert sample.raw.dtype == torch.float32 and sample.raw.shape == (1, channels, 12, 14)
+    dst = tmp_path / "out" / name
+    dst.parent.mkdir()
+    M.write_file(sample.raw, sample, dst)  # the identity view: the input's values come back
+    out = Image.open(dst)
+    assert out.mode == Image.open(src).mode and out.size == (14, 12)
+    spread = float(arr.max()) - min(0.0, float(arr.min()))
+    assert np.allclose(np.asarray(out).astype(np.float64), arr, rtol=0, atol=spread * 1e-6 + 0.5)
+    assert sample.context["notes"] == []
+
+
+def _palette_with_transparency(r):
+    img = Image.fromarray(r.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16
+    )
+    img.info["transparency"] = 3
+    return img
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        (
+            "bw.png",
+            lambda r: Image.fromarray(r.integers(0, 2, (12, 14), dtype=np.uint8) * 255).convert(
+                "1"
+            ),
+        ),
+        (
+            "pal.png",
+            lambda r: Image.fromarray(r.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert(
+                "P", palette=Image.Palette.ADAPTIVE, colors=16
+            ),
+        ),
+        ("trans.png", _palette_with_transparency),
+        ("pal.gif", _palette_with_transparency),
+        (
+            "cmyk.jpg",
+            lambda r: Image.fromarray(r.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert(
+                "CMYK"
+            ),
+        ),
+        (
+            "lab.tif",
+            lambda r: Image.fromarray(r.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert(
+                "LAB"
+            ),
+        ),
+    ],
+)
+def test_write_converts_views_back_to_the_inputs_mode(tmp_path, name, make, channels):
+    """1-bit, palette (own palette, transparent pixels kept), CMYK and LAB images are written
+    in their own mode, not as L / RGB / RGBA."""
+    img = make(np.random.default_rng(3))
+    src = tmp_path / name
+    img.save(
+        src, transparency=img.info["transparency"]
+    ) if "transparency" in img.info else img.save(src)
+    before = Image.open(src)
+    sample = M.read_file(src, {"channels": channels, "size": 8}, LoadOptions())
+    dst = tmp_path / "out" / name
+    dst.parent.mkdir()
+    M.write_file(sample.raw.float() / 255, sample, dst)  # the identity view
+    out = Image.open(dst)
+    assert out.mode == before.mode and out.size == before.size
+    if before.mode == "P":  # colours of the input's own palette (GIF may reorder it)
+        colours = {tuple(c) for c in np.asarray(before.getpalette()).reshape(-1, 3).tolist()}
+        assert {tuple(c) for c in np.asarray(out.convert("RGB")).reshape(-1, 3).tolist()} <= colours
+    if "transparency" in before.info:  # the same pixels stay transparent
+        alpha = lambda im: np.asarray(im.convert("RGBA"))[..., 3]  # noqa: E731
+        assert np.array_equal(alpha(out), alpha(before))
+    if before.mode in ("1", "P") and (channels == 3 or name == "bw.png"):  # identity view
+        assert np.array_equal(np.asarray(out.convert("RGB")), np.asarray(before.convert("RGB")))
+
+
+def test_augment_warns_once_with_a_count_when_frames_or_colour_cannot_be_kept(
+    image_folder, tmp_path, capsys
+):
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    run = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)["run"]  # gray
+    data = tmp_path / "mixed"
+    data.mkdir()
+    rng = np.random.default_rng(4)
+    rgb = [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(5)]
+    for i in range(3):
+        rgb[i].save(data / f"c{i}.png")
+    frames = [im.convert("P") for im in rgb[2:]]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(data / "anim.gif").n_frames == 3
+    result = augment_folder(data, tmp_path / "views", Path(run), device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("several frames") == 1 and "1 file(s) have several frames" in err
+    assert err.count("trained on grayscale") == 1 and "4 file(s) are in colour" in err
+    assert sorted(result["notes"][next(n for n in result["notes"] if "frames" in n)]) == [
+        "anim.gif"
+    ]
+    assert Image.open(tmp_path / "views" / "c0.png").mode == "RGB"  # the input's mode

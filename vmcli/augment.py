@@ -140,6 +140,7 @@ def augment_folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = runs.make_temp_dir(out.parent, prefix=f".{out.name}.partial-")
     written, skipped = 0, []
+    notes: dict[str, list[Path]] = {}  # what could not be kept as the input had it → files
     t0 = time.perf_counter()
     bar = TrainProgress(len(index.items), enabled=progress)
     try:
@@ -159,6 +160,8 @@ def augment_folder(
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 modality.write_file(view, sample, dst)
                 written += 1
+            for note in sample.context.get("notes", ()):
+                notes.setdefault(note, []).append(item.path)
             if (i + 1) % 50 == 0 or i + 1 == len(index.items):
                 bar.update(i + 1, f"{written} views written")
         if written == 0:
@@ -174,6 +177,9 @@ def augment_folder(
         with contextlib.suppress(OSError):
             if tmp.exists() and not any(tmp.iterdir()):
                 tmp.rmdir()
+    for note, paths in notes.items():
+        shown = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        warn(f"{len(paths)} file(s) {note}: {shown}")
     if skipped:
         warn(f"skipped {len(skipped)} unreadable file(s) of {len(index.items)}")
     return {
@@ -185,6 +191,7 @@ def augment_folder(
         "skipped": [[str(p), r] for p, r in skipped],
         "ignored_other_files": other,
         "kept_extension": [str(p) for p in renamed],
+        "notes": {note: [str(p) for p in paths] for note, paths in notes.items()},
         "seed": seed,
         "seconds": time.perf_counter() - t0,
     }

@@ -115,6 +115,9 @@ class FileSample:
     """One file read for `vm augment`: raw samples at native size plus what writing needs."""
 
     raw: Tensor  # 1 × C × ... (or K × C × T for several windows)
+    # what writing needs; under "notes", what the views cannot keep as the input has it (a
+    # list of phrases, e.g. "have several frames: ..."): `vm augment` warns once per phrase,
+    # with a count of the files and their names
     context: dict[str, Any]
 
 

@@ -1,7 +1,8 @@
 """Image folders: any Pillow-readable file, any mode, to a fixed channel count and size.
 
 - Grayscale data (every file L, LA, 1, I, I;16 or F) stays 1-channel; anything else is RGB.
-- 16-bit and float images are scaled to 8 bits by their range (not clipped).
+- 16-bit, 32-bit and float images are scaled to 8 bits by their range (not clipped) for
+  training; `vm augment` keeps their precision and writes views back in their own units.
 - Training size: shorter side resized to `--image-size` (default: the median shorter side,
   clamped to 16..224), then a centre crop, so the batch is one tensor.
 - `vm augment` works at each file's native size (the viewmaker is fully convolutional) and
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -54,15 +56,26 @@ class ImageMeta(TypedDict):
     channels: int  # 1 (gray) or 3 (RGB)
 
 
-def _wide_to_unit(img: Image.Image) -> np.ndarray:
-    """16-bit / 32-bit / float grayscale → float64 in [0, 1], scaled by the mode's range."""
+def _wide_range(img: Image.Image) -> tuple[float, float]:
+    """The values a 16-bit / 32-bit / float grayscale image's [0, 1] stands for: (lo, hi).
+    16-bit: 0..65535; 32-bit integer: 0..65535, or up to its maximum when larger; float:
+    0..1, or up to its maximum when larger. A negative minimum extends lo (scaled, not
+    clipped). `vm augment` maps views back through the same range, in the input's units."""
     a = np.asarray(img).astype(np.float64)
     if img.mode.startswith("I;16"):
-        return a / 65535.0
+        return 0.0, 65535.0
+    finite = a[np.isfinite(a)]
+    lo, top = min(0.0, float(finite.min(initial=0))), float(finite.max(initial=0))
     if img.mode == "I":
-        return a / (65535.0 if a.max(initial=0) <= 65535 else a.max())
-    top = a.max(initial=0)  # F
-    return np.clip(a / top if top > 1 else a, 0, 1)
+        return lo, 65535.0 if top <= 65535 else top
+    return lo, top if top > 1 else 1.0  # F
+
+
+def _wide_to_unit(img: Image.Image) -> np.ndarray:
+    """16-bit / 32-bit / float grayscale → float64 in [0, 1], scaled by `_wide_range`."""
+    lo, hi = _wide_range(img)
+    unit = (np.asarray(img).astype(np.float64) - lo) / (hi - lo)
+    return np.nan_to_num(np.clip(unit, 0, 1), nan=0.0)
 
 
 def _to_8bit_gray(img: Image.Image) -> Image.Image:
@@ -77,13 +90,65 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
     return None
 
 
+FRAMES_NOTE = "have several frames (animated GIF, multi-page TIFF...): only the first was augmented and written"
+GRAY_RUN_NOTE = "are in colour but the run was trained on grayscale images: their views are gray (in the input's mode)"
+
+
+def _mode_family(mode: str) -> str:
+    """Modes that store the same thing (16-bit in either byte order)."""
+    return "I;16" if mode.startswith("I;16") else mode
+
+
+def _wide_image(gray: np.ndarray, mode: str, value_range: tuple[float, float]) -> Image.Image:
+    """A [0, 1] gray view back in a 16-bit / 32-bit / float image's own units."""
+    lo, hi = value_range
+    a = gray.astype(np.float64) * (hi - lo) + lo
+    if mode == "F":
+        return Image.fromarray(a.astype(np.float32))  # F
+    if mode == "I":
+        return Image.fromarray(np.round(a).clip(-(2**31), 2**31 - 1).astype(np.int32))  # I
+    return Image.fromarray(np.round(a).clip(0, 65535).astype(np.uint16))  # I;16
+
+
+def _to_palette(img: Image.Image, ctx: dict[str, Any]) -> Image.Image:
+    """A view (L/RGB, with alpha when the input had transparency) mapped to the input's own
+    palette: nearest colour, no dithering; a transparent index stays the transparent pixels'.
+    Per-index alpha (several transparent entries) cannot be kept: then RGBA."""
+    transparency = ctx["transparency"]
+    if (transparency is not None and not isinstance(transparency, int)) or not ctx["palette"]:
+        return img
+    palette_img = Image.new("P", (1, 1))
+    palette_img.putpalette(ctx["palette"])
+    out = img.convert("RGB").quantize(palette=palette_img, dither=Image.Dither.NONE)
+    if transparency is None:
+        return out
+    index = np.asarray(out).copy()
+    colours = np.asarray(ctx["palette"], dtype=np.int64).reshape(-1, 3)
+    opaque = ctx["alpha"] >= 128
+    stolen = opaque & (index == transparency)  # opaque pixels nearest the transparent colour
+    if stolen.any() and len(colours) > 1:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int64)[stolen]
+        dist = ((rgb[:, None, :] - colours[None]) ** 2).sum(-1)
+        dist[:, transparency] = np.iinfo(np.int64).max
+        index[stolen] = dist.argmin(1)
+    index[~opaque] = transparency
+    result = Image.fromarray(index.astype(np.uint8), "P")
+    result.putpalette(out.getpalette())
+    result.info["transparency"] = transparency
+    return result
+
+
 def to_channels(img: Image.Image, channels: int) -> np.ndarray:
     """Any mode → H × W × channels uint8 (alpha dropped; kept aside by the augment path)."""
     if img.mode in WIDE_MODES:
         img = _to_8bit_gray(img)
     if channels == 1:
-        gray = img.convert("L") if img.mode != "L" else img
-        return np.asarray(gray)[..., None]
+        if img.mode != "L":
+            try:
+                img = img.convert("L")
+            except ValueError:  # no direct conversion (LAB, HSV): through RGB
+                img = img.convert("RGB").convert("L")
+        return np.asarray(img)[..., None]
     return np.asarray(img.convert("RGB"))
 
 
@@ -242,51 +307,88 @@ class ImageModality(Modality):
 
     # -- augment: one file at native size ---------------------------------------------------
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
+        channels = int(meta["channels"])
         try:
+            with Image.open(path) as probe:
+                frames = int(getattr(probe, "n_frames", 1))
             img = _open(path)
-            arr = to_channels(img, int(meta["channels"]))
+            wide = img.mode in WIDE_MODES
+            if wide:  # keep 16-bit / 32-bit / float precision: [0, 1] floats, not 8 bits
+                unit = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
+                raw = unit.expand(1, channels, *unit.shape[2:]).contiguous()
+                value_range = _wide_range(img)
+            else:
+                arr = to_channels(img, channels)
+                raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
+                value_range = None
         except READ_ERRORS as e:
             raise DataError(
                 f"{path}: cannot be read as an image ({type(e).__name__}: {e})"
             ) from None
-        if img.mode in WIDE_MODES and int(meta["channels"]) == 1:  # keep 16-bit precision
-            raw = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
-        else:
-            raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
+        notes = []
+        if frames > 1:
+            notes.append(FRAMES_NOTE)
+        if channels == 1 and img.mode not in GRAY_MODES:
+            notes.append(GRAY_RUN_NOTE)
         context = {
             "mode": img.mode,
             "alpha": _alpha(img),
-            "wide": img.mode in WIDE_MODES,
+            "wide": wide,
+            "range": value_range,
             "format": img.format,
             "gray_input": img.mode in GRAY_MODES,
+            "palette": img.getpalette() if img.mode == "P" else None,
+            "transparency": img.info.get("transparency") if img.mode == "P" else None,
+            "notes": notes,
         }
         return FileSample(raw, context)
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
-        """Write a view (1 × C × H × W in [0, 1]) in the input's format, mode and bit depth."""
+        """Write a view (1 × C × H × W in [0, 1]) in the input's format, mode and bit depth:
+        16-bit, 32-bit and float images in their own units; 1-bit thresholded at the middle;
+        palette images mapped to the input's own palette (nearest colour, no dithering);
+        CMYK, LAB... converted back from RGB. Where the file is not written in the input's
+        mode after all, a note says so (`vm augment` warns once, with a count)."""
         ctx = sample.context
         v = raw[0].detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)  # H × W × C
-        if ctx["wide"] and v.shape[2] == 1 and dst.suffix.lower() in (".png", ".tif", ".tiff"):
-            img = Image.fromarray(np.round(v[..., 0] * 65535).astype(np.uint16))
-            if img.mode != "I;16":
-                img = img.convert("I;16")
+        if v.shape[2] == 3 and ctx["gray_input"]:
+            v = v.mean(axis=2, keepdims=True)
+        mode = ctx["mode"]
+        if ctx["wide"]:
+            img = _wide_image(v[..., 0], mode, ctx["range"])
         else:
             u8 = np.round(v * 255).astype(np.uint8)
-            if u8.shape[2] == 3 and ctx["gray_input"]:
-                u8 = u8.mean(axis=2, keepdims=True).round().astype(np.uint8)
             img = (
                 Image.fromarray(u8[..., 0], "L") if u8.shape[2] == 1 else Image.fromarray(u8, "RGB")
             )
-            alpha = ctx["alpha"]
-            if alpha is not None and dst.suffix.lower() not in (".jpg", ".jpeg", ".bmp"):
-                img.putalpha(Image.fromarray(alpha, "L"))
-        fmt = ctx["format"] or None
-        suffix_format = Image.registered_extensions().get(dst.suffix.lower())
-        fmt = suffix_format or fmt
-        kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-        if fmt == "JPEG" and img.mode not in ("L", "RGB"):
+            if img.mode == "L" and not ctx["gray_input"]:  # a grayscale run's view of colour
+                img = img.convert("RGB")
+            if ctx["alpha"] is not None:
+                img.putalpha(Image.fromarray(ctx["alpha"], "L"))
+            if mode == "P":
+                img = _to_palette(img, ctx)
+            elif mode == "1":
+                img = img.convert("L").convert("1", dither=Image.Dither.NONE)
+            elif mode != img.mode:
+                with contextlib.suppress(ValueError):
+                    img = img.convert(mode)
+        fmt = Image.registered_extensions().get(dst.suffix.lower()) or ctx["format"] or None
+        if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
             img = img.convert("RGB")
-        img.save(dst, format=fmt, **kwargs)
+        kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        try:
+            img.save(dst, format=fmt, **kwargs)
+        except (OSError, ValueError, KeyError):  # the format cannot hold this mode: 8 bits
+            fallback = "L" if img.mode in GRAY_MODES else "RGBA" if "A" in img.mode else "RGB"
+            if ctx["wide"]:
+                img = _to_8bit_gray(img)
+            img.convert(fallback).save(dst, format=fmt, **kwargs)
+        with Image.open(dst) as written:
+            got = written.mode
+        if _mode_family(got) != _mode_family(mode):
+            note = f"written as {got}, not {mode} like the input"
+            if note not in ctx["notes"]:
+                ctx["notes"].append(note)
 
     # -- preview ----------------------------------------------------------------------------
     def preview(
