@@ -282,3 +282,40 @@ def test_augment_output_names_never_clash():
         plan_outputs(
             audio, [Path(p) for p in ("x.wav", "x.flac", "x.wav.npy/y.wav")], "spectrogram", 1
         )
+
+
+def test_augment_removes_partial_folders_a_killed_run_left(image_folder, tmp_path, capsys):
+    """kill -9 during vm augment leaves its hidden .OUT.partial-PID.HOST-* folder: the next run
+    to the same OUT removes it when that process is gone, leaves a live one's alone and reports
+    ones whose owner it cannot tell."""
+    from vmcli.augment import _host_tag
+
+    summary = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead = int(done.stdout)
+    host = _host_tag()
+    stale = tmp_path / f".views.partial-{dead}.{host}-0123456789ab"
+    live = tmp_path / f".views.partial-{os.getpid()}.{host}-0123456789ab"
+    old = tmp_path / ".views.partial-0123456789ab"
+    other = tmp_path / f".other.partial-{dead}.{host}-0123456789ab"
+    for folder in (stale, live, old, other):
+        (folder / "test").mkdir(parents=True)
+        (folder / "test" / "x.png").write_bytes(b"half")
+    augment_folder(
+        image_folder / "test",
+        tmp_path / "views",
+        Path(summary["run"]),
+        device="cpu",
+        progress=False,
+    )
+    err = capsys.readouterr().err
+    assert not stale.exists() and "removed 1 partial folder" in err
+    assert live.exists() and other.exists(), "a live run's folder and other OUTs' are left alone"
+    assert old.exists() and str(old) in err and "may be left over" in err
+    assert not [
+        p
+        for p in tmp_path.iterdir()
+        if p.name.startswith(".views.partial-") and p not in (live, old)
+    ]

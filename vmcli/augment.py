@@ -13,7 +13,10 @@ so no view ever overwrites another.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import socket
 import time
 import zlib
 from collections import defaultdict
@@ -82,6 +85,61 @@ def plan_outputs(
         keep |= clashing
 
 
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _partial_prefix(out: Path) -> str:
+    """The hidden sibling's name: `.OUT.partial-PID.HOST-RANDOM`, so that a later run can tell
+    a folder left by a killed process from one another run is filling right now."""
+    return f".{out.name}.partial-{os.getpid()}.{_host_tag()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # POSIX only: signal 0 checks, sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, someone else's
+        return True
+    return True
+
+
+def clean_stale_partials(out: Path) -> tuple[list[Path], list[Path]]:
+    """Remove the hidden `.OUT.partial-*` folders that a killed `vm augment` to the same OUT
+    left behind (their process, on this machine, is gone); report those whose owner cannot be
+    told (made by an older vm, or on another machine). Folders of a live process are left
+    alone. Returns (removed, reported)."""
+    pattern = re.compile(
+        rf"\.{re.escape(out.name)}\.partial-(?:(\d+)\.([0-9a-f]{{8}})-)?[0-9a-f]{{12}}"
+    )
+    removed: list[Path] = []
+    unknown: list[Path] = []
+    with contextlib.suppress(OSError):
+        for path in sorted(out.parent.iterdir()):
+            match = pattern.fullmatch(path.name)
+            if not match or path.is_symlink() or not path.is_dir():
+                continue
+            pid, host = match.group(1), match.group(2)
+            if pid is None or host != _host_tag() or os.name != "posix":
+                unknown.append(path)
+            elif not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                (unknown if path.exists() else removed).append(path)
+    if removed:
+        info(
+            f"removed {len(removed)} partial folder(s) left by an interrupted vm augment to "
+            f"{out}: {', '.join(p.name for p in removed)}"
+        )
+    if unknown:
+        warn(
+            f"{len(unknown)} partial folder(s) of an earlier vm augment to {out} may be left over "
+            f"from an interrupted run; delete them if no vm augment is writing there: "
+            f"{', '.join(str(p) for p in unknown)}"
+        )
+    return removed, unknown
+
+
 def _check_folders(src: Path, out: Path) -> None:
     if not src.is_dir():
         raise DataError(f"{src}: no such folder")
@@ -138,7 +196,8 @@ def augment_folder(
         )
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = runs.make_temp_dir(out.parent, prefix=f".{out.name}.partial-")
+    clean_stale_partials(out)
+    tmp = runs.make_temp_dir(out.parent, prefix=_partial_prefix(out))
     written, skipped = 0, []
     notes: dict[str, list[Path]] = {}  # what could not be kept as the input had it → files
     t0 = time.perf_counter()
