@@ -167,3 +167,16 @@ def test_augment_spectrogram_views_of_same_named_csv_and_tsv_are_both_written(tm
     assert names == ["w0.csv.npy", "w0.tsv.npy", "w1.npy", "w2.npy", "w3.npy", "w4.npy"]
     assert result["views_written"] == 6
     assert not np.array_equal(np.load(out / "w0.csv.npy"), np.load(out / "w0.tsv.npy"))
+
+
+def test_augment_views_files_shorter_than_a_window_like_training_uses_them(tmp_path):
+    """Training edge-pads a 2-row file to the window; augment used to skip it ("need at least
+    8"). It is padded for the viewmaker and its view written with the file's own 2 rows."""
+    df = write(tmp_path / "two.csv", 2)
+    meta = {"columns": COLS, "window": 50, "stride": None}
+    sample = M.read_file(tmp_path / "two.csv", meta, LoadOptions())
+    assert sample.raw.shape == (1, 3, 8)
+    M.write_file(sample.raw + 0.5, sample, tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == COLS and len(out) == 2
+    assert np.allclose(out.to_numpy(), df.to_numpy() + 0.5, atol=1e-4)

@@ -304,16 +304,23 @@ class SensorModality(Modality):
     # -- augment ------------------------------------------------------------------------------
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
         rec = read_csv_recording(path, columns=list(meta["columns"]))
-        if len(rec.values) < MIN_WINDOW:
-            raise DataError(f"{path}: only {len(rec.values)} rows; need at least {MIN_WINDOW}")
-        raw = torch.from_numpy(rec.values.astype(np.float32).T.copy())[None]  # 1 × C × T
-        return FileSample(raw, {"recording": rec})
+        values, rows = rec.values, len(rec.values)
+        if rows < MIN_WINDOW:  # as training does: edge-padded (here to the shortest window)
+            values = _fit_window(values, MIN_WINDOW)
+        raw = torch.from_numpy(values.astype(np.float32).T.copy())[None]  # 1 × C × T
+        first = max(0, MIN_WINDOW - rows) // 2  # where the file's own rows start in `raw`
+        return FileSample(raw, {"recording": rec, "first": first, "rows": rows})
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
         if dst.suffix == ".npy":
             np.save(dst, raw[0].float().cpu().numpy())
             return
-        write_csv_like(sample.context["recording"], raw[0].float().cpu().numpy().T, dst)
+        view = raw[0].float().cpu().numpy().T
+        rows = sample.context.get("rows", len(view))
+        if rows < len(view):  # a short file padded for the viewmaker: write back its own rows
+            first = sample.context["first"]
+            view = view[first : first + rows]
+        write_csv_like(sample.context["recording"], view, dst)
 
     # -- preview ------------------------------------------------------------------------------
     def preview(
