@@ -424,8 +424,8 @@ def test_the_recipe_budget_starts_exactly_at_the_recipe(cls, shape):
         (row["initial"] - row["low"]) / (row["high"] - row["low"]) for row in free.table()
     ) / len(cls.STRENGTHS)
     assert held.budget == pytest.approx(expected, abs=1e-6)
-    name = cls.STRENGTHS[0].name
-    tight = cls(budget="recipe", limits={name: cls.STRENGTHS[0].init * 1.5})
+    first = cls.STRENGTHS[0]
+    tight = cls(budget="recipe", limits={first.name: min(first.init * 1.5, first.max_limit)})
     assert tight.budget != pytest.approx(held.budget)  # recomputed under the new bounds
     with pytest.raises(ValueError, match="recipe"):
         cls(budget="half")
@@ -497,6 +497,51 @@ def test_limits_lower_a_strengths_upper_bound_and_keep_the_recipe_inside():
 def test_bad_limits_are_refused_by_name(text, message):
     with pytest.raises(ConfigError, match=message):
         create_transforms("audio", limits=text)
+
+
+@pytest.mark.parametrize(
+    ("family", "text", "message"),
+    [
+        ("image", "crop=1.2", r"limit of crop .*at most 0\.95"),  # was: NaN grids, a segfault
+        ("image", "crop=1", r"at most 0\.95"),
+        ("sensor", "crop=1", r"limit of crop .*at most 0\.95"),
+        ("image", "flip=2", r"limit of flip .*at most 1 .*probability"),
+        ("image", "colour_p=1.5", r"limit of colour_p .*at most 1 "),
+        ("image", "grayscale=2", r"limit of grayscale .*at most 1 "),
+        ("sensor", "permute=2", r"limit of permute .*at most 1 "),
+        ("image", "brightness=1.2", r"limit of brightness .*at most 1 .*≥ 0"),
+        ("image", "contrast=1.6", r"limit of contrast .*at most 1 "),
+        ("image", "saturation=1.01", r"limit of saturation .*at most 1 "),
+    ],
+)
+def test_limits_never_pass_what_a_strength_means(family, text, message):
+    """Twice the default bound is refused where it stops making sense: a probability of 2, a
+    crop of more than the whole area, a colour factor 1 ± b below 0."""
+    with pytest.raises(ConfigError, match=message):
+        create_transforms(family, limits=text)
+
+
+def test_the_largest_limits_still_give_finite_views_and_gradients():
+    """At every ceiling, with every strength at its upper bound, views and gradients are
+    finite (a crop limit of 1.2 made NaN sampling grids and crashed grid_sample's backward)."""
+    top = "crop=0.95,flip=1,brightness=1,contrast=1,saturation=1,hue=1,colour_p=1,grayscale=1"
+    for family, limits, shape in [
+        ("image", top, (6, 3, 16, 16)),
+        (
+            "sensor",
+            "crop=0.95,permute=1,time_warp=1,magnitude_warp=1.2,scale=1,jitter=1",
+            (6, 6, 64),
+        ),
+    ]:
+        t = create_transforms(family, limits=limits)
+        assert all(r["high"] <= 1 for r in t.table() if r["unit"] == "probability")
+        with torch.no_grad():
+            t.logits.fill_(1e4)
+        for seed in range(3):
+            t.logits.grad = None
+            v = t(batch(shape, seed), torch.Generator().manual_seed(seed))
+            contrastive_like(v).backward()
+            assert torch.isfinite(v).all() and torch.isfinite(t.logits.grad).all(), family
 
 
 def test_limits_are_exported_and_a_run_reloads_under_its_own_bounds(tmp_path):

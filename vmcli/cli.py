@@ -325,7 +325,7 @@ def train(
         str | None,
         typer.Option(
             rich_help_panel="Views",
-            help="Learned transforms: upper limits on named strengths, e.g. 'time_mask=0.15,noise=0.5' (what your data cannot take and keep its label; names and units in the summary's table). \\[default: each strength's own bounds]",
+            help="Learned transforms: upper limits on named strengths, e.g. 'time_mask=0.15,noise=0.5' (what your data cannot take and keep its label; names and units in the summary's table; at most twice each default, probabilities and brightness/contrast/saturation at most 1, crops at most 0.95). \\[default: each strength's own bounds]",
             show_default=False,
         ),
     ] = None,

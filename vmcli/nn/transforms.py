@@ -41,7 +41,12 @@ RECIPE = "recipe"  # a transforms budget equal to the recipe's own mean strength
 
 @dataclass(frozen=True)
 class Strength:
-    """One learnable strength: its name, initial value, bounds and unit (for people)."""
+    """One learnable strength: its name, initial value, bounds and unit (for people).
+
+    `ceiling` is the hard maximum `--transforms-max` may raise the upper bound to, where the
+    strength's meaning sets one (a probability past 1, a crop of the whole area or more, a
+    colour factor 1 ± b that turns negative), with `why` for the message; otherwise twice
+    `high`."""
 
     name: str
     init: float
@@ -49,6 +54,22 @@ class Strength:
     high: float
     unit: str
     meaning: str
+    ceiling: float | None = None
+    why: str = ""
+
+    @property
+    def max_limit(self) -> float:
+        """The largest upper bound a limit may set: twice `high`, capped at `ceiling`."""
+        return 2 * self.high if self.ceiling is None else min(2 * self.high, self.ceiling)
+
+
+# hard ceilings, where twice the default bound would change what a strength means
+PROBABILITY = {"ceiling": 1.0, "why": "a probability"}
+# a crop takes at least 1 − crop of the area (or window): at 1 that is nothing (a zero-size
+# crop, an infinite stretch) and past 1 a negative size, whose square root makes NaN sampling
+# grids (grid_sample's backward then crashed); 0.95 keeps at least 5 %
+CROP = {"ceiling": 0.95, "why": "a crop must keep at least 5 %"}
+FACTOR = {"ceiling": 1.0, "why": "the factor 1 ± b must stay ≥ 0"}
 
 
 class LearnedTransforms(nn.Module):
@@ -158,7 +179,8 @@ def check_limits(
 ) -> dict[str, float]:
     """Upper limits on named strengths, checked: a known name, above the strength's lower bound
     and at most twice its default upper bound (past that some transforms stop being the
-    transform: a speed change of ±100 % stops the clip)."""
+    transform: a speed change of ±100 % stops the clip), and never past its `ceiling`
+    (probabilities ≤ 1, crops ≤ 0.95, colour factors ≤ 1)."""
     known = {s.name: s for s in t.STRENGTHS}
     out = {}
     for name, value in limits.items():
@@ -170,10 +192,11 @@ def check_limits(
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not (number and math.isfinite(value)):
             raise ValueError(f"the limit of {name} must be a number; got {value!r}")
-        if not s.low < value <= 2 * s.high:
+        if not s.low < value <= s.max_limit:
+            why = f"; {s.why}" if s.max_limit == s.ceiling else ""
             raise ValueError(
-                f"the limit of {name} must be above {s.low:g} and at most {2 * s.high:g} "
-                f"(default {s.high:g}); got {value:g}"
+                f"the limit of {name} must be above {s.low:g} and at most {s.max_limit:g} "
+                f"(default {s.high:g}{why}); got {value:g}"
             )
         out[name] = float(value)
     return out
@@ -285,10 +308,16 @@ class SensorTransforms(LearnedTransforms):
     family = "sensor"
     STRENGTHS = (
         Strength(
-            "crop", 0.2, 0.0, 0.5, "of the window", "a random span of ≥ 1 − crop, stretched back"
+            "crop",
+            0.2,
+            0.0,
+            0.5,
+            "of the window",
+            "a random span of ≥ 1 − crop, stretched back",
+            **CROP,
         ),
         Strength("time_warp", 0.2, 0.0, 0.5, "speed σ", "smooth speed changes ~ N(1, σ)"),
-        Strength("permute", 0.5, 0.0, 1.0, "probability", "4 segments shuffled"),
+        Strength("permute", 0.5, 0.0, 1.0, "probability", "4 segments shuffled", **PROBABILITY),
         Strength("magnitude_warp", 0.2, 0.0, 0.6, "σ", "a smooth gain curve ~ N(1, σ)"),
         Strength("scale", 0.1, 0.0, 0.5, "σ", "a per-channel gain ~ N(1, σ)"),
         Strength("jitter", 0.05, 0.0, 0.5, "× channel std", "added Gaussian noise"),
@@ -350,15 +379,27 @@ class ImageTransforms(LearnedTransforms):
     family = "image"
     STRENGTHS = (
         Strength(
-            "crop", 0.8, 0.0, 0.92, "of the area", "a crop of ≥ 1 − crop of the area, resized back"
+            "crop",
+            0.8,
+            0.0,
+            0.92,
+            "of the area",
+            "a crop of ≥ 1 − crop of the area, resized back",
+            **CROP,
         ),
-        Strength("flip", 0.5, 0.0, 1.0, "probability", "horizontal flip"),
-        Strength("brightness", 0.4, 0.0, 0.8, "± factor", "pixels × (1 ± brightness)"),
-        Strength("contrast", 0.4, 0.0, 0.8, "± factor", "contrast × (1 ± contrast)"),
-        Strength("saturation", 0.4, 0.0, 0.8, "± factor", "colour saturation (colour images)"),
+        Strength("flip", 0.5, 0.0, 1.0, "probability", "horizontal flip", **PROBABILITY),
+        Strength("brightness", 0.4, 0.0, 0.8, "± factor", "pixels × (1 ± brightness)", **FACTOR),
+        Strength("contrast", 0.4, 0.0, 0.8, "± factor", "contrast × (1 ± contrast)", **FACTOR),
+        Strength(
+            "saturation", 0.4, 0.0, 0.8, "± factor", "colour saturation (colour images)", **FACTOR
+        ),
         Strength("hue", 0.1, 0.0, 0.5, "± turn", "hue rotation (colour images)"),
-        Strength("colour_p", 0.8, 0.0, 1.0, "probability", "colour jitter applied at all"),
-        Strength("grayscale", 0.2, 0.0, 1.0, "probability", "to grey (colour images)"),
+        Strength(
+            "colour_p", 0.8, 0.0, 1.0, "probability", "colour jitter applied at all", **PROBABILITY
+        ),
+        Strength(
+            "grayscale", 0.2, 0.0, 1.0, "probability", "to grey (colour images)", **PROBABILITY
+        ),
     )
 
     def as_float(self, x: Tensor) -> Tensor:
