@@ -484,3 +484,68 @@ def test_other_runtime_errors_are_not_taken_for_memory(image_folder, tmp_path, m
     r = invoke("train", image_folder, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     assert "a bug" in str(r.exception)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--budget", "inf", "--budget must be a finite number > 0"),
+        ("--viewmaker-lr", "inf", "--viewmaker-lr must be a finite number ≥ 0"),
+        ("--encoder-lr", "inf", "--encoder-lr must be a finite number ≥ 0"),
+        ("--transforms-lr", "inf", "--transforms-lr must be a finite number ≥ 0"),
+        ("--temperature", "inf", "--temperature must be a finite number > 0"),
+        ("--temperature", "nan", "--temperature must be a finite number > 0"),
+        ("--clip-seconds", "nan", "--clip-seconds must be a number from 0.1 to 600"),
+        ("--clip-seconds", "inf", "--clip-seconds must be a number from 0.1 to 600"),
+        ("--seed", str(2**63), "--seed must be a whole number from 0 to 9223372036854775807"),
+        ("--seed", "99999999999999999999999", "--seed must be a whole number"),
+        ("--seed", "-1", "--seed must be a whole number"),
+        ("--devices", "0", "--devices must be at least 1"),
+        ("--devices", "-1", "--devices must be at least 1"),
+        ("--window", "0", "--window must be a whole number from 8"),
+        ("--stride", "0", "--stride must be a whole number from 1"),
+        ("--sample-rate", "10", "--sample-rate must be a whole number from 1000 to 768000"),
+        ("--image-size", "4", "--image-size must be a whole number from 8 to 8192"),
+    ],
+)
+def test_absurd_numbers_are_refused_up_front_by_option(
+    image_folder, tmp_path, option, value, message
+):
+    """Non-finite or out-of-range numbers: one exit-2 line naming the option, before any data
+    is read or any run folder made (inf learning rates once trained NaN weights to exit 0;
+    --clip-seconds nan and a 24-digit --seed were raw tracebacks)."""
+    r = invoke("train", image_folder, *FAST, "--out", tmp_path / "runs", option, value)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2, (option, value, r.output)
+    assert message in text and "Traceback" not in text, text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_library_checks_the_same_numbers():
+    from vmcli.config import LoadOptions, TrainConfig
+    from vmcli.errors import ConfigError
+
+    for bad in (
+        {"temperature": float("nan")},
+        {"budget": float("inf")},
+        {"encoder_momentum": 1.0},
+        {"encoder_weight_decay": float("nan")},
+        {"seed": 1.5},
+        {"load": LoadOptions(clip_seconds=float("nan"))},
+        {"load": LoadOptions(window=0)},
+    ):
+        with pytest.raises(ConfigError):
+            TrainConfig(data="x", **bad).validate()
+    TrainConfig(data="x", seed=2**63 - 1, load=LoadOptions(clip_seconds=600)).validate()
+
+
+def test_the_largest_seed_trains(image_folder, tmp_path):
+    """2**63 − 1 is a valid seed through the whole run (the adversary probe derived a seed
+    from it that overflowed 64 bits)."""
+    from conftest import fast_config
+
+    from vmcli.session import train
+
+    cfg = fast_config(image_folder, seed=2**63 - 1, views="learned-transforms")
+    summary = train(cfg, out=tmp_path / "runs", progress=False)
+    assert summary["adversary"] is not None and summary["final_loss"] > 0

@@ -362,6 +362,8 @@ def train(
         raise ConfigError("give a DATA folder to train on, or --resume RUN")
     if resume is not None:
         _warn_ignored_with_resume(ctx)
+    if devices < 1:
+        raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         from vmcli.distributed import launch
 

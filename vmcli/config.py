@@ -17,6 +17,23 @@ from typing import Any, Literal, get_args
 
 from vmcli.errors import ConfigError
 
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; vm derives others from this one
+# the smallest data options that work (the modalities read them from here; the largest are
+# the bounds a run's metadata is checked against when it is loaded again, in vmcli.untrusted)
+MIN_IMAGE_SIZE = 8
+MIN_SAMPLE_RATE = 1000
+MIN_CLIP_SECONDS = 0.1
+MIN_WINDOW = 8
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool), neither NaN nor ±inf."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass
 class LoadOptions:
@@ -30,6 +47,38 @@ class LoadOptions:
     columns: list[str] | None = None
     max_clip_seconds: float = 600.0
     array_layout: str | None = None  # 2-D arrays: "ct" (C × T, the default) or "hw" (H × W)
+
+    def validate(self) -> None:
+        """Each set option in its range (ConfigError naming it), whatever the modality: a value
+        no data could use is a mistake even where this data would ignore it."""
+        from vmcli import untrusted
+
+        for name, low, high in (
+            ("image_size", MIN_IMAGE_SIZE, untrusted.MAX_IMAGE_SIDE),
+            ("sample_rate", MIN_SAMPLE_RATE, untrusted.MAX_SAMPLE_RATE),
+            ("window", MIN_WINDOW, None),
+            ("stride", 1, None),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not (_whole(value) and value >= low and (high is None or value <= high)):
+                upto = f" to {high}" if high is not None else " or more"
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a whole number from {low}{upto}; got {value}"
+                )
+        if not (_finite(self.max_clip_seconds) and self.max_clip_seconds > 0):
+            raise ConfigError(
+                f"max_clip_seconds must be a finite number > 0; got {self.max_clip_seconds}"
+            )
+        seconds = self.clip_seconds
+        if seconds is not None and not (
+            _finite(seconds) and MIN_CLIP_SECONDS <= seconds <= self.max_clip_seconds
+        ):
+            raise ConfigError(
+                f"--clip-seconds must be a number from {MIN_CLIP_SECONDS:g} to "
+                f"{self.max_clip_seconds:g} (longer files are skipped); got {seconds}"
+            )
 
 
 Views = Literal[
@@ -101,14 +150,18 @@ class TrainConfig:
     load: LoadOptions = field(default_factory=LoadOptions)
 
     def validate(self) -> None:
+        """Every setting checked up front, before any data is read or a run folder made: a
+        ConfigError naming the option and the problem (exit 2 from the CLI)."""
         if self.views not in VIEWS:
             raise ConfigError(f"--views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
             )
-        if self.budget is not None and not self.budget > 0:
-            raise ConfigError(f"--budget must be > 0 (the mean |δ| per example); got {self.budget}")
+        if self.budget is not None and not (_finite(self.budget) and self.budget > 0):
+            raise ConfigError(
+                f"--budget must be a finite number > 0 (the mean |δ| per example); got {self.budget}"
+            )
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1; got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 2:
@@ -117,11 +170,14 @@ class TrainConfig:
             )
         if self.data_mode not in ("auto", "memory", "stream"):
             raise ConfigError(f"--data-mode must be auto, memory or stream; got {self.data_mode!r}")
-        for name in ("encoder_lr", "viewmaker_lr", "transforms_lr"):
-            if not getattr(self, name) >= 0:
+        for name in ("encoder_lr", "viewmaker_lr", "transforms_lr", "encoder_weight_decay"):
+            value = getattr(self, name)
+            if not (_finite(value) and value >= 0):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} must be ≥ 0; got {getattr(self, name)}"
+                    f"--{name.replace('_', '-')} must be a finite number ≥ 0; got {value}"
                 )
+        if not (_finite(self.encoder_momentum) and 0 <= self.encoder_momentum < 1):
+            raise ConfigError(f"encoder_momentum must be in [0, 1); got {self.encoder_momentum}")
         tb = self.transforms_budget
         named = tb is None or tb in ("auto", "recipe")
         if not named and (isinstance(tb, str) or not 0 < tb <= 1):  # type: ignore[operator]
@@ -136,8 +192,12 @@ class TrainConfig:
                 parse_limits(self.transforms_max)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-        if self.temperature <= 0:
-            raise ConfigError(f"--temperature must be > 0; got {self.temperature}")
+        if not (_finite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"--temperature must be a finite number > 0; got {self.temperature}")
+        if not (_whole(self.seed) and 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(
+                f"--seed must be a whole number from 0 to {MAX_SEED}; got {self.seed}"
+            )
         if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:
             raise ConfigError(f"--viewmaker-width must be 1..256; got {self.viewmaker_width}")
         if not 0 <= self.viewmaker_blocks <= 32:
@@ -145,6 +205,7 @@ class TrainConfig:
         if self.workers < 0 or self.log_every < 1:
             raise ConfigError("--workers must be ≥ 0 and log_every ≥ 1")
         CheckpointCadence.parse(self.checkpoint_every)
+        self.load.validate()
 
     @property
     def uses_viewmaker(self) -> bool:

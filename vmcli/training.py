@@ -229,7 +229,8 @@ def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
     its running statistics are restored afterwards, so the probe changes nothing. It costs two
     forward passes per log window (≈ 1–2 % of training at log_every 50).
     """
-    gen = torch.Generator(raw.device).manual_seed(job.cfg.seed * 1_000_003 + step)
+    # a 64-bit seed whatever --seed is (unchanged for seeds below 2**63 / 1_000_003)
+    gen = torch.Generator(raw.device).manual_seed((job.cfg.seed * 1_000_003 + step) % 2**63)
     start = gen.get_state()
     plain = dataclasses.replace(job, encoder_fn=None, raw_fn=None, transforms_fn=None)
     norms = [m for m in job.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from vmcli import preview as pv
 from vmcli import untrusted
+from vmcli.config import MIN_CLIP_SECONDS, MIN_SAMPLE_RATE
 from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 DEFAULT_RATE = 16_000
 N_MELS = 64
 SILENCE_PEAK = 1e-5
-MIN_SECONDS, MAX_DEFAULT_SECONDS = 0.1, 30.0
+MIN_SECONDS, MAX_DEFAULT_SECONDS = MIN_CLIP_SECONDS, 30.0
 
 
 class AudioMeta(TypedDict):
@@ -288,8 +289,10 @@ class AudioModality(Modality):
     ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
         """Headers only: sample rate and clip length (default: the median duration)."""
         rate = int(meta["sample_rate"]) if meta else int(options.sample_rate or DEFAULT_RATE)
-        if rate < 1000:
-            raise ConfigError(f"--sample-rate {rate} Hz is too low for audio (use ≥ 1000)")
+        if rate < MIN_SAMPLE_RATE:
+            raise ConfigError(
+                f"--sample-rate {rate} Hz is too low for audio (use ≥ {MIN_SAMPLE_RATE})"
+            )
         paths = [root / it.path for it in items]
         headers = parallel_map(
             functools.partial(_header_summary, max_seconds=options.max_clip_seconds), paths
@@ -335,7 +338,9 @@ class AudioModality(Modality):
         ]  # 1 × T
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
-        untrusted.whole_number(meta, "sample_rate", 1000, untrusted.MAX_SAMPLE_RATE, where)
+        untrusted.whole_number(
+            meta, "sample_rate", MIN_SAMPLE_RATE, untrusted.MAX_SAMPLE_RATE, where
+        )
         if "n_mels" in meta:
             untrusted.whole_number(meta, "n_mels", 1, untrusted.MAX_MELS, where)
         return [1, untrusted.whole_number(meta, "clip_samples", 1, untrusted.MAX_ELEMENTS, where)]

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from vmcli import preview as pv
 from vmcli import untrusted
+from vmcli.config import MIN_IMAGE_SIZE
 from vmcli.console import info
 from vmcli.data.base import (
     FileSample,
@@ -280,8 +281,10 @@ class ImageModality(Modality):
                     else f" (median shorter side {median}, clamped to {MIN_SIZE}..{MAX_SIZE})"
                 )
                 info(f"image size {size}×{size}{clamped}; set --image-size to change it")
-        if size < 8:
-            raise DataError(f"--image-size {size} is too small; use at least 8 pixels")
+        if size < MIN_IMAGE_SIZE:
+            raise DataError(
+                f"--image-size {size} is too small; use at least {MIN_IMAGE_SIZE} pixels"
+            )
         return ImageMeta(size=size, channels=channels), [it for it, _ in ok], skipped
 
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:

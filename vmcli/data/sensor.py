@@ -30,6 +30,7 @@ from torch import Tensor
 
 from vmcli import preview as pv
 from vmcli import untrusted
+from vmcli.config import MIN_WINDOW
 from vmcli.console import info, warn
 from vmcli.data.base import (
     FileSample,
@@ -46,8 +47,6 @@ from vmcli.data.csvread import CsvRecording, read_csv_recording, write_csv_like
 from vmcli.errors import ConfigError, DataError
 from vmcli.spectral import LogSpectrogram
 from vmcli.views import sensor_views
-
-MIN_WINDOW = 8
 
 
 class SensorMeta(TypedDict):
