@@ -549,3 +549,32 @@ def test_the_largest_seed_trains(image_folder, tmp_path):
     cfg = fast_config(image_folder, seed=2**63 - 1, views="learned-transforms")
     summary = train(cfg, out=tmp_path / "runs", progress=False)
     assert summary["adversary"] is not None and summary["final_loss"] > 0
+
+
+def test_an_unusable_out_or_device_is_one_error_naming_it(image_folder, tmp_path):
+    """--out onto a file, through a file or where no folder can be made, and a device PyTorch
+    knows but vm does not run on: exit 2 naming the option and the path, not a traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    through = f"--out {afile / 'sub'} goes through the file {afile}"
+    proc = Path("/proc/self").is_dir()  # where no one, not even root, can make a folder
+    cases = [
+        (["--out", afile], f"--out {afile} is a file"),
+        (["--out", afile / "sub"], through),
+        (["--out", tmp_path / "runs", "--device", "mps"], "--device 'mps': vm runs on the CPU"),
+    ] + [(["--out", "/proc/vm-test-out"], "--out /proc/vm-test-out: cannot make")] * proc
+    for options, message in cases:
+        r = invoke("train", image_folder, *FAST, *options)  # the last --device wins
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and message in text and "Traceback" not in text, (options, text)
+    assert afile.read_text() == "mine" and not (tmp_path / "runs").exists()
+
+    runs = tmp_path / "runs-ok"
+    assert invoke("train", image_folder, *FAST, "--out", runs).exit_code == 0
+    cases = [(afile / "sub", through)]
+    cases += [(Path("/proc/vm-test-views"), "--out /proc/vm-test-views: cannot make")] * proc
+    for out, message in cases:
+        r = invoke("augment", image_folder / "test", "--out", out, "--runs", runs)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and message in text and "Traceback" not in text, (out, text)
+    assert afile.read_text() == "mine"

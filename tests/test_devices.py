@@ -24,6 +24,7 @@ def fake_cuda(monkeypatch):
     """PyTorch believes a GPU is there (index 0, 256 MiB free): enough for device decisions."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (256 << 20, 2 << 30))
 
 
@@ -35,6 +36,14 @@ def test_cpu_resolves_to_cpu():
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="not a device"):
         resolve_device("gpu-please")
+    for known in ("mps", "meta", "xpu"):  # devices PyTorch knows but vm does not run on
+        with pytest.raises(ConfigError, match=f"--device '{known}': vm runs on the CPU or a CUDA"):
+            resolve_device(known)
+
+
+def test_a_cuda_index_past_the_visible_gpus_is_refused(fake_cuda):
+    with pytest.raises(ConfigError, match=r"--device cuda:3: PyTorch sees 1 CUDA GPU\(s\)"):
+        resolve_device("cuda:3")
 
 
 @pytest.mark.parametrize("name", ["auto", "cuda", "cuda:0"])

@@ -150,6 +150,7 @@ def _check_folders(src: Path, out: Path) -> None:
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
+    runs.check_out_folder(out)
 
 
 def augment_folder(
@@ -195,9 +196,12 @@ def augment_folder(
             f"views keep the input's extension in the name (e.g. {renamed[0]} → {example})"
         )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_partials(out)
-    tmp = runs.make_temp_dir(out.parent, prefix=_partial_prefix(out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_partials(out)
+        tmp = runs.make_temp_dir(out.parent, prefix=_partial_prefix(out))
+    except OSError as e:
+        raise runs.out_folder_error(out, "--out", e) from None
     written, skipped = 0, []
     notes: dict[str, list[Path]] = {}  # what could not be kept as the input had it → files
     t0 = time.perf_counter()

@@ -12,9 +12,12 @@ from torch import nn
 
 from vmcli.errors import ConfigError
 
+SUPPORTED = ("cpu", "cuda")  # device types vm is built and tested for (not mps, xpu, meta...)
+
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` → the current GPU when there is one, else the CPU; `cuda` → `cuda:<current>`."""
+    """`auto` → the current GPU when there is one, else the CPU; `cuda` → `cuda:<current>`.
+    A ConfigError for a device vm does not run on or that is not there."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -25,6 +28,17 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(
             f"--device {name!r} is not a device PyTorch knows (use auto, cpu or cuda)"
         ) from None
+    if device.type not in SUPPORTED:
+        raise ConfigError(
+            f"--device {name!r}: vm runs on the CPU or a CUDA GPU only (use auto, cpu, cuda or "
+            "cuda:N)"
+        )
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(
+                f"--device {name}: PyTorch sees {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+            )
     return with_index(device)
 
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vmcli import __version__, untrusted
-from vmcli.errors import CheckpointError
+from vmcli.errors import CheckpointError, ConfigError
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -149,18 +149,48 @@ def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] |
     return found[0], found[1]
 
 
-def new_run_dir(parent: Path, name: str = "train") -> Path:
-    """Create and return parent/name, or parent/name-2, -3... (the first that does not exist)."""
+def check_out_folder(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, a folder that cannot be made or written in: one that is a
+    file, a path through a file, or one whose nearest existing folder is not writable
+    (ConfigError naming the option and the path). Nothing is created; `out_folder_error`
+    names what creating it then still fails on (e.g. /proc, where root may "write")."""
+    path = Path(path)
+    probe = path
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "is a file" if probe == path else f"goes through the file {probe}"
+            raise ConfigError(f"{option} {path} {what}, not a folder; choose a folder")
+    except OSError as e:
+        raise out_folder_error(path, option, e) from None
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {probe} is not writable; choose another folder")
+
+
+def out_folder_error(path: Path, option: str, e: OSError) -> ConfigError:
+    """The ConfigError for an output folder that could not be made or written in."""
+    return ConfigError(f"{option} {path}: cannot make or write a folder there ({e.strerror or e})")
+
+
+def new_run_dir(parent: Path, name: str = "train", option: str = "--out") -> Path:
+    """Create and return parent/name, or parent/name-2, -3... (the first that does not exist);
+    a ConfigError naming `option` and `parent` where that cannot be done."""
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    check_out_folder(parent, option)
     n = 1
     while True:
         path = parent / (name if n == 1 else f"{name}-{n}")
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {parent} is a file, not a folder") from None
             n += 1
+        except OSError as e:
+            raise out_folder_error(parent, option, e) from None
 
 
 def is_run(path: Path) -> bool:

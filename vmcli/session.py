@@ -336,6 +336,7 @@ def _train(
         info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
     else:
         cfg.validate()
+        runs.check_out_folder(out)  # before the data is read: a bad --out fails at once
         device = _rank_device(resolve_device(cfg.device), world)
         setup(device.type)
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
