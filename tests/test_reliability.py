@@ -118,6 +118,51 @@ def test_divergence_stops_exports_nothing_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in state["viewmaker"].values())
 
 
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
+    image_folder, tmp_path, monkeypatch
+):
+    """Option errors found after setup starts are caught before the run folder is made, and a
+    run that stops before its first checkpoint removes the folder it made: otherwise a folder
+    holding only config.json became the newest run, and default vm augment / eval / info used
+    it and failed."""
+    runs_dir = tmp_path / "runs"
+    fast = ["--epochs", "1", "--batch-size", "8", "--viewmaker-width", "8", "--device", "cpu"]
+    fast += ["-q", "--out", str(runs_dir)]
+    cli = CliRunner()
+    assert cli.invoke(app, ["train", str(image_folder), *fast]).exit_code == 0
+    for bad in (["--transforms-max", "crop=0"], ["--encoder", "bogus"]):
+        r = cli.invoke(app, ["train", str(image_folder), *fast, *bad])
+        assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
+        assert sorted(p.name for p in runs_dir.iterdir()) == ["train"], bad
+    # a failure inside training, before any checkpoint: the loss is NaN from the first step
+    import vmcli.training as T
+    from vmcli.errors import DataError
+
+    real = T.nt_xent
+    monkeypatch.setattr(T, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
+    cfg = fast_config(image_folder, log_every=1, checkpoint_every="off")
+    with pytest.raises(DataError, match="diverged"):
+        train(cfg, out=runs_dir, progress=False)
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["train"]
+    r = cli.invoke(app, ["info", "--runs", str(runs_dir)])
+    assert r.exit_code == 0 and "train-2" not in r.output and "not finished" not in r.output
+
+
+def test_only_an_unstarted_run_folder_and_only_its_own_files_are_removed(tmp_path):
+    started = tmp_path / "started"
+    started.mkdir()
+    for name in (runs.CONFIG, runs.CHECKPOINT):
+        (started / name).write_text("{}")
+    assert not runs.remove_unstarted_run(started)
+    assert sorted(p.name for p in started.iterdir()) == [runs.CHECKPOINT, runs.CONFIG]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in (runs.CONFIG, runs.METRICS, f".{runs.CONFIG}.0a1b2c.tmp", "notes.txt"):
+        (shared / name).write_text("x")
+    assert not runs.remove_unstarted_run(shared)  # someone else's file: the folder stays
+    assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
+
+
 def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_folder, tmp_path):
     """`vm train` SIGKILLed inside step 12 of 16 (epoch 2 of 2, 8 steps each), with a checkpoint
     every 3 steps: the run resumes from step 9 and ends with the same weights, bit for bit, as

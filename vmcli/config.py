@@ -154,6 +154,12 @@ class TrainConfig:
         ConfigError naming the option and the problem (exit 2 from the CLI)."""
         if self.views not in VIEWS:
             raise ConfigError(f"--views must be one of {', '.join(VIEWS)}; got {self.views!r}")
+        from vmcli.nn.encoders import ENCODERS
+
+        if self.encoder != "auto" and self.encoder not in ENCODERS:
+            raise ConfigError(
+                f"--encoder must be auto, {' or '.join(ENCODERS)}; got {self.encoder!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"

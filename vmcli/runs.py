@@ -193,6 +193,30 @@ def new_run_dir(parent: Path, name: str = "train", option: str = "--out") -> Pat
             raise out_folder_error(parent, option, e) from None
 
 
+# every file `vm train` writes into a run folder
+RUN_FILES = (CONFIG, SUMMARY, METRICS, CHECKPOINT, VIEWMAKER, ENCODER, PREVIEW, TRANSFORMS)
+RUN_FILES += (TRAINING_PLOT, EVAL)
+
+
+def remove_unstarted_run(run_dir: Path) -> bool:
+    """Remove a run folder that stopped before its first checkpoint (nothing in it to resume);
+    True when it is gone. Only vm's own files (and their temporary copies) are removed, and
+    the folder only when that empties it; a folder with a checkpoint is left as it is."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists() or not run_dir.is_dir():
+        return False
+    for p in run_dir.iterdir():
+        own = p.name in RUN_FILES or any(p.name.startswith(f".{name}.") for name in RUN_FILES)
+        if own and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it: leave it
+        return False
+    return True
+
+
 def is_run(path: Path) -> bool:
     return (Path(path) / CONFIG).is_file()
 

@@ -26,7 +26,7 @@ from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
 from vmcli.devices import resolve_device
 from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
 from vmcli.errors import ConfigError, DataError
-from vmcli.nn.transforms import create_transforms, transform_family
+from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 from vmcli.plots import plot_training
 from vmcli.training import Job, adversary_inert, fit, make_views
@@ -83,6 +83,10 @@ def _resolve(
         raise DataError(
             f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs "
             f"at least 2{modality.few_samples_hint}"
+        )
+    if batch % world.size:  # each process takes an equal slice of the global batch
+        raise ConfigError(
+            f"--batch-size {batch} (the global batch) must divide by the {world.size} devices"
         )
     r.batch_size = batch
     r.data = str(Path(cfg.data).resolve())
@@ -344,27 +348,37 @@ def _train(
         modality = get_modality(index.modality)
         cfg = dataclasses.replace(cfg)  # the caller's config stays as given (views "auto")
         _resolve_views(cfg, modality, world)
-        if cfg.uses_transforms:
-            transform_family(index.modality)  # fails before loading for a modality without one
+        if cfg.uses_transforms:  # before loading: a modality without them, a bad limit
+            create_transforms(index.modality, None, cfg.transforms_max)
         data = load_training_data(cfg, modality, index)
         cfg = _resolve(cfg, modality, len(data), device, world)
         space = modality.build_space(cfg.view_space or "", data.meta)
         stats = space.fit(data.sample)
         meta = {**data.meta, "raw_shape": list(data.sample.shape[1:])}
+    job = _build_job(cfg, modality, data, space, device)  # models and transforms: before a folder
+    created = resume is None
+    if created:
         run_dir = None
         if world.is_main:
             run_dir = runs.new_run_dir(out)
-            runs.write_json(run_dir / runs.CONFIG, _config_record(cfg, meta, stats, index, data))
         run_dir = Path(broadcast(str(run_dir), world))
-    _header(cfg, len(data), run_dir)
-    job = _build_job(cfg, modality, data, space, device)
-    job.run_dir, job.state, job.world = run_dir, state, world
-    if state:  # a checkpoint that does not fit these models stops here, not inside fit()
-        untrusted.fits_models(state, job, run_dir / runs.CHECKPOINT)
-        if world.is_main:  # every check passed: the new epochs and data fingerprint are kept
-            saved["train"]["epochs"] = cfg.epochs
-            runs.write_json(run_dir / runs.CONFIG, saved)
-    result = fit(job, progress=progress)
+    try:
+        if created and world.is_main:
+            runs.write_json(run_dir / runs.CONFIG, _config_record(cfg, meta, stats, index, data))
+        _header(cfg, len(data), run_dir)
+        job.run_dir, job.state, job.world = run_dir, state, world
+        if state:  # a checkpoint that does not fit these models stops here, not inside fit()
+            untrusted.fits_models(state, job, run_dir / runs.CHECKPOINT)
+            if world.is_main:  # every check passed: the new epochs and data fingerprint are kept
+                saved["train"]["epochs"] = cfg.epochs
+                runs.write_json(run_dir / runs.CONFIG, saved)
+        result = fit(job, progress=progress)
+    except BaseException:
+        # a run that stopped before its first checkpoint has nothing to resume: the folder this
+        # call made would only become the "newest run" that vm augment / eval / info then pick
+        if created and world.is_main and runs.remove_unstarted_run(run_dir):
+            info(f"removed {run_dir}: the run stopped before its first checkpoint")
+        raise
     summary: dict[str, Any] = {}
     if world.is_main:
         summary = _finish(job, data, meta, stats, result)
