@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) must train exactly like one process on the same global batch."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,4 +130,32 @@ def test_global_batch_must_divide_by_devices(image_folder, tmp_path):
         str(tmp_path / "r"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "must divide" in proc.stderr
+    # found once, before any process is started: one line, exit 2, no torchrun traceback
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("must divide by the 2 devices") == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("devices", "batch", "message"),
+    [
+        (3, 16, "--batch-size 16 (the global batch) must divide by the 3 devices"),
+        (0, 8, "--devices must be at least 1"),
+        (-1, 8, "--devices must be at least 1"),
+        ((os.cpu_count() or 1) + 1, 2 * ((os.cpu_count() or 1) + 1), "CPU core(s)"),
+    ],
+)
+def test_devices_mistakes_are_one_message_before_any_process_starts(
+    image_folder, tmp_path, devices, batch, message
+):
+    from typer.testing import CliRunner
+
+    from vmcli.cli import app
+
+    args = ["train", str(image_folder), *ARGS, "--batch-size", str(batch)]
+    args += ["--devices", str(devices), "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(app, args)  # the last --batch-size wins
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and text.count(message) == 1, text
+    assert not (tmp_path / "r").exists()

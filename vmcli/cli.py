@@ -364,10 +364,6 @@ def train(
         _warn_ignored_with_resume(ctx)
     if devices < 1:
         raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
-    if devices > 1 and "WORLD_SIZE" not in os.environ:
-        from vmcli.distributed import launch
-
-        raise typer.Exit(launch(devices, _without_devices(sys.argv[1:])))
     load = LoadOptions(
         image_size=image_size,
         sample_rate=sample_rate,
@@ -403,6 +399,19 @@ def train(
         checkpoint_every=checkpoint_every,
         load=load,
     )
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        from vmcli import runs
+        from vmcli.distributed import launch
+
+        if resume is None:  # every process would find the same mistake: find it once, here
+            cfg.validate()
+            runs.check_out_folder(out)
+            batch, dev = cfg.batch_size, cfg.device
+        else:
+            trained = runs.read_config(runs.resolve_run(resume))["train"]
+            batch, dev = trained.get("batch_size"), trained.get("device", "auto")
+            dev = "auto" if str(dev).startswith("cuda") else dev
+        raise typer.Exit(launch(devices, _without_devices(sys.argv[1:]), batch, dev))
     summary = run_training(
         cfg,
         out=out,

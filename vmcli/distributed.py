@@ -128,12 +128,35 @@ def synchronise_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     return module
 
 
-def launch(devices: int, argv: list[str]) -> int:
-    """Re-run this `vm train` command under torchrun with `devices` processes."""
+def check_devices(devices: int, batch_size: int | None = None, device: str = "auto") -> None:
+    """What the processes would each find wrong, found once, before they are started: a
+    global batch that does not split evenly, a device vm does not run on, more processes than
+    GPUs (or, on the CPU, than cores: they would only slow each other down)."""
+    from vmcli.devices import resolve_device
+
     if devices < 1:
-        raise ConfigError("--devices must be at least 1")
-    if torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
+    if batch_size is not None and batch_size % devices:
+        raise ConfigError(
+            f"--batch-size {batch_size} (the global batch) must divide by the {devices} devices"
+        )
+    kind = resolve_device(device).type
+    if kind == "cuda" and devices > torch.cuda.device_count():
         raise ConfigError(f"--devices {devices}: only {torch.cuda.device_count()} GPU(s) visible")
+    cores = os.cpu_count() or 1
+    if kind == "cpu" and devices > cores:
+        raise ConfigError(
+            f"--devices {devices}: this machine has {cores} CPU core(s); more CPU processes "
+            "than cores only slow each other down"
+        )
+
+
+def launch(
+    devices: int, argv: list[str], batch_size: int | None = None, device: str = "auto"
+) -> int:
+    """Re-run this `vm train` command under torchrun with `devices` processes (checked first
+    with `check_devices`, so a mistake is one message, not one per process)."""
+    check_devices(devices, batch_size, device)
     cmd = [
         sys.executable,
         "-m",

@@ -75,7 +75,8 @@ def _resolve(
         r.viewmaker_width = 32 if device.type == "cuda" else 16
     if r.precision == "auto":
         r.precision = "bf16" if device.type == "cuda" else "fp32"
-    batch = cfg.batch_size or modality.default_batch_size
+    default = modality.default_batch_size
+    batch = cfg.batch_size or default - default % world.size  # the default splits evenly
     if batch > n_train:
         info(f"batch size {batch} > {n_train} training samples: using {n_train}")
         batch = n_train - n_train % world.size
