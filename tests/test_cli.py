@@ -90,7 +90,18 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
 
     # same seed → same views; another seed → other views
     out2, out3 = tmp_path / "v2", tmp_path / "v3"
-    invoke("augment", image_folder / "test", "--out", out2, "--run", run, "--views-per-input", "2")
+    r = invoke(
+        "augment",
+        image_folder / "test",
+        "--out",
+        out2,
+        "--run",
+        run,
+        "--views-per-input",
+        "2",
+        "-q",
+    )
+    assert r.exit_code == 0 and "step " not in r.output and "done:" in r.output  # -q: no progress
     invoke(
         "augment",
         image_folder / "test",

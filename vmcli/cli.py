@@ -499,11 +499,14 @@ def augment(
     device: DeviceOpt = "auto",
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Apply a trained viewmaker to every file of a folder; views keep the input's format."""
     from vmcli.augment import augment_folder
 
-    summary = augment_folder(input, out, run, views_per_input, seed, device, to_wav, runs_parent)
+    summary = augment_folder(
+        input, out, run, views_per_input, seed, device, to_wav, runs_parent, progress=not quiet
+    )
     if as_json:
         print_json(summary)
     console.print(
