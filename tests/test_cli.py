@@ -155,6 +155,14 @@ def test_augment_refuses_unsafe_outputs(image_folder, tmp_path):
     r = invoke("augment", image_folder, "--out", busy, "--runs", runs)
     assert r.exit_code == 2 and "not empty" in r.output
     assert (busy / "keep.txt").read_text() == "mine"
+    # a file where a folder belongs is called a file, not missing or "not empty"
+    r = invoke("augment", image_folder, "--out", busy / "keep.txt", "--runs", runs)
+    assert r.exit_code == 2 and "keep.txt is a file" in r.output
+    r = invoke("augment", busy / "keep.txt", "--out", tmp_path / "v", "--runs", runs)
+    assert r.exit_code == 3 and "keep.txt: is a file" in r.output
+    r = invoke("augment", image_folder, "--out", tmp_path / "v", "--run", busy / "keep.txt")
+    assert r.exit_code == 4 and "is a file, not a run folder" in r.output
+    assert (busy / "keep.txt").read_text() == "mine"
     # newest run is the default, and the command says which one it used
     r = invoke("augment", image_folder / "test", "--out", tmp_path / "ok", "--runs", runs)
     assert r.exit_code == 0 and "newest run" in r.output

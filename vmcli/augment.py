@@ -141,6 +141,8 @@ def clean_stale_partials(out: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _check_folders(src: Path, out: Path) -> None:
+    if src.exists() and not src.is_dir():
+        raise DataError(f"{src}: is a file; vm augment takes the folder that holds your data")
     if not src.is_dir():
         raise DataError(f"{src}: no such folder")
     s, o = src.resolve(), out.resolve()
@@ -148,7 +150,9 @@ def _check_folders(src: Path, out: Path) -> None:
         raise ConfigError(
             f"--out {out} is inside the input folder {src}; choose a folder outside it"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a new folder")
+    if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
     runs.check_out_folder(out)
 

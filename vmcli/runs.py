@@ -238,6 +238,10 @@ def resolve_run(run: Path | None, parent: Path = Path("runs")) -> Path:
     run = Path(run)
     if run.is_file() and run.suffix == ".safetensors":
         run = run.parent
+    if run.exists() and not run.is_dir():
+        raise CheckpointError(
+            f"{run}: is a file, not a run folder; give a folder made by `vm train`"
+        )
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run folder")
     if not is_run(run):
