@@ -132,6 +132,17 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
         (one_class / src.name).write_bytes(src.read_bytes())
     r = invoke("eval", run, "--data", tmp_path / "one")
     assert r.exit_code == 3 and "one class (circle)" in r.output, r.output
+    # a class with test files but no training files: scored, with a warning that says so
+    from conftest import make_image_folder
+
+    unseen = make_image_folder(tmp_path / "unseen", classes=("circle", "square", "blob"))
+    for path in (unseen / "train" / "blob").glob("*.png"):
+        path.unlink()
+    r = invoke("eval", run, "--data", unseen)
+    assert r.exit_code == 0, r.output
+    assert "1 class(es) have test samples but none to train the probe on (blob)" in " ".join(
+        r.output.split()
+    )
 
     r = invoke("info", run)
     assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output

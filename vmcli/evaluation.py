@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vmcli import runs
 from vmcli.config import TrainConfig
-from vmcli.console import info
+from vmcli.console import info, warn
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
 from vmcli.devices import resolve_device
@@ -228,6 +228,16 @@ def evaluate(
         )
     classes = sorted({it.label for it in loaded.items})
     y = torch.tensor([classes.index(it.label) for it in loaded.items])
+    unseen = sorted(
+        {str(loaded.items[i].label) for i in test_idx}
+        - {str(loaded.items[i].label) for i in train_idx}
+    )
+    if unseen:  # the probe can never predict these: every score is capped below 1
+        warn(
+            f"{len(unseen)} class(es) have test samples but none to train the probe on "
+            f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): "
+            "every probe gets them wrong; put some of their files under train/"
+        )
     info(
         f"evaluating {run_dir} on {root}: {len(loaded)} samples, {len(classes)} classes, {split_desc}"
     )
