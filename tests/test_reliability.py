@@ -364,3 +364,46 @@ def test_augment_removes_partial_folders_a_killed_run_left(image_folder, tmp_pat
         for p in tmp_path.iterdir()
         if p.name.startswith(".views.partial-") and p not in (live, old)
     ]
+
+
+def test_a_full_disk_is_one_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A write that fails for its device — ENOSPC as an OSError, or torch.save's RuntimeError
+    while the device is full — is a StorageError naming the file, and the temporary file is
+    gone; any other failure stays what it was."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from vmcli.errors import StorageError
+
+    dst = tmp_path / "checkpoint.pt"
+
+    def failing_write(exc):
+        with runs.atomic_write(dst) as tmp:
+            tmp.write_bytes(b"half")
+            raise exc
+
+    with pytest.raises(StorageError, match="checkpoint.pt: No space left on device"):
+        failing_write(OSError(errno.ENOSPC, "No space left on device"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(StorageError, match="No space left on device"):
+        failing_write(RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="a bug"):
+        failing_write(RuntimeError("a bug"))
+    assert list(tmp_path.iterdir()) == []  # no temporary file left, no half file
+
+
+def test_a_full_disk_in_a_command_is_exit_6(image_folder, tmp_path, monkeypatch):
+    import errno
+
+    import vmcli.session
+
+    def fit(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "metrics.csv"))
+
+    monkeypatch.setattr(vmcli.session, "fit", fit)
+    r = vm("train", image_folder, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
+    assert r.exit_code == 6 and "Traceback" not in r.output, r.output
+    assert len(error_lines(r.output)) == 1 and "metrics.csv: No space left" in r.output

@@ -31,7 +31,7 @@ from vmcli.console import TrainProgress, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.data.base import Modality
 from vmcli.devices import resolve_device
-from vmcli.errors import CheckpointError, ConfigError, DataError
+from vmcli.errors import CheckpointError, ConfigError, DataError, as_storage_error
 from vmcli.pipeline import load_viewmaker
 
 
@@ -236,8 +236,11 @@ def augment_folder(
         if out.exists():
             out.rmdir()  # checked empty above
         tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
+        storage = as_storage_error(e, out)  # before the partial views free the space again
         shutil.rmtree(tmp, ignore_errors=True)
+        if storage is not None:
+            raise storage from e
         raise
     finally:
         bar.close()

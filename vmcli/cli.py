@@ -22,7 +22,7 @@ from vmcli.config import (
     parse_transforms_budget,
 )
 from vmcli.console import console, error, print_json
-from vmcli.errors import VmError, as_out_of_memory
+from vmcli.errors import STORAGE_ERRNOS, VmError, as_out_of_memory, as_storage_error
 
 app = typer.Typer(
     name="vm",
@@ -69,12 +69,14 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
-        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-            oom = as_out_of_memory(e)
-            if oom is None:
+        except (MemoryError, RuntimeError, OSError) as e:  # OutOfMemoryError: a RuntimeError
+            known = as_out_of_memory(e)
+            if known is None and isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+                known = as_storage_error(e, Path(e.filename or "a file"))
+            if known is None:
                 raise
-            error(str(oom))
-            raise typer.Exit(oom.exit_code) from None
+            error(str(known))
+            raise typer.Exit(known.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -6,6 +6,10 @@ turns them into exit codes, so library users get ordinary exceptions.
 
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
 
 class VmError(Exception):
     """Base class: a problem the user can fix. `exit_code` is what the CLI exits with."""
@@ -58,4 +62,37 @@ def as_out_of_memory(e: BaseException) -> OutOfMemory | None:
     return OutOfMemory(
         f"ran out of {where} ({first or type(e).__name__}): use a smaller --batch-size, or "
         "smaller samples (--image-size, --clip-seconds, --window); nothing was exported"
+    )
+
+
+class StorageError(VmError):
+    """A write failed for the machine's reasons: a full disk or quota, a read-only or failing
+    device. Nothing half-written is left behind; freeing space and running again fixes it."""
+
+    exit_code = 6
+
+
+# errors of the device written to, not of vm or its input
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def as_storage_error(e: BaseException, target: Path) -> StorageError | None:
+    """A StorageError naming `target`, if writing it failed because of its device: an OSError
+    with a storage errno, or any error while that device has under 1 MiB free (torch.save and
+    libsndfile report a full disk as a RuntimeError that says nothing of it). Call it before
+    removing the partial output, which would free the space again."""
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        reason = e.strerror or str(e)
+    else:
+        try:
+            full = shutil.disk_usage(Path(target).parent).free < NEARLY_FULL_BYTES
+        except OSError:
+            full = False
+        if not full or not isinstance(e, Exception):
+            return None
+        reason = "No space left on device"
+    return StorageError(
+        f"cannot write {target}: {reason}; free some space or choose another place "
+        "(--out), and run again (nothing half-written was left)"
     )

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vmcli import __version__, untrusted
-from vmcli.errors import CheckpointError, ConfigError
+from vmcli.errors import CheckpointError, ConfigError, as_storage_error
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -112,9 +112,12 @@ def atomic_write(dst: Path, durable: bool = False) -> Iterator[Path]:
         os.replace(tmp, dst)
         if durable:
             _fsync(dst.parent, directory=True)
-    except BaseException:
+    except BaseException as e:
+        storage = as_storage_error(e, dst)  # before the unlink frees the space again
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if storage is not None:
+            raise storage from e
         raise
 
 
