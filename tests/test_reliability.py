@@ -407,3 +407,25 @@ def test_a_full_disk_in_a_command_is_exit_6(image_folder, tmp_path, monkeypatch)
     r = vm("train", image_folder, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
     assert r.exit_code == 6 and "Traceback" not in r.output, r.output
     assert len(error_lines(r.output)) == 1 and "metrics.csv: No space left" in r.output
+
+
+def test_augment_that_loses_a_race_for_its_out_folder_says_so(image_folder, tmp_path, monkeypatch):
+    """Two vm augment to the same new OUT: the one that finishes second finds OUT filled.
+    It says so in one line, leaves OUT as the other made it, and keeps no views of its own."""
+    from vmcli.data.image import ImageModality
+
+    summary = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)
+    out = tmp_path / "views"
+    original = ImageModality.write_file
+
+    def write_while_another_run_fills_out(self, raw, sample, dst):
+        if not out.exists():  # the other run finishes first
+            (out / "other").mkdir(parents=True)
+            (out / "other" / "view.png").write_bytes(b"theirs")
+        return original(self, raw, sample, dst)
+
+    monkeypatch.setattr(ImageModality, "write_file", write_while_another_run_fills_out)
+    with pytest.raises(ConfigError, match="filled by something else"):
+        augment_folder(image_folder / "test", out, Path(summary["run"]), progress=False)
+    assert sorted(p.name for p in out.rglob("*")) == ["other", "view.png"]
+    assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []

@@ -13,6 +13,7 @@ so no view ever overwrites another.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -233,9 +234,18 @@ def augment_folder(
                 bar.update(i + 1, f"{written} views written")
         if written == 0:
             raise DataError(f"{src}: no views written ({len(skipped)} files could not be read)")
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
+        try:
+            if out.exists():
+                out.rmdir()  # checked empty above
+            tmp.rename(out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise ConfigError(
+                f"--out {out} was filled by something else while this run worked (another "
+                "vm augment to the same folder?); it is left as it is and this run's views "
+                "were discarded: run again with a new --out"
+            ) from None
     except BaseException as e:
         storage = as_storage_error(e, out)  # before the partial views free the space again
         shutil.rmtree(tmp, ignore_errors=True)
