@@ -165,3 +165,37 @@ def test_workers_never_rerun_the_callers_script(tmp_path):
     assert proc.returncode == 0 and proc.stdout.count("script ran") == 1, (
         proc.stdout + proc.stderr[-2000:]
     )
+
+
+def test_files_deleted_while_streaming_are_warned_once_and_the_last_one_is_one_line(
+    tmp_path, capsys
+):
+    """Deleted files are replaced by the next ones, each warned about once (and at most
+    SHOWN_STREAM_SKIPS per worker), not retried by every later item; when none is left, a
+    worker's error reaches the caller as one line, not wrapped in DataLoader's traceback."""
+    import pytest
+
+    from vmcli.data.loader import SHOWN_STREAM_SKIPS
+    from vmcli.errors import DataError
+
+    root = many_small_images(tmp_path / "imgs", n=40)
+    m = ImageModality()
+    data = m.load(root, scan(root, MODALITIES).items, LoadOptions())
+    dataset = FileDataset(m, root, data.items, data.meta)
+    gone = data.items[:15]
+    for item in gone:
+        (root / item.path).unlink()
+    samples = [dataset[i] for i in range(len(data.items))]
+    assert all(s.shape == samples[-1].shape for s in samples)  # each replaced by a later file
+    err = capsys.readouterr().err
+    assert err.count("skipped while streaming: ") == SHOWN_STREAM_SKIPS
+    assert "further ones are skipped without a warning each" in err
+    for item in data.items[15:]:
+        (root / item.path).unlink()
+    perm = torch.arange(len(data.items))
+    fresh = FileDataset(m, root, data.items, data.meta)
+    with pytest.raises(DataError) as caught:
+        list(StreamedBatches(fresh, workers=1).epoch(perm, 8, 0))
+    message = str(caught.value)
+    assert "none of its 40 training files can be decoded" in message
+    assert "Traceback" not in message and "\n" not in message

@@ -78,24 +78,42 @@ class ResidentBatches:
             yield raw
 
 
+SHOWN_STREAM_SKIPS = 10  # per worker process: a vanished folder is not 10,000 lines
+
+
 class FileDataset(Dataset):
     """Decodes one file per item on demand (in DataLoader workers). A file that fails to
     decode is replaced by the next one, with a warning naming it (it is not fatal mid-run)."""
 
     def __init__(self, modality: Modality, root: Path, items: list[Item], meta: dict[str, Any]):
         self.modality, self.root, self.items, self.meta = modality, root, items, meta
+        # items that failed in this process: not tried (or warned about) again, so files
+        # deleted mid-run cost one warning each per worker and epoch, not one per later item
+        self.failed: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Tensor:
         for attempt in range(len(self.items)):
-            item = self.items[(index + attempt) % len(self.items)]
+            i = (index + attempt) % len(self.items)
+            if i in self.failed:
+                continue
             try:
-                return self.modality.decode_item(self.root, item, self.meta)
+                return self.modality.decode_item(self.root, self.items[i], self.meta)
             except DataError as e:
-                warn(f"skipped while streaming: {e}")
-        raise DataError(f"{self.root}: no file could be decoded")
+                self.failed.add(i)
+                if len(self.failed) <= SHOWN_STREAM_SKIPS:
+                    warn(f"skipped while streaming: {e}")
+                if len(self.failed) == SHOWN_STREAM_SKIPS:
+                    warn(
+                        f"{SHOWN_STREAM_SKIPS} files skipped while streaming in this worker; "
+                        "further ones are skipped without a warning each"
+                    )
+        raise DataError(
+            f"{self.root}: none of its {len(self.items)} training files can be decoded any more "
+            "(deleted or changed while training?)"
+        )
 
 
 class _EpochBatches(Sampler[list[int]]):
@@ -145,6 +163,9 @@ class StreamedBatches:
                 raw = next(it)
             except StopIteration:
                 return
+            except DataError as e:  # raised in a worker: DataLoader wraps it in its traceback
+                last = (str(e).strip().splitlines() or [""])[-1]
+                raise DataError(last.split("DataError: ", 1)[-1]) from None
             raw = raw.to(self.device, non_blocking=True)
             self.data_wait_s += time.perf_counter() - t0
             yield raw
