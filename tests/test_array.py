@@ -284,3 +284,23 @@ def test_array_layout_option_reads_2d_arrays_as_images(tmp_path):
     assert np.load(out / "a" / "0.npy").shape == (12, 14)
     r = invoke("train", data, *FAST, "--array-layout", "xy", "--out", runs)
     assert r.exit_code == 2 and "--array-layout" in r.output
+
+
+def test_float16_views_past_the_dtypes_range_are_held_at_its_edge_not_inf(tmp_path):
+    """float16 data near ±65504: x + δ can pass the largest float16, which would be written as
+    ±inf. It is held at ±65504 instead, and augment says which files, once each."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "loud"
+    data.mkdir()
+    for i in range(16):
+        np.save(data / f"s{i}.npy", rng.uniform(-65000, 65000, (2, 64)).astype(np.float16))
+    runs = tmp_path / "runs"
+    assert invoke("train", data, *FAST, "--out", runs).exit_code == 0
+    r = invoke("augment", data, "--out", tmp_path / "v", "--run", runs / "train", "--json")
+    assert r.exit_code == 0, r.output
+    views = [np.load(p) for p in sorted((tmp_path / "v").glob("*.npy"))]
+    assert len(views) == 16 and all(v.dtype == np.float16 for v in views)
+    assert all(np.isfinite(v).all() for v in views)
+    notes = json.loads(r.stdout)["notes"]
+    held = [paths for note, paths in notes.items() if "beyond float16's range" in note]
+    assert held and 0 < len(held[0]) <= 16

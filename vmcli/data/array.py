@@ -466,7 +466,17 @@ class ArrayModality(Modality):
         original = loaded.array
         change = (raw[0].detach().float().cpu() - sample.raw[0].float()).double().numpy()
         dtype = original.dtype if original.dtype.kind == "f" else np.dtype(np.float32)
-        out = (original.astype(np.float64) + change.reshape(original.shape)).astype(dtype)
+        out = original.astype(np.float64) + change.reshape(original.shape)
+        # a view past the dtype's largest value (float16 data near ±65504) would turn to ±inf:
+        # it is held at that value instead, and the file says so once
+        top = float(np.finfo(dtype).max)
+        if np.isfinite(original).all() and (np.abs(out) > top).any():
+            note = f"had view values beyond {dtype}'s range: held at ±{top:g}, not written as ±inf"
+            notes = sample.context.setdefault("notes", [])
+            if note not in notes:  # one note per file, whatever --views-per-input
+                notes.append(note)
+            out = np.clip(out, -top, top)
+        out = out.astype(dtype)
         if loaded.key is None:
             with dst.open("wb") as f:
                 np.lib.format.write_array(f, out, allow_pickle=False)
