@@ -429,3 +429,26 @@ def test_augment_that_loses_a_race_for_its_out_folder_says_so(image_folder, tmp_
         augment_folder(image_folder / "test", out, Path(summary["run"]), progress=False)
     assert sorted(p.name for p in out.rglob("*")) == ["other", "view.png"]
     assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
+
+
+def test_augment_takes_a_file_name_that_is_not_utf8(image_folder, tmp_path):
+    """A Latin-1 name (b"caf\\xe9.png") is a valid Linux file name: its view is written under
+    the same bytes, and a UTF-8 name's view seed is what it always was."""
+    import zlib
+
+    from vmcli.augment import view_seed
+
+    odd = os.fsdecode(b"caf\xe9.png")
+    src = image_folder / "test" / "circle"
+    (src / odd).write_bytes((src / "000.png").read_bytes())
+    summary = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)
+    result = augment_folder(
+        image_folder / "test", tmp_path / "views", Path(summary["run"]), progress=False
+    )
+    assert result["views_written"] == 9
+    assert os.fsencode(tmp_path / "views" / "circle" / odd) in {
+        os.fsencode(p) for p in (tmp_path / "views" / "circle").iterdir()
+    }
+    assert view_seed(3, Path("a/é.png"), 1) == (
+        3 * 1_000_003 + zlib.crc32("a/é.png".encode()) * 65_537 + 1
+    ) % (2**63)

@@ -37,8 +37,11 @@ from vmcli.pipeline import load_viewmaker
 
 
 def view_seed(seed: int, rel: Path, k: int) -> int:
-    """A stable 63-bit seed for view `k` of file `rel` (independent of processing order)."""
-    return (seed * 1_000_003 + zlib.crc32(rel.as_posix().encode()) * 65_537 + k) % (2**63)
+    """A stable 63-bit seed for view `k` of file `rel` (independent of processing order). The
+    name's bytes as the filesystem has them: a name that is not UTF-8 (a Latin-1 'é') works,
+    and a UTF-8 name gives the seed it always did."""
+    name = os.fsencode(rel.as_posix())
+    return (seed * 1_000_003 + zlib.crc32(name) * 65_537 + k) % (2**63)
 
 
 def view_path(rel: Path, k: int, views_per_input: int) -> Path:
