@@ -96,7 +96,7 @@ def test_train_streams_a_folder_of_many_small_files(tmp_path):
         "--data-mode",
         "stream",
         "--workers",
-        "2",
+        "64",  # more than any CI machine's cores: clamped, with one warning
         "--out",
         str(tmp_path / "runs"),
         "--json",
@@ -105,6 +105,8 @@ def test_train_streams_a_folder_of_many_small_files(tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["streamed"] is True and summary["train_samples"] == 120
+    assert summary["skipped_while_streaming"] == 0
+    assert "--workers 64 is more than the" in r.output and "UserWarning" not in r.output
     assert "at most" in r.output and "MiB of decoded samples" in r.output
     rows = (tmp_path / "runs" / "train" / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[7] == "data_wait_share" and len(rows) == 3
@@ -190,6 +192,11 @@ def test_files_deleted_while_streaming_are_warned_once_and_the_last_one_is_one_l
     err = capsys.readouterr().err
     assert err.count("skipped while streaming: ") == SHOWN_STREAM_SKIPS
     assert "further ones are skipped without a warning each" in err
+    assert dataset.skipped_total() == 15
+    # through worker processes: the total reaches the main process, once per epoch
+    source = StreamedBatches(FileDataset(m, root, data.items, data.meta), workers=1)
+    assert len(list(source.epoch(torch.arange(len(data.items)), 8, 0))) == 5
+    assert "15 of 40 training files skipped while streaming so far" in capsys.readouterr().err
     for item in data.items[15:]:
         (root / item.path).unlink()
     perm = torch.arange(len(data.items))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,11 +152,18 @@ def load_training_data(
     sample = modality.decode_all(
         index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(pick)
     ).x
-    source = StreamedBatches(FileDataset(modality, index.root, usable, meta), workers=cfg.workers)
+    workers = cfg.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and workers > cores:  # more decoders than cores only adds memory and switching
+        warn(
+            f"--workers {workers} is more than the {cores} CPU cores this process may use: using {cores}"
+        )
+        workers = cores
+    source = StreamedBatches(FileDataset(modality, index.root, usable, meta), workers=workers)
     batch = cfg.batch_size or modality.default_batch_size
     bound = source.memory_bound_bytes(batch, sample[0].numel() * sample.element_size())
     info(
-        f"streaming {len(usable)} files with {cfg.workers} workers × {source.prefetch} batches ahead: "
+        f"streaming {len(usable)} files with {workers} workers × {source.prefetch} batches ahead: "
         f"at most {bound / 2**20:.0f} MiB of decoded samples in memory"
     )
     return TrainingData(source, sample, usable, meta, skipped)
@@ -457,6 +465,9 @@ def _finish(
         "batch_size": cfg.batch_size,
         "train_samples": len(data),
         "streamed": isinstance(data.source, StreamedBatches),
+        "skipped_while_streaming": (
+            data.source.dataset.skipped_total() if isinstance(data.source, StreamedBatches) else 0
+        ),
         "final_loss": last.get("loss"),
         "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
         "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,

@@ -14,6 +14,7 @@ behave the same way in either mode.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Iterator
@@ -90,6 +91,13 @@ class FileDataset(Dataset):
         # items that failed in this process: not tried (or warned about) again, so files
         # deleted mid-run cost one warning each per worker and epoch, not one per later item
         self.failed: set[int] = set()
+        # the same, shared with every worker (one byte per item), for the total the main
+        # process reports: workers' own sets die with them at each epoch's end
+        self.failed_shared = multiprocessing.RawArray("b", max(1, len(items)))
+
+    def skipped_total(self) -> int:
+        """Files that failed to decode in any worker so far."""
+        return sum(self.failed_shared[: len(self.items)])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -103,6 +111,7 @@ class FileDataset(Dataset):
                 return self.modality.decode_item(self.root, self.items[i], self.meta)
             except DataError as e:
                 self.failed.add(i)
+                self.failed_shared[i] = 1
                 if len(self.failed) <= SHOWN_STREAM_SKIPS:
                     warn(f"skipped while streaming: {e}")
                 if len(self.failed) == SHOWN_STREAM_SKIPS:
@@ -142,6 +151,18 @@ class StreamedBatches:
         self.workers, self.prefetch = workers, prefetch
         self.n = len(dataset)
         self.data_wait_s = 0.0
+        self.skipped_reported = 0
+
+    def report_skipped(self) -> None:
+        """After an epoch: how many files have failed while streaming, in all (the workers
+        name at most SHOWN_STREAM_SKIPS each)."""
+        total = self.dataset.skipped_total()
+        if total > self.skipped_reported:
+            warn(
+                f"{total} of {self.n} training files skipped while streaming so far (deleted, "
+                "changed or unreadable since the run started); each was replaced by another"
+            )
+            self.skipped_reported = total
 
     def memory_bound_bytes(self, batch: int, sample_bytes: int) -> int:
         """Decoded samples alive at once: the prefetched batches plus the one in use."""
@@ -162,6 +183,7 @@ class StreamedBatches:
             try:
                 raw = next(it)
             except StopIteration:
+                self.report_skipped()
                 return
             except DataError as e:  # raised in a worker: DataLoader wraps it in its traceback
                 last = (str(e).strip().splitlines() or [""])[-1]
