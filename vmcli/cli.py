@@ -455,7 +455,7 @@ def _warn_ignored_with_resume(ctx: typer.Context) -> None:
         return source is not None and source.name == "COMMANDLINE"
 
     ignored = [
-        "DATA" if p.name == "data" else p.opts[0]
+        "DATA" if p.name == "data" else "/".join(p.opts + p.secondary_opts)  # --x/--no-x
         for p in ctx.command.params
         if p.name and p.name not in RESUME_OPTIONS and typed(p.name)
     ]
