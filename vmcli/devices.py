@@ -7,12 +7,22 @@ a tensor's device with an unindexed one silently says "elsewhere".
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from vmcli.errors import ConfigError
 
 SUPPORTED = ("cpu", "cuda")  # device types vm is built and tested for (not mps, xpu, meta...)
+
+
+def usable_cpu_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS has one: a container or
+    `taskset` may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def resolve_device(name: str) -> torch.device:

@@ -128,22 +128,28 @@ def synchronise_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     return module
 
 
+def check_batch_split(batch_size: int, devices: int) -> None:
+    """Each process takes an equal slice of the global batch: a ConfigError where it cannot."""
+    if batch_size % devices:
+        raise ConfigError(
+            f"--batch-size {batch_size} (the global batch) must divide by the {devices} devices"
+        )
+
+
 def check_devices(devices: int, batch_size: int | None = None, device: str = "auto") -> None:
     """What the processes would each find wrong, found once, before they are started: a
     global batch that does not split evenly, a device vm does not run on, more processes than
     GPUs (or, on the CPU, than cores: they would only slow each other down)."""
-    from vmcli.devices import resolve_device
+    from vmcli.devices import resolve_device, usable_cpu_cores
 
     if devices < 1:
         raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
-    if batch_size is not None and batch_size % devices:
-        raise ConfigError(
-            f"--batch-size {batch_size} (the global batch) must divide by the {devices} devices"
-        )
+    if batch_size is not None:
+        check_batch_split(batch_size, devices)
     kind = resolve_device(device).type
     if kind == "cuda" and devices > torch.cuda.device_count():
         raise ConfigError(f"--devices {devices}: only {torch.cuda.device_count()} GPU(s) visible")
-    cores = os.cpu_count() or 1
+    cores = usable_cpu_cores()
     if kind == "cpu" and devices > cores:
         raise ConfigError(
             f"--devices {devices}: this machine has {cores} CPU core(s); more CPU processes "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,15 @@ from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
 from vmcli.data.discover import DataIndex, describe_change, fingerprint
 from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
-from vmcli.devices import resolve_device
-from vmcli.distributed import World, broadcast, setup, teardown, world_from_env
+from vmcli.devices import resolve_device, usable_cpu_cores
+from vmcli.distributed import (
+    World,
+    broadcast,
+    check_batch_split,
+    setup,
+    teardown,
+    world_from_env,
+)
 from vmcli.errors import ConfigError, DataError
 from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
@@ -86,10 +92,7 @@ def _resolve(
             f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs "
             f"at least 2{modality.few_samples_hint}"
         )
-    if batch % world.size:  # each process takes an equal slice of the global batch
-        raise ConfigError(
-            f"--batch-size {batch} (the global batch) must divide by the {world.size} devices"
-        )
+    check_batch_split(batch, world.size)
     r.batch_size = batch
     r.data = str(Path(cfg.data).resolve())
     return r
@@ -153,8 +156,8 @@ def load_training_data(
         index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(pick)
     ).x
     workers = cfg.workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cores and workers > cores:  # more decoders than cores only adds memory and switching
+    cores = usable_cpu_cores()
+    if workers > cores:  # more decoders than cores only adds memory and switching
         warn(
             f"--workers {workers} is more than the {cores} CPU cores this process may use: using {cores}"
         )

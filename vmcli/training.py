@@ -36,6 +36,7 @@ from vmcli.data.loader import ResidentBatches, StreamedBatches
 from vmcli.distributed import (
     World,
     all_reduce_mean,
+    check_batch_split,
     synchronise_batchnorm,
 )
 from vmcli.errors import ConfigError, DataError, TrainingInterrupted
@@ -473,10 +474,7 @@ def _batch_source(job: Job) -> tuple[ResidentBatches | StreamedBatches, int, int
     b = int(cfg.batch_size or 2)
     if source.n // b < 1:
         raise ConfigError(f"batch size {b} is larger than the {source.n} training samples")
-    if b % world.size:
-        raise ConfigError(
-            f"--batch-size {b} (the global batch) must divide by the {world.size} devices"
-        )
+    check_batch_split(b, world.size)
     return source, b, source.n // b
 
 
