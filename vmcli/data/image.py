@@ -154,7 +154,11 @@ def to_channels(img: Image.Image, channels: int) -> np.ndarray:
 
 
 def _open(path: Path) -> Image.Image:
-    img = Image.open(path)
+    return _upright(Image.open(path))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """An opened image decoded, turned as its EXIF orientation says."""
     img.load()
     return ImageOps.exif_transpose(img) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else img
 
@@ -312,9 +316,9 @@ class ImageModality(Modality):
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
         channels = int(meta["channels"])
         try:
-            with Image.open(path) as probe:
-                frames = int(getattr(probe, "n_frames", 1))
-            img = _open(path)
+            opened = Image.open(path)  # once: its frame count, then its (first) frame
+            frames = int(getattr(opened, "n_frames", 1))
+            img = _upright(opened)
             wide = img.mode in WIDE_MODES
             if wide:  # keep 16-bit / 32-bit / float precision: [0, 1] floats, not 8 bits
                 unit = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]

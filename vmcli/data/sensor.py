@@ -149,8 +149,13 @@ def _fit_window(values: np.ndarray, window: int) -> np.ndarray:
     if t >= window:
         start = (t - window) // 2
         return values[start : start + window]
-    before = (window - t) // 2
+    before = _pad_before(t, window)
     return np.pad(values, ((before, window - t - before), (0, 0)), mode="edge")
+
+
+def _pad_before(t: int, window: int) -> int:
+    """Rows of edge padding `_fit_window` puts before `t` rows shorter than `window`."""
+    return (window - t) // 2
 
 
 class SensorModality(Modality):
@@ -307,7 +312,7 @@ class SensorModality(Modality):
         if rows < MIN_WINDOW:  # as training does: edge-padded (here to the shortest window)
             values = _fit_window(values, MIN_WINDOW)
         raw = torch.from_numpy(values.astype(np.float32).T.copy())[None]  # 1 × C × T
-        first = max(0, MIN_WINDOW - rows) // 2  # where the file's own rows start in `raw`
+        first = _pad_before(rows, MIN_WINDOW) if rows < MIN_WINDOW else 0  # its own rows' start
         return FileSample(raw, {"recording": rec, "first": first, "rows": rows})
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
