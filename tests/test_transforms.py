@@ -24,7 +24,7 @@ from vmcli.nn.transforms import (
     SensorTransforms,
     create_transforms,
     fill_to_mean,
-    hard_bernoulli,
+    hard_flip,
 )
 from vmcli.views import color_jitter, random_grayscale, random_resized_crop, sensor_views
 
@@ -105,7 +105,7 @@ def test_permutation_flip_is_hard_with_a_gradient():
     """Each window is either itself or a real segment shuffle — never a blend of the two — as
     often as the learned probability says, and the probability still gets a gradient."""
     p = torch.tensor(0.3, requires_grad=True)
-    m = hard_bernoulli(p, 20_000, p, torch.Generator().manual_seed(0))
+    m = hard_flip(p, torch.rand(20_000, generator=torch.Generator().manual_seed(0)))
     assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
     assert float(m.detach().mean()) == pytest.approx(0.3, abs=0.015)
     (m * torch.linspace(-1, 1, 20_000)).sum().backward()

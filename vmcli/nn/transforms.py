@@ -254,11 +254,6 @@ def _randn(shape: tuple[int, ...], like: Tensor, g: torch.Generator | None) -> T
     return torch.randn(shape, device=like.device, generator=g)
 
 
-def smooth_noise(b: int, c: int, t: int, knots: int, like: Tensor, g) -> Tensor:
-    """B × C × T smooth standard-normal curves (linear through `knots` N(0, 1) points)."""
-    return smooth_curve(_randn((b, c, knots), like, g), t)
-
-
 def smooth_curve(knots: Tensor, t: int) -> Tensor:
     """B × C × K points → B × C × T curves, linear between them."""
     b, c, k = knots.shape
@@ -290,11 +285,6 @@ def hard_flip(p: Tensor, u: Tensor, temperature: float = 0.3) -> Tensor:
     hard flip applies only real transforms; its value is exact (the soft part cancels to 0)."""
     soft = relaxed_flip(p, u, temperature)
     return (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
-
-
-def hard_bernoulli(p: Tensor, b: int, like: Tensor, g, temperature: float = 0.3) -> Tensor:
-    """B hard flips (`hard_flip`), their uniforms drawn from `g`."""
-    return hard_flip(p, _rand((b,), like, g), temperature)
 
 
 # -- sensors -----------------------------------------------------------------------------------
