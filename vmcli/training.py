@@ -176,16 +176,15 @@ def make_views(
     # this is two independent views each, at half the kernel launches of two calls
     # (transforms are dozens of small ops, which bound a GPU step at small image sizes)
     both = torch.cat([raw, raw])
-    if job.handcrafted is not None:
-        x = job.handcrafted(both, gen)
-    elif tf is not None:  # learned transforms draw for all rows, transform only this rank's
+    if tf is not None and job.handcrafted is None:
+        # learned transforms draw for all rows and transform only this rank's
         x = tf(both, gen, job.transforms_fn, rows=rows)
         if reverse and tf is job.transforms and job.cfg.learns_transforms:
             x = grad_reverse(x)
     else:
-        x = both
-    if rows is not None and x.shape[0] != rows.shape[0]:
-        x = x[rows]
+        x = job.handcrafted(both, gen) if job.handcrafted is not None else both
+        if rows is not None:
+            x = x[rows]
     inputs = job.space.to_view(x)
     if vm is None:
         return Views(inputs, None, inputs)
