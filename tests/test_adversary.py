@@ -127,3 +127,24 @@ def test_default_budget_is_per_view_space(image_folder, tmp_path):
     assert audio.default_budget("spectrogram") == 0.2
     assert audio.default_budget("waveform") == 0.05
     assert _resolve(fast_config(sensors, budget=0.1), sensor, 24, cpu).budget == 0.1
+
+
+def test_a_budget_of_half_the_pixel_range_is_warned_about(image_folder, tmp_path, capsys):
+    """ε ≥ 0.5 on [0, 1] pixels leaves views of mostly clamped noise: legal, but said."""
+    from test_transforms import write_sensor_folder
+
+    from vmcli.data import MODALITIES
+    from vmcli.session import _resolve
+
+    cpu = torch.device("cpu")
+    image = MODALITIES["image"]
+    capsys.readouterr()
+    _resolve(fast_config(image_folder, budget=0.2), image, 16, cpu)
+    assert "clamped" not in capsys.readouterr().err
+    assert _resolve(fast_config(image_folder, budget=0.5), image, 16, cpu).budget == 0.5
+    err = capsys.readouterr().err
+    assert "--budget 0.5" in err and "pixels range [0, 1]" in err and "clamped" in err
+    # signals are not clamped: a large ε there is a choice, not a units mistake
+    sensors = write_sensor_folder(tmp_path / "watch")
+    _resolve(fast_config(sensors, budget=3.0), MODALITIES["sensor"], 24, cpu)
+    assert "clamped" not in capsys.readouterr().err

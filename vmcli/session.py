@@ -55,6 +55,21 @@ def _resolve_views(cfg: TrainConfig, modality: Modality, world: World) -> None:
         info(f"views: {cfg.views} ({why})")
 
 
+def _warn_saturating_budget(budget: float, modality: Modality, view_space: str) -> None:
+    """A budget of half a clamped range or more leaves views that are mostly clamped noise
+    (mean |x + δ − x| cannot pass the range): legal, but almost surely a units mistake."""
+    clamp = modality.spaces[view_space].clamp
+    if clamp is None:
+        return
+    lo, hi = clamp
+    if budget >= (hi - lo) / 2:
+        warn(
+            f"--budget {budget:g} is at least half of the {view_space} range [{lo:g}, {hi:g}]: "
+            f"views will be mostly clamped to {lo:g} or {hi:g}, with little of the input left "
+            f"(the default here is {modality.default_budget(view_space):g}; the paper used 0.05)"
+        )
+
+
 def _resolve(
     cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device, world: World = World()
 ) -> TrainConfig:
@@ -70,6 +85,8 @@ def _resolve(
         )
     if r.budget is None:
         r.budget = modality.default_budget(r.view_space)
+    elif r.uses_viewmaker and world.is_main:
+        _warn_saturating_budget(r.budget, modality, r.view_space)
     if r.transforms_budget == "auto":
         r.transforms_budget = modality.default_transforms_budget
     r.device = device.type if world.distributed else str(device)
