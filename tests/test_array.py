@@ -166,6 +166,40 @@ def test_unusable_files_are_skipped_by_name(tmp_path, capsys):
     assert all(name in err for name in reasons) and "skipped 9 unusable array file(s)" in err
 
 
+def _npy_with_header(path, header: bytes) -> None:
+    header = header.ljust(117) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+
+
+def test_damaged_npy_headers_are_skipped_with_a_reason_not_a_traceback(tmp_path, capsys):
+    """numpy parses a header as a Python literal: damage surfaced as a TokenError traceback
+    or a ValueError naming "<ast.Call object ...>"."""
+    make_signals(tmp_path, per_class=(3, 0))
+    bad = tmp_path / "train" / "slow"
+    _npy_with_header(
+        bad / "unclosed.npy", b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,64) "
+    )
+    _npy_with_header(
+        bad / "call.npy", b"{'descr': '<f4', 'fortran_order': False, 'shape': (f(3),64), }"
+    )
+    _npy_with_header(
+        bad / "dtype.npy", b"{'descr': 'zz', 'fortran_order': False, 'shape': (3,64), }"
+    )
+    _npy_with_header(
+        bad / "negative.npy", b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,-64), }"
+    )
+    (bad / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00\x50\x00{'descr'")
+    data = load(tmp_path)
+    assert len(data) == 6
+    reasons = {p.name: r for p, r in data.skipped}
+    assert set(reasons) == {"unclosed.npy", "call.npy", "dtype.npy", "negative.npy", "cut.npy"}
+    for name in ("unclosed.npy", "call.npy", "dtype.npy"):
+        assert "header is damaged" in reasons[name] and "ast" not in reasons[name]
+    assert "shape (3, -64)" in reasons["negative.npy"]
+    assert "ends inside its .npy header" in reasons["cut.npy"]
+    assert "skipped 5 unusable array file(s)" in capsys.readouterr().err
+
+
 def test_no_majority_shape_is_an_error_and_short_samples_hint_at_transposing(tmp_path):
     for i in range(2):
         np.save(tmp_path / f"a{i}.npy", np.zeros((3, 64)))

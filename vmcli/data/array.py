@@ -106,12 +106,28 @@ def _dtype_problem(dtype: np.dtype) -> str | None:
 def _read_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a .npy header (never reads the data, never unpickles)."""
     version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    else:  # 3.0 only exists for structured dtypes with non-ASCII field names
+    if version not in ((1, 0), (2, 0)):  # 3.0 only exists for structured dtypes with
+        # non-ASCII field names
         raise ValueError(f".npy format version {version[0]}.{version[1]} is not a plain array")
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    try:
+        shape, _, dtype = read(f)
+    except Exception as e:
+        if str(e).startswith("EOF"):  # numpy's own words for a file that ends in its header
+            raise ValueError("is cut short: the file ends inside its .npy header") from None
+        # numpy parses the header as a Python literal: a damaged one surfaces as whatever the
+        # parser raised (ValueError with "<ast.Call object ...>", SyntaxError, TokenError,
+        # TypeError for a bad dtype), none of which says what is wrong with the file
+        raise ValueError(
+            "is not a NumPy array: its .npy header is damaged (it must be a dict with "
+            "'descr', 'fortran_order' and 'shape')"
+        ) from e
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise ValueError(f"is not a NumPy array: its .npy header gives the shape {shape}")
     return tuple(shape), dtype
 
 
