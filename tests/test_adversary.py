@@ -60,7 +60,8 @@ def test_inert_run_is_warned_about_and_reported(image_folder, tmp_path, capsys):
     run = tmp_path / "train"
     adv = summary["adversary"]
     assert adv["effect"] == 0.0 and adv["inert"]
-    assert "the adversary is inert" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the adversary is inert" in err and "(--views random)" in err
     rows = list(csv.DictReader((run / runs.METRICS).open()))
     assert {"probe_loss", "probe_loss_init", "adversary_effect", "pos_cos", "pos_cos_init"} <= set(
         rows[0]
@@ -148,3 +149,13 @@ def test_a_budget_of_half_the_pixel_range_is_warned_about(image_folder, tmp_path
     sensors = write_sensor_folder(tmp_path / "watch")
     _resolve(fast_config(sensors, budget=3.0), MODALITIES["sensor"], 24, cpu)
     assert "clamped" not in capsys.readouterr().err
+
+
+def test_inert_advice_names_the_families_own_knob_and_control(image_folder):
+    from vmcli.session import _inert_advice
+
+    adversary = {"loss_learned_views": 4.674, "loss_initial_views": 4.466}
+    tf = _inert_advice(fast_config(image_folder, views="learned-transforms"), adversary)
+    assert "--transforms-lr" in tf and "(--views fixed-transforms)" in tf and "4.674 vs 4.466" in tf
+    vm = _inert_advice(fast_config(image_folder, views="viewmaker", budget=0.1), adversary)
+    assert "--budget (now 0.1)" in vm and "(--views random)" in vm and "--transforms-lr" not in vm
