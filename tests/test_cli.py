@@ -228,6 +228,9 @@ def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):
     assert not (runs / "train" / "viewmaker.safetensors").exists()
     r = invoke("augment", image_folder, "--out", tmp_path / "v", "--runs", runs)
     assert r.exit_code == 4 and "no learned views" in r.output
+    # ε is the viewmaker's: `vm info` does not list a budget the run never used
+    r = invoke("info", runs / "train")
+    assert r.exit_code == 0 and "handcrafted" in r.output and "budget" not in r.output
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -14,6 +14,7 @@ import typer
 
 from vmcli import __version__
 from vmcli.config import (
+    VIEWMAKER_VIEWS,
     DataMode,
     LoadOptions,
     Precision,
@@ -613,6 +614,8 @@ def info(
         "precision",
         "seed",
     ):
+        if key == "budget" and cfg.get("views") not in VIEWMAKER_VIEWS:
+            continue  # ε is the viewmaker's; transforms runs show their strengths below
         t.add_row(key, str(cfg.get(key)))
     t.add_row("samples", str(config.get("data", {}).get("samples")))
     if summary is None:

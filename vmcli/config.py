@@ -107,6 +107,11 @@ AUTO_COMPILE_MINUTES = 15
 EVERY_HINT = "e.g. 10m (minutes), 30s, 2h, 500steps, or off (at epoch ends only)"
 
 
+# the --views values whose views come from a viewmaker (learned, or frozen at init for
+# `random`): where --budget applies
+VIEWMAKER_VIEWS = ("viewmaker", "both", "random", "learned-transforms+viewmaker")
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -216,7 +221,7 @@ class TrainConfig:
     @property
     def uses_viewmaker(self) -> bool:
         """A viewmaker makes the views (learned, or frozen at init for `random`)."""
-        return self.views in ("viewmaker", "both", "random", "learned-transforms+viewmaker")
+        return self.views in VIEWMAKER_VIEWS
 
     @property
     def learns_viewmaker(self) -> bool:
