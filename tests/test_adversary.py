@@ -69,7 +69,8 @@ def test_inert_run_is_warned_about_and_reported(image_folder, tmp_path, capsys):
     assert len(rows) == 2 and float(rows[-1]["adversary_effect"]) == 0.0
     assert json.loads((run / runs.SUMMARY).read_text())["adversary"]["inert"]
     with Image.open(run / runs.TRAINING_PLOT) as img:
-        assert img.size[1] > img.size[0] // 2  # two panels: loss, and learned vs initial views
+        # three panels: loss; learned vs initial views; their gap beside the inert line
+        assert img.size[1] == 3 * 300
 
 
 def test_active_run_is_not_warned_about(image_folder, tmp_path, capsys, monkeypatch):

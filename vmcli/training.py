@@ -256,9 +256,12 @@ def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
     return torch.stack([loss, loss0, cos, cos0])
 
 
+INERT_NATS, INERT_FRACTION = 0.02, 0.05
+
+
 def adversary_inert(effect: float, loss_init: float) -> bool:
     """Learned views no harder than the control's: a gap under 0.02 nats or 5 % of the loss."""
-    return effect < max(0.02, 0.05 * abs(loss_init))
+    return effect < max(INERT_NATS, INERT_FRACTION * abs(loss_init))
 
 
 class _GracefulStop:
