@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,23 @@ def world_from_env() -> World:
     )
 
 
+def quiet_collectives_notice() -> None:
+    """Recent torch marks `torch.distributed.nn.functional` deprecated: a FutureWarning per call
+    site and rank, in every DDP run. Its collectives are the autograd-aware ones that
+    GlobalBatchNorm and the gathered NT-Xent need on every supported torch (≥ 2.2); the
+    suggested replacement is private. The notice is silenced, the collectives kept."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"torch\.distributed\.nn\.functional\.\w+ is deprecated",
+        category=FutureWarning,
+    )
+
+
 def setup(device_type: str) -> World:
     """Join the process group torchrun prepared (a no-op for a single process)."""
     world = world_from_env()
+    if world.distributed:
+        quiet_collectives_notice()
     if world.distributed and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
