@@ -45,7 +45,24 @@ def test_hidden_files_and_other_files_ignored(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     index = scan(tmp_path, MODALITIES)
     assert [str(it.path) for it in index.items] == ["x.png"]
-    assert index.unrecognized == 1
+    assert index.unrecognized == 1 and index.ignored_examples == ["notes.txt"]
+
+
+def test_ignored_files_are_named_the_first_few(tmp_path, capsys):
+    from vmcli.session import _describe
+
+    png(tmp_path / "x.png")
+    for name in ("a.txt", "b.xlsx", "sub/c.doc", "sub/d.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("hello")
+    index = scan(tmp_path, MODALITIES)
+    assert index.unrecognized == 4 and len(index.ignored_examples) == 3
+    _describe(index)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "4 other file(s) ignored: a.txt, b.xlsx, sub/c.doc, and 1 more" in err
+    (tmp_path / "x.png").unlink()
+    with pytest.raises(DataError, match=r"found no image.*\(4 other file\(s\) ignored: a.txt"):
+        scan(tmp_path, MODALITIES)
 
 
 def test_header_decides_over_extension(tmp_path):

@@ -21,7 +21,7 @@ from vmcli.config import LoadOptions, TrainConfig
 from vmcli.console import console, info, warn
 from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
-from vmcli.data.discover import DataIndex, describe_change, fingerprint
+from vmcli.data.discover import DataIndex, describe_change, fingerprint, ignored_text
 from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
 from vmcli.devices import resolve_device, usable_cpu_cores
 from vmcli.distributed import (
@@ -569,7 +569,7 @@ def _describe(index: DataIndex) -> None:
     classes = {it.label for it in index.items if it.label is not None}
     parts.append(f"{len(classes)} classes" if classes else "unlabeled")
     if index.unrecognized:
-        parts.append(f"{index.unrecognized} other files ignored")
+        parts.append(ignored_text(index.unrecognized, index.ignored_examples))
     info(f"detected {index.root}: " + "; ".join(parts))
     for note in index.notes:
         info(f"note: {note}")

@@ -39,6 +39,7 @@ class DataIndex:
     unrecognized: int = 0  # files no modality claims
     outside_splits: int = 0  # files beside train/ and test/ folders, not used
     notes: list[str] = field(default_factory=list)
+    ignored_examples: list[str] = field(default_factory=list)  # the first few unclaimed files
 
     @property
     def labeled(self) -> bool:
@@ -82,6 +83,27 @@ def classify(path: Path, modalities: dict[str, Modality]) -> str | None:
     return by_ext[0] if by_ext else None
 
 
+IGNORED_SHOWN = 3  # ignored files named in the summary line; the rest are counted
+
+
+def _relative(root: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def ignored_text(count: int, examples: list[str]) -> str:
+    """ "2 other file(s) ignored: notes.txt, labels.xlsx": which files vm did not take is what
+    a user checks when a folder's count looks short."""
+    more = f", and {count - len(examples)} more" if count > len(examples) else ""
+    return f"{count} other file(s) ignored: {', '.join(examples)}{more}"
+
+
+def _ignored_text(root: Path, paths: list[Path]) -> str:
+    return ignored_text(len(paths), [_relative(root, p) for p in paths[:IGNORED_SHOWN]])
+
+
 def scan(root: Path, modalities: dict[str, Modality], modality: str | None = None) -> DataIndex:
     """Index `root`. Raises DataError when it is missing, empty, or mixes modalities."""
     root = Path(root)
@@ -94,18 +116,19 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
 
     files = _visible_files(root)
     kinds: dict[Path, str] = {}
-    unrecognized = 0
+    unrecognized: list[Path] = []
     for path in files:
         kind = classify(path, modalities)
         if kind is None:
-            unrecognized += 1
+            unrecognized.append(path)
         else:
             kinds[path] = kind
+    ignored = _ignored_text(root, unrecognized)
     counts = dict(Counter(kinds.values()))
     if not counts:
         raise DataError(
             f"{root}: found no image, audio, sensor (CSV) or array (.npy, .npz) files"
-            + (f" ({unrecognized} other files ignored)" if unrecognized else "")
+            + (f" ({ignored})" if unrecognized else "")
         )
     if modality is None:
         if len(counts) > 1:
@@ -141,7 +164,15 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
             split, parts = SPLIT_FOLDERS[parts[0].lower()], parts[1:]
         label = parts[0] if len(parts) > 1 else None
         items.append(Item(path=rel, split=split, label=label))
-    index = DataIndex(root, modality, items, counts, unrecognized, outside)
+    index = DataIndex(
+        root,
+        modality,
+        items,
+        counts,
+        unrecognized=len(unrecognized),
+        outside_splits=outside,
+        ignored_examples=[_relative(root, p) for p in unrecognized[:IGNORED_SHOWN]],
+    )
     if outside:
         index.notes.append(f"{outside} {modality} files outside the split folders were not used")
     unlabeled = sum(it.label is None for it in items)
