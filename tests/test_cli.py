@@ -124,6 +124,19 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
     assert names == ["vm encoder (viewmaker)", "random encoder", "raw inputs"]
     assert all(0 <= row["linear"] <= 1 and 0 <= row["knn"] <= 1 for row in result["rows"])
     assert result["train_samples"] == 16 and result["test_samples"] == 8
+    for row in result["rows"]:  # each score inside its own 95 % interval over 8 test samples
+        for probe in ("linear", "knn"):
+            lo, hi = row[f"{probe}_ci95"]
+            assert 0 <= lo <= row[probe] <= hi <= 1 and hi - lo > 0.3
+    # the encoder minus each baseline, per probe, paired on the same 8 samples
+    pairs = [(c["baseline"], c["probe"]) for c in result["comparisons"]]
+    assert pairs == [(b, p) for b in names[1:] for p in ("linear", "knn")]
+    scores = {row["features"]: row for row in result["rows"]}
+    for c in result["comparisons"]:
+        ours, theirs = scores[names[0]][c["probe"]], scores[c["baseline"]][c["probe"]]
+        assert c["difference"] == pytest.approx(ours - theirs)
+        assert c["ci95"][0] <= c["difference"] <= c["ci95"][1]
+    assert "minus each baseline" in r.stderr and "Intervals: 95 %" in " ".join(r.stderr.split())
     assert (run / "eval.json").is_file()
 
     one_class = tmp_path / "one" / "circle"  # labelled, but a probe needs two classes

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from vmcli.evaluation import _stratified_holdout, knn_accuracy, linear_probe
@@ -43,3 +44,43 @@ def test_stratified_holdout_is_deterministic_and_stratified():
     assert torch.equal(held, held2) and torch.equal(keep, keep2)
     assert torch.bincount(y[held]).tolist() == [2, 4]
     assert len(set(keep.tolist()) & set(held.tolist())) == 0 and len(keep) + len(held) == 30
+
+
+def test_wilson_interval_matches_known_values():
+    from vmcli.evaluation import wilson_interval
+
+    lo, hi = wilson_interval(81, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.7222, 0.8749)
+    z2 = 1.959964**2
+    assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # not zero-width at 0
+    assert wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_paired_difference_math_and_verdicts():
+    from vmcli.evaluation import paired_difference
+
+    t = torch.tensor
+    tie = paired_difference(t([1, 1, 0, 0]).bool(), t([0, 1, 0, 1]).bool())
+    # per-sample differences 1, 0, 0, −1: mean 0, sd √(2/3), n 4
+    half = 1.959964 * (2 / 3) ** 0.5 / 2
+    assert tie["difference"] == 0 and tie["ci95"] == pytest.approx([-half, half])
+    assert tie["verdict"] == "within noise"
+    ahead = paired_difference(torch.ones(50, dtype=torch.bool), torch.zeros(50, dtype=torch.bool))
+    assert ahead["difference"] == 1 and ahead["ci95"] == [1, 1] and ahead["verdict"] == "ahead"
+    behind = paired_difference(t([0] * 30 + [1] * 70).bool(), torch.ones(100, dtype=torch.bool))
+    assert behind["difference"] == pytest.approx(-0.3) and behind["verdict"] == "behind"
+    one = paired_difference(t([1]).bool(), t([0]).bool())
+    assert one["ci95"] == [-1.0, 1.0] and one["verdict"] == "within noise"
+
+
+def test_probes_report_per_sample_correctness_consistent_with_accuracy():
+    from vmcli.evaluation import knn_correct
+
+    x, y = blobs(sep=1.0)  # overlapping classes: some mistakes
+    xt, yt = blobs(seed=1, sep=1.0)
+    out = linear_probe(x, y, xt, yt)
+    assert out["correct"].dtype == torch.bool and out["correct"].shape == yt.shape
+    assert out["accuracy"] == out["correct"].double().mean().item() < 1
+    c = knn_correct(x, y, xt, yt, k=5)
+    assert c.shape == yt.shape and c.double().mean().item() == knn_accuracy(x, y, xt, yt, k=5)

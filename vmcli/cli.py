@@ -562,18 +562,35 @@ def eval_(
     table.add_column("features")
     table.add_column("dim", justify="right")
     if linear:
-        table.add_column("linear probe", justify="right")
+        table.add_column("linear probe (95 % interval)", justify="right")
     if knn:
-        table.add_column("kNN (k=20)", justify="right")
+        table.add_column("kNN, k=20 (95 % interval)", justify="right")
     for row in result["rows"]:
         cells = [row["features"], str(row["dim"])]
-        if linear:
-            cells.append(f"{row['linear']:.4f}")
-        if knn:
-            cells.append(f"{row['knn']:.4f}")
+        for probe in ("linear", "knn") if linear else ("knn",):
+            if probe == "knn" and not knn:
+                continue
+            lo, hi = row[f"{probe}_ci95"]
+            cells.append(f"{row[probe]:.4f}  [dim]{lo:.3f}–{hi:.3f}[/dim]")
         table.add_row(*cells)
     console.print(table)
-    console.print(f"split: {result['split']}")
+    if result["comparisons"]:
+        console.print("vm encoder minus each baseline, on the same test samples:")
+    for c in result["comparisons"]:
+        lo, hi = c["ci95"]
+        probe = "linear probe" if c["probe"] == "linear" else "kNN"
+        console.print(
+            f"  {c['baseline']}, {probe}: {c['difference']:+.3f} ({lo:+.3f} to {hi:+.3f}) "
+            f"{c['verdict']}",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(
+        f"split: {result['split']}. Intervals: 95 %, over the {result['test_samples']} test "
+        "samples (differences paired on the same samples); they leave out the training "
+        "seed's own spread.",
+        soft_wrap=True,
+    )
 
 
 @app.command(epilog="Examples:\n\n  vm info\n\n  vm info runs/train-2 --json")
