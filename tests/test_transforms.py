@@ -142,6 +142,14 @@ def test_zero_strengths_leave_a_sensor_window_unchanged():
     assert torch.allclose(t(x, torch.Generator().manual_seed(0)), x, atol=1e-5)
 
 
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_very_short_sensor_windows_give_finite_views(length):
+    """A window of one time step has no sample std; its jitter must not make the view NaN."""
+    x = torch.randn(3, 2, length)
+    view = SensorTransforms()(x, torch.Generator().manual_seed(0))
+    assert view.shape == x.shape and torch.isfinite(view).all()
+
+
 def test_initial_image_strengths_are_the_simclr_recipe():
     import inspect
 

@@ -348,7 +348,8 @@ class SensorTransforms(LearnedTransforms):
             x = m * shuffled + (1 - m) * x
         # magnitude warp and per-channel scale around each channel's mean, then jitter
         mean = x.mean(dim=2, keepdim=True)
-        std = x.detach().std(dim=2, keepdim=True).clamp_min(1e-6)
+        # a one-step window has no sample std (it would be NaN, and so would the view): 0
+        std = x.detach().std(dim=2, keepdim=True, correction=int(t > 1)).clamp_min(1e-6)
         curve = 1 + s["magnitude_warp"] * smooth_curve(r["curve"], t)
         scale = 1 + s["scale"] * r["scale"]
         x = mean + (x - mean) * curve * scale
