@@ -67,6 +67,15 @@ def test_mismatched_batches_get_one_clear_line(image_run, batch, message):
         assert "float in [0, 1] or uint8" in text
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_images_of_any_float_type_are_accepted(image_run, dtype):
+    """float64 / half images reached the float32 networks as they were: a dtype RuntimeError."""
+    x = torch.rand(2, 1, 16, 16).to(dtype)
+    view = vmcli.load_viewmaker(image_run)(x)
+    assert view.shape == x.shape and torch.isfinite(view).all()
+    assert vmcli.load_encoder(image_run)(x).shape == (2, 128)
+
+
 def test_uint8_and_other_sizes_are_fine(image_run):
     augment = vmcli.load_viewmaker(image_run)
     raw = torch.randint(0, 256, (2, 1, 20, 24), dtype=torch.uint8)

@@ -211,7 +211,8 @@ class PixelSpace(ViewSpace):
         return self.stats
 
     def to_view(self, raw: Tensor) -> Tensor:
-        return raw.float() / 255 if raw.dtype == torch.uint8 else raw
+        """Pixels in [0, 1] as float32, whatever float type they came in (the networks' own)."""
+        return raw.float() / 255 if raw.dtype == torch.uint8 else raw.float()
 
     def to_encoder(self, view: Tensor) -> Tensor:
         return (view - self.mean.to(view.dtype)) / self.std.to(view.dtype)
