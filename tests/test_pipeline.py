@@ -67,6 +67,38 @@ def test_mismatched_batches_get_one_clear_line(image_run, batch, message):
         assert "float in [0, 1] or uint8" in text
 
 
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (torch.rand(0, 1, 16, 16), r"an empty batch \(no samples\)"),
+        (torch.rand(2, 1, 16, 0), r"samples of size 0"),
+        (
+            torch.rand(2, 1, 16, 16).index_put_((torch.tensor([1]),), torch.tensor(float("nan"))),
+            r"NaN or inf values \(sample 1 of the batch\)",
+        ),
+        (torch.rand(2, 1, 16, 16).to("meta"), r"on meta, but the module is on cpu"),
+    ],
+)
+def test_empty_nonfinite_and_misplaced_batches_get_one_clear_line(image_run, batch, message):
+    """Raw torch errors (or NaN views passed off as views) before: a named DataError now."""
+    for module in (vmcli.load_viewmaker(image_run), vmcli.load_encoder(image_run)):
+        with pytest.raises(DataError, match=message) as err:
+            module(batch)
+        assert "\n" not in str(err.value)
+
+
+def test_nonfinite_batches_are_refused_for_spaces_without_a_value_range(tmp_path):
+    """Arrays (no value range to check) still get NaN refused, not NaN views."""
+    from test_array import make_signals
+
+    run = train(fast_config(make_signals(tmp_path / "sig")), out=tmp_path / "runs", progress=False)
+    x = torch.randn(2, 3, 64)
+    x[0, 1, 5] = float("inf")
+    for module in (vmcli.load_viewmaker(run["run"]), vmcli.load_encoder(run["run"])):
+        with pytest.raises(DataError, match=r"NaN or inf values \(sample 0"):
+            module(x)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_images_of_any_float_type_are_accepted(image_run, dtype):
     """float64 / half images reached the float32 networks as they were: a dtype RuntimeError."""

@@ -55,12 +55,15 @@ class RawSpec:
     source: str = "the run"  # for messages: "this viewmaker (image run, 1 × 16 × 16)"
 
 
-def check_raw(raw: Any, spec: RawSpec, check_range: bool = True) -> None:
+def check_raw(
+    raw: Any, spec: RawSpec, check_range: bool = True, device: torch.device | None = None
+) -> None:
     """Raise a one-line DataError when `raw` cannot be a batch of what the run was trained on.
 
-    Rank and channels are checked on every call (free); the value range (for spaces that
-    have one) reads the batch's min and max, which waits for a GPU: `check_range=False`
-    skips it."""
+    Rank, channels, emptiness and device (the module's, when given) are checked on every call
+    (free); the values — finite, and within the value range for spaces that have one — are
+    read, which waits for a GPU: `check_range=False` skips that. NaN or inf would otherwise
+    come back as a view or embedding that looks like any other (or as NaN)."""
     c, dims = spec.shape[0], len(spec.shape) - 1
     expects = f"{spec.source} expects {spec.form}"
     if not isinstance(raw, Tensor):
@@ -73,13 +76,26 @@ def check_raw(raw: Any, spec: RawSpec, check_range: bool = True) -> None:
         raise DataError(f"{expects}; {got}{hint}")
     if raw.shape[1] != c:
         raise DataError(f"{expects}; {got}: {raw.shape[1]} channel(s), not {c}")
+    if raw.shape[0] == 0:
+        raise DataError(f"{expects}; {got}: an empty batch (no samples)")
+    if 0 in raw.shape[2:]:
+        raise DataError(f"{expects}; {got}: samples of size 0")
     if raw.dtype == torch.bool or raw.is_complex():
         raise DataError(f"{expects}; got a {raw.dtype} tensor")
-    if spec.value_range is None:
-        return
-    if not raw.is_floating_point() and raw.dtype != torch.uint8:
+    if device is not None and raw.device != device:
+        raise DataError(
+            f"{expects}; got a tensor on {raw.device}, but the module is on {device} "
+            f"(move the batch: x.to('{device}'))"
+        )
+    if spec.value_range is not None and not raw.is_floating_point() and raw.dtype != torch.uint8:
         raise DataError(f"{expects}; got a {raw.dtype} tensor (use uint8, or floats)")
-    if check_range and raw.is_floating_point() and raw.numel():
+    if not (check_range and raw.is_floating_point()):
+        return
+    finite = torch.isfinite(raw.detach()).flatten(1).all(1)
+    if not bool(finite.all()):
+        first = int(torch.nonzero(~finite)[0, 0])
+        raise DataError(f"{expects}; got NaN or inf values (sample {first} of the batch)")
+    if spec.value_range is not None:
         lo, hi = (float(v) for v in torch.aminmax(raw.detach()))
         low, high = spec.value_range
         if lo < low - 1e-3 or hi > high + 1e-3:
@@ -101,8 +117,8 @@ def _raw_spec(header: dict[str, Any], space: ViewSpace, what: str) -> RawSpec:
 
 
 class _Checked(nn.Module):
-    """Checks raw batches against the run's RawSpec (when there is one). On a GPU the value
-    range is checked on the first batch only (it needs a device sync)."""
+    """Checks raw batches against the run's RawSpec (when there is one). On a GPU the values
+    (finite, in range) are checked on the first batch only (it needs a device sync)."""
 
     def __init__(self, spec: RawSpec | None):
         super().__init__()
@@ -113,8 +129,16 @@ class _Checked(nn.Module):
         if self.spec is None:
             return
         on_gpu = isinstance(raw, Tensor) and raw.device.type != "cpu"
-        check_raw(raw, self.spec, check_range=not (on_gpu and self._range_checked))
+        check_raw(raw, self.spec, not (on_gpu and self._range_checked), self._device())
         self._range_checked = True
+
+    def _device(self) -> torch.device | None:
+        """Where the module's weights and statistics are (None: it holds no tensors)."""
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return None
 
 
 class Augmenter(_Checked):
