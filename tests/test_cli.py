@@ -233,6 +233,33 @@ def test_eval_without_labels_says_so(tmp_path):
     assert r.exit_code == 3 and "no labels" in r.output
 
 
+def test_eval_refuses_data_too_thin_for_a_probe_after_skipping(image_folder, tmp_path):
+    """Scores of 1.0 for one class left (the others' files all unreadable), or NaN-standardised
+    features for one training sample, looked like results: now one error line, exit 3."""
+    runs = tmp_path / "runs"
+    assert invoke("train", image_folder, *FAST, "--out", runs).exit_code == 0
+    corrupt = tmp_path / "corrupt"
+    for src in image_folder.rglob("*.png"):
+        dst = corrupt / src.relative_to(image_folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(b"\x89PNG\r\n\x1a\n broken" if "square" in src.parts else src.read_bytes())
+    r = invoke("eval", "--runs", runs, "--data", corrupt)
+    assert r.exit_code == 3, r.output
+    assert "usable labelled files are all in one class (circle)" in " ".join(r.output.split())
+    single = tmp_path / "single"
+    (single / "train" / "circle").mkdir(parents=True)
+    first = sorted((image_folder / "train" / "circle").glob("*.png"))[0]
+    (single / "train" / "circle" / "a.png").write_bytes(first.read_bytes())
+    for src in (image_folder / "test").rglob("*.png"):
+        dst = single / src.relative_to(image_folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    r = invoke("eval", "--runs", runs, "--data", single)
+    assert r.exit_code == 3, r.output
+    assert "1 to train the probe on" in " ".join(r.output.split())
+    assert "Traceback" not in r.output and "UserWarning" not in r.output
+
+
 def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):
     runs = tmp_path / "runs"
     assert (

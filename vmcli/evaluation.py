@@ -267,12 +267,20 @@ def evaluate(
         )
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
     loaded: TensorData = modality.load(index.root, labeled, options, meta=meta)
-    train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
-    if not train_idx or not test_idx:
-        raise DataError(
-            f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable)"
-        )
     classes = sorted({it.label for it in loaded.items})
+    if len(classes) == 1:  # the other classes' files were all unusable: every score would be 1
+        raise DataError(
+            f"{root}: the usable labelled files are all in one class ({classes[0]}); the "
+            f"{len(labeled) - len(loaded)} skipped file(s) held every other class, so a probe "
+            "has nothing to tell apart"
+        )
+    train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
+    if len(train_idx) < 2 or not test_idx:  # one sample has no spread to standardise by
+        raise DataError(
+            f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable: "
+            f"{len(train_idx)} to train the probe on, {len(test_idx)} to test it; it needs at "
+            "least 2 and 1)"
+        )
     y = torch.tensor([classes.index(it.label) for it in loaded.items])
     unseen = sorted(
         {str(loaded.items[i].label) for i in test_idx}
