@@ -95,3 +95,47 @@ def test_asking_for_a_modality_the_folder_lacks(tmp_path):
     png(tmp_path / "a.png")
     with pytest.raises(DataError, match=r"no audio files here \(it holds 1 image files\)"):
         scan(tmp_path, MODALITIES, modality="audio")
+
+
+def test_class_folders_linked_from_elsewhere_are_followed_once(tmp_path):
+    """A dataset assembled from links (train/cat → /storage/cat) lost every linked class
+    without a word; links back into the folder (a loop, a duplicate) add nothing."""
+    storage, root = tmp_path / "storage", tmp_path / "data"
+    for i in range(2):
+        png(storage / "cat" / f"{i}.png")
+        png(root / "train" / "dog" / f"{i}.png")
+    (root / "train" / "cat").symlink_to(storage / "cat", target_is_directory=True)
+    (root / "train" / "dog" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "train" / "also_dog").symlink_to(root / "train" / "dog", target_is_directory=True)
+    index = scan(root, MODALITIES)
+    assert sorted(str(it.path) for it in index.items) == [
+        "train/cat/0.png",
+        "train/cat/1.png",
+        "train/dog/0.png",
+        "train/dog/1.png",
+    ]
+    assert {it.label for it in index.items} == {"cat", "dog"}
+
+
+def test_unreadable_folders_are_named_not_silently_left_out(tmp_path, monkeypatch, capsys):
+    """(chmod 000 cannot stop root, so the refusal is simulated where the walk lists a folder.)"""
+    import os
+
+    for name in ("a", "b"):
+        png(tmp_path / "data" / name / "0.png")
+    real = os.scandir
+
+    def scandir(path):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    denied = tmp_path / "data" / "b"
+    index = scan(tmp_path / "data", MODALITIES)
+    assert [str(it.path) for it in index.items] == ["a/0.png"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"1 folder(s) could not be read, their files are left out: {denied}" in err
+    denied = tmp_path / "data"
+    with pytest.raises(DataError, match="data: cannot be read"):
+        scan(tmp_path / "data", MODALITIES)

@@ -10,11 +10,13 @@ Conventions (those of torchvision's ImageFolder, which users already follow):
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmcli.console import warn
 from vmcli.data.base import Item, Modality
 from vmcli.errors import DataError
 
@@ -50,15 +52,47 @@ class DataIndex:
         return sorted({it.split for it in self.items if it.split})
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _visible_files(root: Path) -> list[Path]:
+    """Every visible file under `root`, sorted. Linked folders are followed when they lead out
+    of `root` (a dataset assembled from links: class folders linked from elsewhere); a link to
+    a folder inside `root`, or one seen already, is not, so no file is found twice under
+    another label and a link loop ends."""
+    top = root.resolve()
+    seen: set[tuple[int, int]] = set()
     out = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
+    unreadable: list[OSError] = []
+    for folder, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=True):
+        here = Path(folder)
+        st = here.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
             continue
-        if path.is_file():
-            out.append(path)
-    return out
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for name in dirs:
+            if _hidden(name):
+                continue
+            sub = here / name
+            if sub.is_symlink():
+                target = sub.resolve()
+                if target == top or top in target.parents:
+                    continue
+            keep.append(name)
+        dirs[:] = keep
+        out += [here / name for name in files if not _hidden(name) and (here / name).is_file()]
+    if unreadable and Path(unreadable[0].filename or "") == root:
+        raise DataError(f"{root}: cannot be read ({unreadable[0].strerror or unreadable[0]})")
+    if unreadable:  # left out by name, not silently: their files would be missing from the run
+        shown = "; ".join(f"{e.filename} ({e.strerror or e})" for e in unreadable[:5])
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        warn(
+            f"{len(unreadable)} folder(s) could not be read, their files are left out: {shown}{more}"
+        )
+    return sorted(out)
 
 
 def classify(path: Path, modalities: dict[str, Modality]) -> str | None:
