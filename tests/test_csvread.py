@@ -225,6 +225,9 @@ def test_inf_and_junk_cells_name_the_line(tmp_path):
 
 def test_decimal_comma_gets_a_hint(tmp_path):
     assert "decimal" in read_error(put(tmp_path, "ax;ay\n1,5;2\n3;4,25\n5;6\n"))
+    # every cell with a decimal comma: no column is numeric, and the hint was missing
+    message = read_error(put(tmp_path, "ax;ay;az\n1,5;0,1;2,0\n3,5;4,25;1,0\n5,1;6,2;7,3\n"))
+    assert "no numeric channel column" in message and "',' as the decimal mark" in message
 
 
 def test_ragged_short_row_interpolated(tmp_path):

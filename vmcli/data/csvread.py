@@ -133,10 +133,18 @@ def read_csv_recording(
     else:
         chosen = _auto_channels(parsed, header, has_header)
         if not chosen:
+            comma = any(
+                DECIMAL_COMMA.fullmatch(str(c)) for col in parsed for c in col.cells[col.junk][:20]
+            )
             raise DataError(
                 f"{path}: no numeric channel column (columns: {', '.join(header)}; timestamp, "
                 "index, text and empty columns are not channels); sensor CSVs need one column "
                 "of numbers per channel, one row per time step"
+                + (
+                    "; the cells seem to use ',' as the decimal mark: save the file with '.' decimals"
+                    if comma
+                    else ""
+                )
             )
     channel_columns = [header[j] for j in chosen]
     dropped = sorted(set(range(width)) - set(chosen))
