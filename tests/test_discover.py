@@ -117,6 +117,15 @@ def test_class_folders_linked_from_elsewhere_are_followed_once(tmp_path):
     assert {it.label for it in index.items} == {"cat", "dog"}
 
 
+def test_broken_links_are_named_not_silently_left_out(tmp_path, capsys):
+    png(tmp_path / "a" / "0.png")
+    (tmp_path / "a" / "1.png").symlink_to(tmp_path / "gone.png")
+    index = scan(tmp_path, MODALITIES)
+    assert [str(it.path) for it in index.items] == ["a/0.png"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 broken link(s) left out (their targets do not exist): a/1.png" in err
+
+
 def test_unreadable_folders_are_named_not_silently_left_out(tmp_path, monkeypatch, capsys):
     """(chmod 000 cannot stop root, so the refusal is simulated where the walk lists a folder.)"""
     import os

@@ -65,6 +65,7 @@ def _visible_files(root: Path) -> list[Path]:
     seen: set[tuple[int, int]] = set()
     out = []
     unreadable: list[OSError] = []
+    broken: list[Path] = []  # links whose target is gone: nothing to read, but said
     for folder, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=True):
         here = Path(folder)
         st = here.stat()
@@ -83,7 +84,14 @@ def _visible_files(root: Path) -> list[Path]:
                     continue
             keep.append(name)
         dirs[:] = keep
-        out += [here / name for name in files if not _hidden(name) and (here / name).is_file()]
+        for name in files:
+            path = here / name
+            if _hidden(name):
+                continue
+            if path.is_file():
+                out.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
     if unreadable and Path(unreadable[0].filename or "") == root:
         raise DataError(f"{root}: cannot be read ({unreadable[0].strerror or unreadable[0]})")
     if unreadable:  # left out by name, not silently: their files would be missing from the run
@@ -92,6 +100,10 @@ def _visible_files(root: Path) -> list[Path]:
         warn(
             f"{len(unreadable)} folder(s) could not be read, their files are left out: {shown}{more}"
         )
+    if broken:
+        shown = ", ".join(str(p.relative_to(root)) for p in broken[:5])
+        more = f", and {len(broken) - 5} more" if len(broken) > 5 else ""
+        warn(f"{len(broken)} broken link(s) left out (their targets do not exist): {shown}{more}")
     return sorted(out)
 
 
