@@ -220,3 +220,27 @@ def test_augment_warns_once_with_a_count_when_frames_or_colour_cannot_be_kept(
         "anim.gif"
     ]
     assert Image.open(tmp_path / "views" / "c0.png").mode == "RGB"  # the input's mode
+
+
+def test_eval_on_colour_images_of_a_gray_run_says_they_are_read_as_gray(
+    image_folder, tmp_path, capsys
+):
+    from conftest import fast_config
+
+    from vmcli.evaluation import evaluate
+    from vmcli.session import train
+
+    run = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)["run"]  # gray
+    data = tmp_path / "colour"
+    rng = np.random.default_rng(5)
+    for label in ("a", "b"):
+        for i in range(5):
+            (data / label).mkdir(parents=True, exist_ok=True)
+            img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(img).save(data / label / f"{i}.png")
+    capsys.readouterr()
+    result = evaluate(Path(run), data, device="cpu")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "10 file(s) are in colour but the run was trained on grayscale images" in err
+    assert "(a/0.png, a/1.png, a/2.png, and 7 more)" in err
+    assert result["test_samples"] + result["train_samples"] == 10

@@ -23,7 +23,7 @@ from torch import Tensor
 from vmcli import preview as pv
 from vmcli import untrusted
 from vmcli.config import MIN_IMAGE_SIZE
-from vmcli.console import info
+from vmcli.console import info, warn
 from vmcli.data.base import (
     FileSample,
     Handcrafted,
@@ -273,6 +273,14 @@ class ImageModality(Modality):
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
+            colour = [root / it.path for it, r in ok if r[2] not in GRAY_MODES]
+            if channels == 1 and colour:  # `vm eval --data` on colour images of a gray run
+                shown = ", ".join(str(p.relative_to(root)) for p in colour[:3])
+                more = f", and {len(colour) - 3} more" if len(colour) > 3 else ""
+                warn(
+                    f"{len(colour)} file(s) are in colour but the run was trained on grayscale "
+                    f"images: they are read as gray ({shown}{more})"
+                )
         else:
             channels = 1 if all(r[2] in GRAY_MODES for _, r in ok) else 3
             if options.image_size is not None:
