@@ -353,10 +353,12 @@ def train(
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Train a viewmaker and an encoder on a folder; writes a new run folder.
+    """Learn views of a folder's data and train an encoder on them; writes a new run folder.
 
-    The folder's kind (images, audio, sensor CSVs) is detected; class subfolders and
-    train/ test/ folders are recognised but labels are never used for training.
+    The views are learned transform strengths (the default on images, audio and sensors) or a
+    viewmaker network (--views viewmaker, or any --budget). The folder's kind (images, audio,
+    sensor CSVs, arrays) is detected; class subfolders and train/ test/ folders are recognised,
+    but labels are never used for training.
     """
     from vmcli.errors import ConfigError
     from vmcli.session import train as run_training
