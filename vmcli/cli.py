@@ -27,7 +27,7 @@ from vmcli.errors import STORAGE_ERRNOS, VmError, as_out_of_memory, as_storage_e
 
 app = typer.Typer(
     name="vm",
-    help="Learn data augmentations (viewmaker networks) for self-supervised learning on your own "
+    help="Learn data augmentations (viewmaker networks, learned transform strengths) for self-supervised learning on your own "
     "images, audio clips, sensor CSV windows or NumPy arrays.",
     no_args_is_help=True,
     add_completion=False,
@@ -506,7 +506,7 @@ def augment(
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Apply a trained viewmaker to every file of a folder; views keep the input's format."""
+    """Apply a run's learned views (viewmaker or transforms) to every file of a folder, in its format."""
     from vmcli.augment import augment_folder
 
     summary = augment_folder(
@@ -550,7 +550,7 @@ def eval_(
     runs_parent: RunsOpt = Path("runs"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure the learned representation: probes on frozen features, beside honest baselines."""
+    """Measure the learned representation: probes on frozen features beside honest baselines, with 95 % intervals."""
     from rich.table import Table
 
     from vmcli.evaluation import evaluate
