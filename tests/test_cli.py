@@ -159,6 +159,7 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
 
     r = invoke("info", run)
     assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output
+    assert "eval: minus random encoder, linear" in r.output
 
 
 def os_names(path: Path):

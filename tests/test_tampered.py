@@ -292,6 +292,9 @@ def test_hand_edited_summary_and_eval_are_clean_errors(run):
     (run / runs.SUMMARY).unlink()
     (run / "eval.json").write_text('{"rows": [{"features": "x", "linear": "high"}]}')
     one_error(*vm("info", run), "eval.json")
+    bad = '{"rows": [], "comparisons": [{"baseline": "raw", "probe": "linear", '
+    (run / "eval.json").write_text(bad + '"verdict": "ahead", "difference": 0.1, "ci95": [0.1]}]}')
+    one_error(*vm("info", run), "eval.json", "comparisons")
 
 
 def test_an_untouched_run_still_loads_and_resumes(run, trained):

@@ -663,6 +663,12 @@ def info(
                 f"eval: {row['features']}",
                 "  ".join(f"{k} {row[k]:.4f}" for k in ("linear", "knn") if k in row),
             )
+        for c in evaluation.get("comparisons", []):  # absent in runs evaluated before them
+            lo, hi = c["ci95"]
+            t.add_row(
+                f"eval: minus {c['baseline']}, {c['probe']}",
+                f"{c['difference']:+.3f} ({lo:+.3f} to {hi:+.3f}) {c['verdict']}",
+            )
     console.print(t)
 
 

@@ -264,6 +264,16 @@ def results(found: Any, src: Path) -> dict[str, Any]:
         for r in rows
     ):
         raise _fail(src, "rows are not a list of results with numbers", found)
+    comparisons = found.get("comparisons", [])
+    if not isinstance(comparisons, list) or not all(
+        isinstance(c, dict)
+        and all(isinstance(c.get(k), str) for k in ("baseline", "probe", "verdict"))
+        and _numbers(c.get("difference"))
+        and _numbers(c.get("ci95"))
+        and len(c["ci95"]) == 2
+        for c in comparisons
+    ):
+        raise _fail(src, "comparisons are not a list of paired differences with numbers", found)
     return found
 
 
