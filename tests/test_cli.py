@@ -160,6 +160,8 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
     r = invoke("info", run)
     assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output
     assert "eval: minus random encoder, linear" in r.output
+    r = invoke("eval", run, "--no-linear")
+    assert r.exit_code == 2 and "nothing to measure: --no-linear needs --knn" in r.output
 
 
 def os_names(path: Path):

@@ -27,7 +27,7 @@ from vmcli.console import info, warn
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
 from vmcli.devices import resolve_device
-from vmcli.errors import DataError
+from vmcli.errors import ConfigError, DataError
 from vmcli.pipeline import FeatureExtractor, build_encoder, load_encoder
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -244,6 +244,8 @@ def evaluate(
     runs_parent: Path = Path("runs"),
 ) -> dict[str, Any]:
     """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
+    if not (linear or knn):
+        raise ConfigError("nothing to measure: --no-linear needs --knn")
     t0 = time.perf_counter()
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_config(run_dir)
