@@ -107,6 +107,12 @@ def test_class_folders_linked_from_elsewhere_are_followed_once(tmp_path):
     (root / "train" / "cat").symlink_to(storage / "cat", target_is_directory=True)
     (root / "train" / "dog" / "loop").symlink_to(root, target_is_directory=True)
     (root / "train" / "also_dog").symlink_to(root / "train" / "dog", target_is_directory=True)
+    # outside DATA: a loop, a second link to the linked class, and a link to DATA's parent
+    # (it holds DATA itself, and `/` would be the whole disk)
+    (storage / "cat" / "again").symlink_to(storage / "cat", target_is_directory=True)
+    for name in ("zcat", "kitten"):  # listed in either order, the first by name ("cat") counts
+        (root / "train" / name).symlink_to(storage / "cat", target_is_directory=True)
+    (root / "train" / "up").symlink_to(tmp_path, target_is_directory=True)
     index = scan(root, MODALITIES)
     assert sorted(str(it.path) for it in index.items) == [
         "train/cat/0.png",

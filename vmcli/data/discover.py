@@ -59,8 +59,10 @@ def _hidden(name: str) -> bool:
 def _visible_files(root: Path) -> list[Path]:
     """Every visible file under `root`, sorted. Linked folders are followed when they lead out
     of `root` (a dataset assembled from links: class folders linked from elsewhere); a link to
-    a folder inside `root`, or one seen already, is not, so no file is found twice under
-    another label and a link loop ends."""
+    a folder inside `root`, to one that holds `root` (`..`, `/`: the whole disk) or to one seen
+    already is not, so no file is found twice under another label and a link loop ends.
+    Folders are walked in name order, so which of two links to one folder counts (and the
+    fingerprint `--resume` compares) does not depend on the file system's listing order."""
     top = root.resolve()
     seen: set[tuple[int, int]] = set()
     out = []
@@ -80,10 +82,10 @@ def _visible_files(root: Path) -> list[Path]:
             sub = here / name
             if sub.is_symlink():
                 target = sub.resolve()
-                if target == top or top in target.parents:
+                if target == top or top in target.parents or target in top.parents:
                     continue
             keep.append(name)
-        dirs[:] = keep
+        dirs[:] = sorted(keep)
         for name in files:
             path = here / name
             if _hidden(name):
