@@ -62,16 +62,25 @@ def test_paired_difference_math_and_verdicts():
 
     t = torch.tensor
     tie = paired_difference(t([1, 1, 0, 0]).bool(), t([0, 1, 0, 1]).bool())
-    # per-sample differences 1, 0, 0, −1: mean 0, sd √(2/3), n 4
-    half = 1.959964 * (2 / 3) ** 0.5 / 2
+    # one pair won, one lost, n 4: half a sample added to each cell, (1.5 − 1.5) / 6 ± z·se
+    half = 1.959964 * 3**0.5 / 6
     assert tie["difference"] == 0 and tie["ci95"] == pytest.approx([-half, half])
     assert tie["verdict"] == "within noise"
     ahead = paired_difference(torch.ones(50, dtype=torch.bool), torch.zeros(50, dtype=torch.bool))
-    assert ahead["difference"] == 1 and ahead["ci95"] == [1, 1] and ahead["verdict"] == "ahead"
+    assert ahead["difference"] == 1 and ahead["verdict"] == "ahead"
+    assert 0.85 < ahead["ci95"][0] < 0.95 and ahead["ci95"][1] == 1  # not zero-width
     behind = paired_difference(t([0] * 30 + [1] * 70).bool(), torch.ones(100, dtype=torch.bool))
     assert behind["difference"] == pytest.approx(-0.3) and behind["verdict"] == "behind"
-    one = paired_difference(t([1]).bool(), t([0]).bool())
-    assert one["ci95"] == [-1.0, 1.0] and one["verdict"] == "within noise"
+    assert behind["ci95"][0] < -0.3 < behind["ci95"][1] < 0
+    for n in (1, 2):  # every pair won, but too few to say so
+        few = paired_difference(torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool))
+        assert few["difference"] == 1 and few["verdict"] == "within noise"
+        assert few["ci95"][0] < 0 and few["ci95"][1] == 1
+    # 4 of 200 samples differ, all one way: an exact (McNemar) test gives p = 0.125, not < 0.05
+    four = paired_difference(t([1] * 4 + [0] * 196).bool(), torch.zeros(200, dtype=torch.bool))
+    assert four["difference"] == pytest.approx(0.02) and four["verdict"] == "within noise"
+    none = paired_difference(t([]).bool(), t([]).bool())
+    assert none["ci95"] == [-1.0, 1.0] and none["verdict"] == "within noise"
 
 
 def test_probes_report_per_sample_correctness_consistent_with_accuracy():
