@@ -293,8 +293,16 @@ def test_hand_edited_summary_and_eval_are_clean_errors(run):
     (run / "eval.json").write_text('{"rows": [{"features": "x", "linear": "high"}]}')
     one_error(*vm("info", run), "eval.json")
     bad = '{"rows": [], "comparisons": [{"baseline": "raw", "probe": "linear", '
-    (run / "eval.json").write_text(bad + '"verdict": "ahead", "difference": 0.1, "ci95": [0.1]}]}')
-    one_error(*vm("info", run), "eval.json", "comparisons")
+    for numbers in (
+        '"difference": 0.1, "ci95": [0.1]',
+        '"difference": 0.1, "ci95": 0.1',  # no interval at all: a TypeError traceback before
+        '"difference": [0.1], "ci95": [0.0, 0.2]',
+        '"difference": 0.1, "ci95": [[0.0], [0.2]]',
+    ):
+        (run / "eval.json").write_text(bad + f'"verdict": "ahead", {numbers}}}]}}')
+        one_error(*vm("info", run), "eval.json", "comparisons")
+    (run / "eval.json").write_text('{"rows": [{"features": "x", "linear": [0.8]}]}')
+    one_error(*vm("info", run), "eval.json", "rows")
 
 
 def test_an_untouched_run_still_loads_and_resumes(run, trained):

@@ -124,6 +124,11 @@ def _numbers(v: Any, depth: int = 0) -> bool:
     return False
 
 
+def _scalar(v: Any) -> bool:
+    """One finite number: what a format string such as f"{v:.4f}" can print."""
+    return not isinstance(v, list) and _numbers(v)
+
+
 # -- data shapes ---------------------------------------------------------------------------------
 
 
@@ -254,13 +259,13 @@ def results(found: Any, src: Path) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise _fail(src, f"holds {type(found).__name__}, not a mapping")
     for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
-        if found.get(key) is not None and not _numbers(found[key]):
+        if found.get(key) is not None and not _scalar(found[key]):
             raise _fail(src, f"{key} is {shown(found[key])}, not a number", found)
     rows = found.get("rows", [])
     if not isinstance(rows, list) or not all(
         isinstance(r, dict)
         and isinstance(r.get("features"), str)
-        and all(_numbers(r[k]) for k in ("linear", "knn") if k in r)
+        and all(_scalar(r[k]) for k in ("linear", "knn") if k in r)
         for r in rows
     ):
         raise _fail(src, "rows are not a list of results with numbers", found)
@@ -268,9 +273,10 @@ def results(found: Any, src: Path) -> dict[str, Any]:
     if not isinstance(comparisons, list) or not all(
         isinstance(c, dict)
         and all(isinstance(c.get(k), str) for k in ("baseline", "probe", "verdict"))
-        and _numbers(c.get("difference"))
-        and _numbers(c.get("ci95"))
+        and _scalar(c.get("difference"))
+        and isinstance(c.get("ci95"), list)
         and len(c["ci95"]) == 2
+        and all(_scalar(v) for v in c["ci95"])
         for c in comparisons
     ):
         raise _fail(src, "comparisons are not a list of paired differences with numbers", found)
