@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from vmcli import runs, untrusted
 from vmcli.data import ViewSpace, get_modality
+from vmcli.devices import module_device
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.encoders import Encoder, create_encoder
 from vmcli.nn.transforms import FAMILIES, LearnedTransforms
@@ -129,16 +130,8 @@ class _Checked(nn.Module):
         if self.spec is None:
             return
         on_gpu = isinstance(raw, Tensor) and raw.device.type != "cpu"
-        check_raw(raw, self.spec, not (on_gpu and self._range_checked), self._device())
+        check_raw(raw, self.spec, not (on_gpu and self._range_checked), module_device(self))
         self._range_checked = True
-
-    def _device(self) -> torch.device | None:
-        """Where the module's weights and statistics are (None: it holds no tensors)."""
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return None
 
 
 class Augmenter(_Checked):
