@@ -189,15 +189,28 @@ def test_damaged_npy_headers_are_skipped_with_a_reason_not_a_traceback(tmp_path,
         bad / "negative.npy", b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,-64), }"
     )
     (bad / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00\x50\x00{'descr'")
+    for name, shape in (("huge", (3, 2**70)), ("wraps", (2**32, 2**32))):  # int64 overflows
+        header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+        _npy_with_header(bad / f"{name}.npy", header.encode())
     data = load(tmp_path)
     assert len(data) == 6
     reasons = {p.name: r for p, r in data.skipped}
-    assert set(reasons) == {"unclosed.npy", "call.npy", "dtype.npy", "negative.npy", "cut.npy"}
+    assert set(reasons) == {
+        "unclosed.npy",
+        "call.npy",
+        "dtype.npy",
+        "negative.npy",
+        "cut.npy",
+        "huge.npy",
+        "wraps.npy",
+    }
+    for name in ("huge.npy", "wraps.npy"):
+        assert "per sample); cut it into samples" in reasons[name]
     for name in ("unclosed.npy", "call.npy", "dtype.npy"):
         assert "header is damaged" in reasons[name] and "ast" not in reasons[name]
     assert "shape (3, -64)" in reasons["negative.npy"]
     assert "ends inside its .npy header" in reasons["cut.npy"]
-    assert "skipped 5 unusable array file(s)" in capsys.readouterr().err
+    assert "skipped 7 unusable array file(s)" in capsys.readouterr().err
 
 
 def test_no_majority_shape_is_an_error_and_short_samples_hint_at_transposing(tmp_path):

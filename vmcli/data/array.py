@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -180,7 +181,7 @@ def _probe(path: Path, layout: str) -> _Probe | str:
     problem = _dtype_problem(dtype)
     if problem:
         return problem
-    if int(np.prod(shape, dtype=np.int64)) > MAX_VALUES:
+    if math.prod(shape) > MAX_VALUES:  # exact: a damaged header's shape can overflow int64
         return f"holds {_shape_text(shape)} values (over {MAX_VALUES:,} per sample); cut it into samples"
     sample = sample_shape(shape, layout)
     if isinstance(sample, str):
@@ -231,7 +232,7 @@ def _load(path: Path) -> _Loaded:
 
 def _check(shape: tuple[int, ...], dtype: np.dtype, path: Path) -> None:
     problem = _dtype_problem(dtype)
-    if problem is None and int(np.prod(shape, dtype=np.int64)) > MAX_VALUES:
+    if problem is None and math.prod(shape) > MAX_VALUES:
         problem = f"holds {_shape_text(shape)} values (over {MAX_VALUES:,} per sample)"
     if problem:
         raise DataError(f"{path}: {problem}")
