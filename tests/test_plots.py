@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from vmcli.plots import _label, line_chart, nice_ticks
+from vmcli.plots import COLOURS, _label, line_chart, nice_ticks
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,11 @@ def test_a_degenerate_range_still_draws():
 def test_the_legend_sits_above_the_plot_area():
     """Legend rows are drawn in a band under the title; the plot frame starts below them."""
     series = {f"s{i}": [(0.0, 0.0), (1.0, 1.0)] for i in range(3)}
-    img = np.asarray(line_chart(series, "", "x").convert("L"))
+    rgb = np.asarray(line_chart(series, "", "x"))
+    img = np.asarray(Image.fromarray(rgb).convert("L"))
     frame_rows = np.where((img[:, 100:500] == 170).mean(axis=1) > 0.9)[0]
     top_of_frame = frame_rows.min()
     assert top_of_frame >= 30 + 13 * 3  # below three legend rows
+    for colour in COLOURS[:3]:  # each series' legend entry is drawn in that band
+        rows = np.where((rgb == colour).all(axis=2))[0]
+        assert rows.min() < top_of_frame
