@@ -113,7 +113,7 @@ def line_chart(
 def plot_training(metrics: list[dict[str, Any]], dst: Path, views: str) -> Path:
     """training.png: loss per epoch; for learned views, also the loss on learned vs initial
     views, and their gap (the adversary's effect) beside the inert line."""
-    from vmcli.training import INERT_FRACTION, INERT_NATS
+    from vmcli.training import INERT_RULE, inert_threshold
 
     epochs = [float(m["epoch"]) for m in metrics]
     integer_x = all(e == int(e) for e in epochs)
@@ -144,8 +144,9 @@ def plot_training(metrics: list[dict[str, Any]], dst: Path, views: str) -> Path:
                 integer_x=integer_x,
             )
         )
+        inert = f"inert below this line ({INERT_RULE})"
         inert_line = [
-            (e, max(INERT_NATS, INERT_FRACTION * abs(float(m["probe_loss_init"]))))
+            (e, inert_threshold(float(m["probe_loss_init"])))
             for e, m in zip(epochs, metrics, strict=True)
         ]
         panels.append(
@@ -154,12 +155,12 @@ def plot_training(metrics: list[dict[str, Any]], dst: Path, views: str) -> Path:
                     "gap: learned minus initial (the adversary's effect)": series(
                         "adversary_effect"
                     ),
-                    "inert below this line (0.02 nats or 5 % of the loss)": inert_line,
+                    inert: inert_line,
                 },
                 "is the adversary active?",
                 "epoch",
                 integer_x=integer_x,
-                styles={"inert below this line (0.02 nats or 5 % of the loss)": GREY},
+                styles={inert: GREY},
             )
         )
     out = Image.new("RGB", (panels[0].width, sum(p.height for p in panels)), "white")

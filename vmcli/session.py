@@ -36,7 +36,7 @@ from vmcli.errors import ConfigError, DataError
 from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 from vmcli.plots import plot_training
-from vmcli.training import Job, adversary_inert, fit, make_views
+from vmcli.training import INERT_RULE, Job, adversary_inert, fit, make_views
 
 
 def _training_items(index: DataIndex) -> list:
@@ -535,7 +535,7 @@ def _inert_advice(cfg: TrainConfig, adversary: dict[str, Any]) -> str:
     return (
         f"learned views are little or no harder for the encoder than the {what} at "
         f"initialisation made (loss {learned:.3f} vs {initial:.3f} on the same batch, a gap "
-        f"under 0.02 nats or 5 % of the loss): the adversary is inert, so these views are not "
+        f"under {INERT_RULE}): the adversary is inert, so these views are not "
         f"really learned. Try {fix} or more epochs, and compare with the control arm "
         f"(--views {control})"
     )

@@ -257,11 +257,18 @@ def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
 
 
 INERT_NATS, INERT_FRACTION = 0.02, 0.05
+# the rule in words, for the warning and training.png (one place, so they cannot drift apart)
+INERT_RULE = f"{INERT_NATS:g} nats or {INERT_FRACTION * 100:g} % of the loss"
+
+
+def inert_threshold(loss_init: float) -> float:
+    """The gap (learned minus initial views' loss) under which the adversary is inert."""
+    return max(INERT_NATS, INERT_FRACTION * abs(loss_init))
 
 
 def adversary_inert(effect: float, loss_init: float) -> bool:
     """Learned views no harder than the control's: a gap under 0.02 nats or 5 % of the loss."""
-    return effect < max(INERT_NATS, INERT_FRACTION * abs(loss_init))
+    return effect < inert_threshold(loss_init)
 
 
 class _GracefulStop:
