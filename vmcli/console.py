@@ -24,6 +24,12 @@ def error(message: str) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
+def first_few(names: list[str], total: int, sep: str = ", ") -> str:
+    """ "a, b, c, and 4 more": the first names a message shows of `total` (the rest counted)."""
+    more = f"{sep}and {total - len(names)} more" if total > len(names) else ""
+    return sep.join(names) + more
+
+
 def print_json(payload: dict[str, Any]) -> None:
     """Write one JSON document to stdout (the machine-readable channel)."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

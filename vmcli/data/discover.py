@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmcli.console import warn
+from vmcli.console import first_few, warn
 from vmcli.data.base import Item, Modality
 from vmcli.errors import DataError
 
@@ -97,15 +97,14 @@ def _visible_files(root: Path) -> list[Path]:
     if unreadable and Path(unreadable[0].filename or "") == root:
         raise DataError(f"{root}: cannot be read ({unreadable[0].strerror or unreadable[0]})")
     if unreadable:  # left out by name, not silently: their files would be missing from the run
-        shown = "; ".join(f"{e.filename} ({e.strerror or e})" for e in unreadable[:5])
-        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        shown = [f"{e.filename} ({e.strerror or e})" for e in unreadable[:5]]
         warn(
-            f"{len(unreadable)} folder(s) could not be read, their files are left out: {shown}{more}"
+            f"{len(unreadable)} folder(s) could not be read, their files are left out: "
+            + first_few(shown, len(unreadable), "; ")
         )
     if broken:
-        shown = ", ".join(str(p.relative_to(root)) for p in broken[:5])
-        more = f", and {len(broken) - 5} more" if len(broken) > 5 else ""
-        warn(f"{len(broken)} broken link(s) left out (their targets do not exist): {shown}{more}")
+        shown = first_few([str(p.relative_to(root)) for p in sorted(broken)[:5]], len(broken))
+        warn(f"{len(broken)} broken link(s) left out (their targets do not exist): {shown}")
     return sorted(out)
 
 
@@ -144,8 +143,7 @@ def _relative(root: Path, path: Path) -> str:
 def ignored_text(count: int, examples: list[str]) -> str:
     """ "2 other file(s) ignored: notes.txt, labels.xlsx": which files vm did not take is what
     a user checks when a folder's count looks short."""
-    more = f", and {count - len(examples)} more" if count > len(examples) else ""
-    return f"{count} other file(s) ignored: {', '.join(examples)}{more}"
+    return f"{count} other file(s) ignored: {first_few(examples, count)}"
 
 
 def _ignored_text(root: Path, paths: list[Path]) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 from vmcli import preview as pv
 from vmcli import untrusted
 from vmcli.config import MIN_IMAGE_SIZE
-from vmcli.console import info, warn
+from vmcli.console import first_few, info, warn
 from vmcli.data.base import (
     FileSample,
     Handcrafted,
@@ -275,11 +275,10 @@ class ImageModality(Modality):
             size, channels = int(meta["size"]), int(meta["channels"])
             colour = [root / it.path for it, r in ok if r[2] not in GRAY_MODES]
             if channels == 1 and colour:  # `vm eval --data` on colour images of a gray run
-                shown = ", ".join(str(p.relative_to(root)) for p in colour[:3])
-                more = f", and {len(colour) - 3} more" if len(colour) > 3 else ""
+                shown = first_few([str(p.relative_to(root)) for p in colour[:3]], len(colour))
                 warn(
                     f"{len(colour)} file(s) are in colour but the run was trained on grayscale "
-                    f"images: they are read as gray ({shown}{more})"
+                    f"images: they are read as gray ({shown})"
                 )
         else:
             channels = 1 if all(r[2] in GRAY_MODES for _, r in ok) else 3
