@@ -13,6 +13,7 @@ from vmcli.plots import COLOURS, _label, line_chart, nice_ticks
     "lo, hi, integer, expected",
     [
         (1, 10, True, [2, 4, 6, 8, 10]),  # epochs: whole numbers, never 3.25
+        (1, 13, True, [2, 4, 6, 8, 10, 12]),  # not just 5 and 10
         (-0.249, 5.69, False, [0, 1, 2, 3, 4, 5]),
         (4.58, 5.7, False, [4.75, 5.0, 5.25, 5.5]),
         (0, 0.3, False, [0.0, 0.1, 0.2, 0.3]),

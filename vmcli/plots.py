@@ -31,8 +31,12 @@ def nice_ticks(lo: float, hi: float, target: int = 5, integer: bool = False) -> 
     steps = [m * mag for m in (1, 2, 2.5, 5, 10, 20)]
     if integer:
         steps = sorted({max(1.0, float(round(st))) for st in steps})
+
+    def count(st: float) -> int:  # ticks that land inside [lo, hi] at this spacing
+        return math.floor(hi / st + 1e-9) - math.ceil(lo / st - 1e-9) + 1
+
     # the spacing whose tick count is closest to the target (ties: the wider spacing)
-    step = min(steps, key=lambda st: (abs(math.floor(span / st + 1e-9) + 1 - target), -st))
+    step = min(steps, key=lambda st: (abs(count(st) - target), -st))
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     k = 0
