@@ -160,3 +160,9 @@ def test_inert_advice_names_the_families_own_knob_and_control(image_folder):
     assert "--transforms-lr" in tf and "(--views fixed-transforms)" in tf and "4.674 vs 4.466" in tf
     vm = _inert_advice(fast_config(image_folder, views="viewmaker", budget=0.1), adversary)
     assert "--budget (now 0.1)" in vm and "(--views random)" in vm and "--transforms-lr" not in vm
+    both = _inert_advice(fast_config(image_folder, views="both", budget=0.1), adversary)
+    assert "--viewmaker-lr" in both and "(--views handcrafted)" in both
+    combined = fast_config(image_folder, views="learned-transforms+viewmaker", budget=0.1)
+    text = _inert_advice(combined, adversary)
+    assert "--transforms-lr" in text and "--viewmaker-lr" in text
+    assert "(--views fixed-transforms, --views random)" in text

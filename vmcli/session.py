@@ -524,20 +524,25 @@ def _adversary_summary(cfg: TrainConfig, metrics: list[dict[str, Any]]) -> dict[
 
 
 def _inert_advice(cfg: TrainConfig, adversary: dict[str, Any]) -> str:
-    what = "viewmaker" if cfg.learns_viewmaker else "transform strengths"
-    fix = (
-        f"a larger --budget (now {cfg.budget:g}), a higher --viewmaker-lr (now {cfg.viewmaker_lr:g})"
-        if cfg.learns_viewmaker
-        else f"a higher --transforms-lr (now {cfg.transforms_lr:g})"
-    )
-    control = "random" if cfg.learns_viewmaker else "fixed-transforms"
+    viewmaker_fix = f"a larger --budget (now {cfg.budget:g}), a higher --viewmaker-lr (now {cfg.viewmaker_lr:g})"
+    transforms_fix = f"a higher --transforms-lr (now {cfg.transforms_lr:g})"
+    # each family's own knobs and control arm; the combinations compare with both parts
+    what, fix, control = {
+        "viewmaker": ("viewmaker", viewmaker_fix, "--views random"),
+        "both": ("viewmaker", viewmaker_fix, "--views handcrafted"),
+        "learned-transforms+viewmaker": (
+            "transform strengths and viewmaker",
+            f"{viewmaker_fix}, {transforms_fix}",
+            "--views fixed-transforms, --views random",
+        ),
+    }.get(cfg.views, ("transform strengths", transforms_fix, "--views fixed-transforms"))
     learned, initial = adversary["loss_learned_views"], adversary["loss_initial_views"]
     return (
         f"learned views are little or no harder for the encoder than the {what} at "
         f"initialisation made (loss {learned:.3f} vs {initial:.3f} on the same batch, a gap "
         f"under {INERT_RULE}): the adversary is inert, so these views are not "
         f"really learned. Try {fix} or more epochs, and compare with the control arm "
-        f"(--views {control})"
+        f"({control})"
     )
 
 
