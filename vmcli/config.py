@@ -142,7 +142,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     # torch.compile the viewmaker and encoder. None (auto): on the CPU or one CUDA GPU, once a
     # run is measured to have more than AUTO_COMPILE_MINUTES left (CPU: 1.5× faster steps after
-    # a 1–2 min compile; H200: 1.27–1.6× after 40–50 s); not under DDP, where it is unmeasured
+    # a 1–2 min compile; H200: 1.27–1.6× after 40–52 s); not under DDP, where it is unmeasured
     compile: bool | None = None
     channels_last: bool = True  # 2-D encoders (CUDA and CPU) and 2-D viewmakers on the CPU
     seed: int = 0

@@ -403,7 +403,7 @@ def prepare(job: Job) -> _Optimizers:
 class Compiler:
     """torch.compile for what a step calls: now (`--compile`), or, left on auto, once a
     single-process CPU or CUDA run is measured to have more than AUTO_COMPILE_MINUTES to go (a
-    1–2 minute compile buys 1.5× faster steps on the CPU; on an H200, 40–50 s buys 1.27× at
+    1–2 minute compile buys 1.5× faster steps on the CPU; on an H200, 40–52 s buys 1.27× at
     batch 256 and 1.6× at 1024, benchmarks/RESULTS.md). Should the first compiled step fail (no C++ compiler, an
     unsupported op), training goes on eagerly with a warning, the step redone."""
 

@@ -452,7 +452,7 @@ class AudioTransforms(LearnedTransforms):
     The upper bounds are speech-safe: a one-word clip must still hold its word at every bound.
     The adversary takes most strengths to their bounds, and the first, looser bounds (time masks
     of 30 % each, noise at 0 dB SNR, a 40 % frequency band, ±30 % shift) erased words: on
-    spoken digits they scored 0.953 on validation against 0.977 for these (three seeds, H200;
+    spoken digits they scored 0.953 on validation (one seed) against 0.977 for these (three seeds; H200,
     benchmarks/RESULTS.md). `--transforms-max` raises them again, to at most twice these."""
 
     family = "audio"
