@@ -133,21 +133,10 @@ def classify(path: Path, modalities: dict[str, Modality]) -> str | None:
 IGNORED_SHOWN = 3  # ignored files named in the summary line; the rest are counted
 
 
-def _relative(root: Path, path: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def ignored_text(count: int, examples: list[str]) -> str:
     """ "2 other file(s) ignored: notes.txt, labels.xlsx": which files vm did not take is what
     a user checks when a folder's count looks short."""
     return f"{count} other file(s) ignored: {first_few(examples, count)}"
-
-
-def _ignored_text(root: Path, paths: list[Path]) -> str:
-    return ignored_text(len(paths), [_relative(root, p) for p in paths[:IGNORED_SHOWN]])
 
 
 def scan(root: Path, modalities: dict[str, Modality], modality: str | None = None) -> DataIndex:
@@ -169,12 +158,13 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
             unrecognized.append(path)
         else:
             kinds[path] = kind
-    ignored = _ignored_text(root, unrecognized)
+    # the walk yields paths under `root`, so each is relative to it
+    ignored = [str(p.relative_to(root)) for p in unrecognized[:IGNORED_SHOWN]]
     counts = dict(Counter(kinds.values()))
     if not counts:
         raise DataError(
             f"{root}: found no image, audio, sensor (CSV) or array (.npy, .npz) files"
-            + (f" ({ignored})" if unrecognized else "")
+            + (f" ({ignored_text(len(unrecognized), ignored)})" if unrecognized else "")
         )
     if modality is None:
         if len(counts) > 1:
@@ -217,7 +207,7 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
         counts,
         unrecognized=len(unrecognized),
         outside_splits=outside,
-        ignored_examples=[_relative(root, p) for p in unrecognized[:IGNORED_SHOWN]],
+        ignored_examples=ignored,
     )
     if outside:
         index.notes.append(f"{outside} {modality} files outside the split folders were not used")
