@@ -28,7 +28,7 @@ import torch
 
 from vmcli import runs
 from vmcli.config import TrainConfig
-from vmcli.console import TrainProgress, info, warn
+from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.data.base import Modality
 from vmcli.devices import resolve_device
@@ -261,8 +261,7 @@ def augment_folder(
             if tmp.exists() and not any(tmp.iterdir()):
                 tmp.rmdir()
     for note, paths in notes.items():
-        shown = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-        warn(f"{len(paths)} file(s) {note}: {shown}")
+        warn(f"{len(paths)} file(s) {note}: {first_few([str(p) for p in paths[:3]], len(paths))}")
     if skipped:
         warn(f"skipped {len(skipped)} unreadable file(s) of {len(index.items)}")
     return {

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vmcli import runs
 from vmcli.config import TrainConfig
-from vmcli.console import info, warn
+from vmcli.console import first_few, info, warn
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
 from vmcli.devices import resolve_device
@@ -294,7 +294,7 @@ def evaluate(
     if unseen:  # the probe can never predict these: every score is capped below 1
         warn(
             f"{len(unseen)} class(es) have test samples but none to train the probe on "
-            f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): "
+            f"({first_few(unseen[:5], len(unseen))}): "
             "every probe gets them wrong; put some of their files under train/"
         )
     info(
