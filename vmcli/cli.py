@@ -567,11 +567,10 @@ def eval_(
         table.add_column("linear probe (95 % interval)", justify="right")
     if knn:
         table.add_column("kNN, k=20 (95 % interval)", justify="right")
+    probes = [p for p, asked in (("linear", linear), ("knn", knn)) if asked]
     for row in result["rows"]:
         cells = [row["features"], str(row["dim"])]
-        for probe in ("linear", "knn") if linear else ("knn",):
-            if probe == "knn" and not knn:
-                continue
+        for probe in probes:
             lo, hi = row[f"{probe}_ci95"]
             cells.append(f"{row[probe]:.4f}  [dim]{lo:.3f}–{hi:.3f}[/dim]")
         table.add_row(*cells)
@@ -579,13 +578,9 @@ def eval_(
     if result["comparisons"]:
         console.print("vm encoder minus each baseline, on the same test samples:")
     for c in result["comparisons"]:
-        lo, hi = c["ci95"]
         probe = "linear probe" if c["probe"] == "linear" else "kNN"
         console.print(
-            f"  {c['baseline']}, {probe}: {c['difference']:+.3f} ({lo:+.3f} to {hi:+.3f}) "
-            f"{c['verdict']}",
-            soft_wrap=True,
-            markup=False,
+            f"  {c['baseline']}, {probe}: {_difference_text(c)}", soft_wrap=True, markup=False
         )
     console.print(
         f"split: {result['split']}. Intervals: 95 %, over the {result['test_samples']} test "
@@ -593,6 +588,12 @@ def eval_(
         "seed's own spread.",
         soft_wrap=True,
     )
+
+
+def _difference_text(c: dict[str, Any]) -> str:
+    """One of eval's paired comparisons: "+0.065 (+0.007 to +0.122) ahead"."""
+    lo, hi = c["ci95"]
+    return f"{c['difference']:+.3f} ({lo:+.3f} to {hi:+.3f}) {c['verdict']}"
 
 
 @app.command(epilog="Examples:\n\n  vm info\n\n  vm info runs/train-2 --json")
@@ -664,11 +665,7 @@ def info(
                 "  ".join(f"{k} {row[k]:.4f}" for k in ("linear", "knn") if k in row),
             )
         for c in evaluation.get("comparisons", []):  # absent in runs evaluated before them
-            lo, hi = c["ci95"]
-            t.add_row(
-                f"eval: minus {c['baseline']}, {c['probe']}",
-                f"{c['difference']:+.3f} ({lo:+.3f} to {hi:+.3f}) {c['verdict']}",
-            )
+            t.add_row(f"eval: minus {c['baseline']}, {c['probe']}", _difference_text(c))
     console.print(t)
 
 
