@@ -62,9 +62,10 @@ def quiet_collectives_notice() -> None:
 def setup(device_type: str) -> World:
     """Join the process group torchrun prepared (a no-op for a single process)."""
     world = world_from_env()
-    if world.distributed:
-        quiet_collectives_notice()
-    if world.distributed and not dist.is_initialized():
+    if not world.distributed:
+        return world
+    quiet_collectives_notice()
+    if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(world.local_rank)
