@@ -273,9 +273,9 @@ class ImageModality(Modality):
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
-            colour = [root / it.path for it, r in ok if r[2] not in GRAY_MODES]
+            colour = [str(it.path) for it, r in ok if r[2] not in GRAY_MODES]
             if channels == 1 and colour:  # `vm eval --data` on colour images of a gray run
-                shown = first_few([str(p.relative_to(root)) for p in colour[:3]], len(colour))
+                shown = first_few(colour[:3], len(colour))
                 warn(
                     f"{len(colour)} file(s) are in colour but the run was trained on grayscale "
                     f"images: they are read as gray ({shown})"
