@@ -172,8 +172,8 @@ def test_workers_never_rerun_the_callers_script(tmp_path):
 def test_files_deleted_while_streaming_are_warned_once_and_the_last_one_is_one_line(
     tmp_path, capsys
 ):
-    """Deleted files are replaced by the next ones, each warned about once (and at most
-    SHOWN_STREAM_SKIPS per worker), not retried by every later item; when none is left, a
+    """Deleted files are replaced by the next ones, each warned about once in the run (and
+    at most SHOWN_STREAM_SKIPS per worker), not retried by later items, workers or epochs; when none is left, a
     worker's error reaches the caller as one line, not wrapped in DataLoader's traceback."""
     import pytest
 
@@ -197,6 +197,9 @@ def test_files_deleted_while_streaming_are_warned_once_and_the_last_one_is_one_l
     source = StreamedBatches(FileDataset(m, root, data.items, data.meta), workers=1)
     assert len(list(source.epoch(torch.arange(len(data.items)), 8, 0))) == 5
     assert "15 of 40 training files skipped while streaming so far" in capsys.readouterr().err
+    # a second epoch's fresh workers neither retry nor warn about the files again
+    assert len(list(source.epoch(torch.arange(len(data.items)), 8, 0))) == 5
+    assert "skipped while streaming" not in capsys.readouterr().err
     for item in data.items[15:]:
         (root / item.path).unlink()
     perm = torch.arange(len(data.items))

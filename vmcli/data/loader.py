@@ -88,11 +88,11 @@ class FileDataset(Dataset):
 
     def __init__(self, modality: Modality, root: Path, items: list[Item], meta: dict[str, Any]):
         self.modality, self.root, self.items, self.meta = modality, root, items, meta
-        # items that failed in this process: not tried (or warned about) again, so files
-        # deleted mid-run cost one warning each per worker and epoch, not one per later item
+        # items that failed in this process (its warnings are counted against it)
         self.failed: set[int] = set()
-        # the same, shared with every worker (one byte per item), for the total the main
-        # process reports: workers' own sets die with them at each epoch's end
+        # every item that failed in any worker or epoch so far (one byte per item, shared):
+        # not tried or warned about again, so a file deleted mid-run costs one warning in
+        # the whole run, not one per worker and epoch; the main process reports the total
         self.failed_shared = multiprocessing.RawArray("b", max(1, len(items)))
 
     def skipped_total(self) -> int:
@@ -105,7 +105,7 @@ class FileDataset(Dataset):
     def __getitem__(self, index: int) -> Tensor:
         for attempt in range(len(self.items)):
             i = (index + attempt) % len(self.items)
-            if i in self.failed:
+            if self.failed_shared[i]:
                 continue
             try:
                 return self.modality.decode_item(self.root, self.items[i], self.meta)
