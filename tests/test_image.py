@@ -129,6 +129,84 @@ def test_write_keeps_wide_images_in_their_bit_depth_and_units(tmp_path, name, ma
     assert sample.context["notes"] == []
 
 
+def test_float_images_keep_their_no_data_pixels(tmp_path):
+    """NaN (no-data) pixels of a float image are read at the range's low end, so the view is
+    finite, and are NaN again, in the same places, in the written view; vm says so."""
+    arr = (np.random.default_rng(3).random((12, 14)) * 40).astype(np.float32)
+    arr[2:5, 3:9] = np.nan
+    src = tmp_path / "depth.tif"
+    Image.fromarray(arr).save(src)
+    sample = M.read_file(src, {"channels": 1, "size": 8}, LoadOptions())
+    assert torch.isfinite(sample.raw).all()
+    dst = tmp_path / "out.tif"
+    M.write_file(sample.raw, sample, dst)
+    out = np.asarray(Image.open(dst))
+    assert np.array_equal(np.isnan(out), np.isnan(arr))
+    assert np.allclose(out[~np.isnan(arr)], arr[~np.isnan(arr)], atol=1e-3)
+    assert any("NaN pixels" in note for note in sample.context["notes"])
+
+
+def test_alpha_and_no_data_move_with_learned_crops_and_flips(rgb_folder, tmp_path):
+    """With learned transforms (the image default) a view is a crop of the input, maybe
+    flipped: its alpha channel is moved the same way, so it still covers the same content
+    (it was copied from the input unchanged, out of line with every cropped view)."""
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    cfg = fast_config(rgb_folder, views="learned-transforms", budget=None)
+    run = train(cfg, out=tmp_path / "runs", progress=False)["run"]
+    data = tmp_path / "cutouts"
+    data.mkdir()
+    yy, xx = np.mgrid[:24, :24]
+    for i, (y0, x0) in enumerate([(2, 3), (9, 12), (4, 14)]):
+        mask = ((yy >= y0) & (yy < y0 + 8) & (xx >= x0) & (xx < x0 + 6)).astype(np.uint8) * 255
+        rgba = np.stack([mask, mask, mask, mask], axis=-1)  # a white patch, opaque only there
+        Image.fromarray(rgba, "RGBA").save(data / f"{i}.png")
+    augment_folder(
+        data, tmp_path / "views", Path(run), device="cpu", progress=False, views_per_input=4
+    )
+    moved = 0
+    for out in sorted((tmp_path / "views").rglob("*.png")):
+        view = np.asarray(Image.open(out).convert("RGBA")).astype(np.int32)
+        grey, alpha = view[..., :3].mean(-1), view[..., 3]
+        opaque, clear = alpha >= 230, alpha <= 25
+        assert opaque.any() and clear.any()
+        # the colour jitter is monotone on grey pixels: the patch stays the brightest part
+        assert grey[opaque].min() >= grey[clear].max(), out.name
+        src = np.asarray(Image.open(data / f"{out.stem.split('_')[0]}.png"))[..., 3]
+        moved += not np.array_equal(alpha, src)
+    assert moved > 0  # the views were cropped or flipped, and the alpha with them
+
+
+def test_learned_views_with_planes_are_the_views_without_them():
+    """Carrying an alpha plane along draws no extra random numbers: the same seed gives the
+    same view with or without one."""
+    from vmcli.nn.transforms import ImageTransforms
+
+    t = ImageTransforms()
+    x = torch.rand(3, 3, 12, 14)
+    plain = t(x, torch.Generator().manual_seed(5))
+    view, planes = t.with_planes(x, torch.rand(3, 2, 12, 14), torch.Generator().manual_seed(5))
+    assert torch.equal(view, plain) and planes.shape == (3, 2, 12, 14)
+
+
+def test_planes_that_do_not_fit_the_batch_are_one_error_line(rgb_folder, tmp_path):
+    from conftest import fast_config
+
+    import vmcli
+    from vmcli.session import train
+
+    cfg = fast_config(rgb_folder, views="learned-transforms", budget=None)
+    augment = vmcli.load_viewmaker(train(cfg, out=tmp_path / "runs", progress=False)["run"])
+    x = torch.rand(2, 3, 20, 20)
+    with pytest.raises(DataError, match=r"planes must be B × K × 20 × 20 .*got \(2, 1, 20, 19\)"):
+        augment.with_planes(x, torch.rand(2, 1, 20, 19))
+    view, moved = augment.with_planes(x, torch.ones(2, 1, 20, 20))
+    assert view.shape == x.shape and torch.allclose(moved, torch.ones(2, 1, 20, 20))
+
+
 def _palette_with_transparency(r):
     img = Image.fromarray(r.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert(
         "P", palette=Image.Palette.ADAPTIVE, colors=16
@@ -220,6 +298,52 @@ def test_augment_warns_once_with_a_count_when_frames_or_colour_cannot_be_kept(
         "anim.gif"
     ]
     assert Image.open(tmp_path / "views" / "c0.png").mode == "RGB"  # the input's mode
+
+
+def _png_rgb16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit RGB PNG, written by hand: Pillow cannot write one."""
+    import struct
+    import zlib
+
+    h, w, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_augment_says_when_16_bit_colour_is_read_and_written_with_8_bits(
+    rgb_folder, tmp_path, capsys
+):
+    """Pillow opens 16-bit RGB PNGs as 8-bit RGB without a word: vm says so, per file."""
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    run = train(fast_config(rgb_folder), out=tmp_path / "runs", progress=False)["run"]
+    data = tmp_path / "deep"
+    data.mkdir()
+    rng = np.random.default_rng(6)
+    _png_rgb16(data / "deep.png", rng.integers(0, 65536, (16, 16, 3)))
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / "plain.png")
+    before = (data / "deep.png").read_bytes()
+    result = augment_folder(data, tmp_path / "views", Path(run), device="cpu", progress=False)
+    err = capsys.readouterr().err
+    assert "1 file(s) have more than 8 bits per colour channel" in err
+    [note] = [n for n in result["notes"] if "8 bits" in n]
+    assert result["notes"][note] == ["deep.png"]
+    assert Image.open(tmp_path / "views" / "deep.png").mode == "RGB"
+    assert (data / "deep.png").read_bytes() == before  # the input is untouched
 
 
 def test_eval_on_colour_images_of_a_gray_run_says_they_are_read_as_gray(

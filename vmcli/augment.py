@@ -21,6 +21,7 @@ import socket
 import time
 import zlib
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +226,13 @@ def augment_folder(
             sample.context["to_wav"] = to_wav
             for k in range(views_per_input):
                 gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
-                with torch.no_grad():
-                    view = augmenter(sample.raw.to(dev), generator=gen).cpu()
+                planes = None if sample.planes is None else sample.planes.to(dev)
+                with torch.no_grad():  # alpha and no-data planes move with the content
+                    view, planes = augmenter.with_planes(sample.raw.to(dev), planes, gen)
                 dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                modality.write_file(view, sample, dst)
+                moved = None if planes is None else planes.cpu()
+                modality.write_file(view.cpu(), replace(sample, planes=moved), dst)
                 written += 1
             for note in sample.context.get("notes", ()):
                 notes.setdefault(note, []).append(item.path)

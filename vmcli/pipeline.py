@@ -161,13 +161,33 @@ class Augmenter(_Checked):
         self.transforms = transforms
 
     def forward(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.with_planes(raw, None, generator)[0]
+
+    def with_planes(
+        self, raw: Tensor, planes: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """A view (as `forward` makes it, from the same random draws) and `planes` (B × K ×
+        H × W: an image's alpha, a no-data mask) moved with the view's content: by learned
+        transforms' crop and flip, values untouched; the viewmaker moves nothing."""
         self.check(raw)
+        if planes is not None and (
+            planes.dim() != raw.dim()
+            or planes.shape[0] != raw.shape[0]
+            or planes.shape[2:] != raw.shape[2:]
+        ):
+            raise DataError(
+                f"planes must be B × K × {' × '.join(map(str, raw.shape[2:]))} like the batch "
+                f"({tuple(raw.shape)}); got {tuple(planes.shape)}"
+            )
         if self.transforms is not None:
-            raw = self.transforms(raw, generator)
+            if planes is None:
+                raw = self.transforms(raw, generator)
+            else:
+                raw, planes = self.transforms.with_planes(raw, planes, generator)
         view = self.space.to_view(raw)
         if self.viewmaker is not None:
             view = self.viewmaker(view, generator=generator)
-        return self.space.from_view(view) if self.space.invertible else view
+        return (self.space.from_view(view) if self.space.invertible else view), planes
 
 
 class FeatureExtractor(_Checked):

@@ -119,6 +119,10 @@ class FileSample:
     # list of phrases, e.g. "have several frames: ..."): `vm augment` warns once per phrase,
     # with a count of the files and their names
     context: dict[str, Any]
+    # 1 × K × ... planes that must line up with the view but are not transformed (an image's
+    # alpha, its no-data mask): `vm augment` moves them with the view's content (a learned
+    # crop and flip) and hands the moved ones to `write_file`
+    planes: Tensor | None = None
 
 
 class Modality(ABC):

@@ -92,7 +92,31 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
 
 
 FRAMES_NOTE = "have several frames (animated GIF, multi-page TIFF...): only the first was augmented and written"
+DEEP_COLOUR_NOTE = (
+    "have more than 8 bits per colour channel, which the image library reads as 8: their "
+    "views are made from and written with 8 bits per channel"
+)
+NAN_NOTE = (
+    "have NaN pixels (no data): the view was made with them at the range's low end, and "
+    "they are NaN again in the written view"
+)
 GRAY_RUN_NOTE = "are in colour but the run was trained on grayscale images: their views are gray (in the input's mode)"
+
+
+def _deep_colour(img: Image.Image) -> bool:
+    """Colour (or gray + alpha) stored with more than 8 bits per channel, on an image not yet
+    loaded: Pillow opens 16-bit RGB(A) PNGs and TIFFs as 8-bit modes without a word, so the
+    loss is ours to report."""
+    if img.mode in WIDE_MODES:  # gray 16/32-bit and float: kept at full precision
+        return False
+    if img.format == "PNG":  # before loading: the tile's raw mode, e.g. "RGB;16B"
+        return any(";16" in str(tile[3]) for tile in img.tile)
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None:
+        per_sample = tags.get(258, (8,))  # BitsPerSample
+        per_sample = per_sample if isinstance(per_sample, tuple) else (per_sample,)
+        return any(int(b) > 8 for b in per_sample)
+    return False
 
 
 def _mode_family(mode: str) -> str:
@@ -100,18 +124,26 @@ def _mode_family(mode: str) -> str:
     return "I;16" if mode.startswith("I;16") else mode
 
 
-def _wide_image(gray: np.ndarray, mode: str, value_range: tuple[float, float]) -> Image.Image:
-    """A [0, 1] gray view back in a 16-bit / 32-bit / float image's own units."""
+def _wide_image(
+    gray: np.ndarray,
+    mode: str,
+    value_range: tuple[float, float],
+    holes: np.ndarray | None = None,
+) -> Image.Image:
+    """A [0, 1] gray view back in a 16-bit / 32-bit / float image's own units; a float
+    image's NaN (no-data) pixels, `holes`, are NaN again."""
     lo, hi = value_range
     a = gray.astype(np.float64) * (hi - lo) + lo
     if mode == "F":
+        if holes is not None and holes.shape == a.shape:
+            a[holes] = np.nan
         return Image.fromarray(a.astype(np.float32))  # F
     if mode == "I":
         return Image.fromarray(np.round(a).clip(-(2**31), 2**31 - 1).astype(np.int32))  # I
     return Image.fromarray(np.round(a).clip(0, 65535).astype(np.uint16))  # I;16
 
 
-def _to_palette(img: Image.Image, ctx: dict[str, Any]) -> Image.Image:
+def _to_palette(img: Image.Image, ctx: dict[str, Any], alpha: np.ndarray | None) -> Image.Image:
     """A view (L/RGB, with alpha when the input had transparency) mapped to the input's own
     palette: nearest colour, no dithering; a transparent index stays the transparent pixels'.
     Per-index alpha (several transparent entries) cannot be kept: then RGBA."""
@@ -125,7 +157,8 @@ def _to_palette(img: Image.Image, ctx: dict[str, Any]) -> Image.Image:
         return out
     index = np.asarray(out).copy()
     colours = np.asarray(ctx["palette"], dtype=np.int64).reshape(-1, 3)
-    opaque = ctx["alpha"] >= 128
+    assert alpha is not None  # an input with a transparent index has an alpha plane
+    opaque = alpha >= 128
     stolen = opaque & (index == transparency)  # opaque pixels nearest the transparent colour
     if stolen.any() and len(colours) > 1:
         rgb = np.asarray(img.convert("RGB"), dtype=np.int64)[stolen]
@@ -326,12 +359,17 @@ class ImageModality(Modality):
         try:
             opened = Image.open(path)  # once: its frame count, then its (first) frame
             frames = int(getattr(opened, "n_frames", 1))
+            deep = _deep_colour(opened)
             img = _upright(opened)
             wide = img.mode in WIDE_MODES
+            holes = None  # a float image's NaN (no-data) pixels, NaN again in its views
             if wide:  # keep 16-bit / 32-bit / float precision: [0, 1] floats, not 8 bits
                 unit = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
                 raw = unit.expand(1, channels, *unit.shape[2:]).contiguous()
                 value_range = _wide_range(img)
+                if img.mode == "F":
+                    nan = np.isnan(np.asarray(img))
+                    holes = nan if nan.any() else None
             else:
                 arr = to_channels(img, channels)
                 raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
@@ -343,11 +381,21 @@ class ImageModality(Modality):
         notes = []
         if frames > 1:
             notes.append(FRAMES_NOTE)
+        if deep:
+            notes.append(DEEP_COLOUR_NOTE)
+        if holes is not None:
+            notes.append(NAN_NOTE)
         if channels == 1 and img.mode not in GRAY_MODES:
             notes.append(GRAY_RUN_NOTE)
+        alpha = _alpha(img)
+        planes = {  # what moves with the view's content, values kept (see FileSample)
+            name: torch.from_numpy(plane.astype(np.float32) / scale)
+            for name, plane, scale in (("alpha", alpha, 255), ("holes", holes, 1))
+            if plane is not None
+        }
         context = {
             "mode": img.mode,
-            "alpha": _alpha(img),
+            "planes": list(planes),
             "wide": wide,
             "range": value_range,
             "format": img.format,
@@ -356,7 +404,25 @@ class ImageModality(Modality):
             "transparency": img.info.get("transparency") if img.mode == "P" else None,
             "notes": notes,
         }
-        return FileSample(raw, context)
+        stacked = torch.stack(list(planes.values()))[None] if planes else None
+        return FileSample(raw, context, stacked)
+
+    @staticmethod
+    def _planes(sample: FileSample) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The (moved) alpha channel as uint8 and the no-data mask as bool, where the input
+        had them."""
+        names = sample.context["planes"]
+        if sample.planes is None or not names:
+            return None, None
+        plane = {
+            name: sample.planes[0, i].detach().float().cpu().numpy() for i, name in enumerate(names)
+        }
+        alpha = plane.get("alpha")
+        holes = plane.get("holes")
+        return (
+            None if alpha is None else np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8),
+            None if holes is None else holes >= 0.5,
+        )
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
         """Write a view (1 × C × H × W in [0, 1]) in the input's format, mode and bit depth:
@@ -365,12 +431,13 @@ class ImageModality(Modality):
         CMYK, LAB... converted back from RGB. Where the file is not written in the input's
         mode after all, a note says so (`vm augment` warns once, with a count)."""
         ctx = sample.context
+        alpha, holes = self._planes(sample)
         v = raw[0].detach().float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)  # H × W × C
         if v.shape[2] == 3 and ctx["gray_input"]:
             v = v.mean(axis=2, keepdims=True)
         mode = ctx["mode"]
         if ctx["wide"]:
-            img = _wide_image(v[..., 0], mode, ctx["range"])
+            img = _wide_image(v[..., 0], mode, ctx["range"], holes)
         else:
             u8 = np.round(v * 255).astype(np.uint8)
             img = (
@@ -378,10 +445,10 @@ class ImageModality(Modality):
             )
             if img.mode == "L" and not ctx["gray_input"]:  # a grayscale run's view of colour
                 img = img.convert("RGB")
-            if ctx["alpha"] is not None:
-                img.putalpha(Image.fromarray(ctx["alpha"], "L"))
+            if alpha is not None:
+                img.putalpha(Image.fromarray(alpha, "L"))
             if mode == "P":
-                img = _to_palette(img, ctx)
+                img = _to_palette(img, ctx, alpha)
             elif mode == "1":
                 img = img.convert("L").convert("1", dither=Image.Dither.NONE)
             elif mode != img.mode:

@@ -152,6 +152,23 @@ class LearnedTransforms(nn.Module):
             x, r = x[rows], {k: v[rows] for k, v in r.items()}
         return (transform or self.transform)(x, self.strengths(), r)
 
+    def with_planes(
+        self, x: Tensor, planes: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Views of `x` (as `forward` makes them, from the same draws) and `planes` (B × K ×
+        the same size: an image's alpha, a no-data mask) moved as the views' content moves,
+        their values untouched, so they still line up with the view."""
+        x = self.as_float(x)
+        r = self.draw(x, generator)
+        s = self.strengths()
+        return self.transform(x, s, r), self.move(planes, s, r)
+
+    def move(self, planes: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        """`planes` moved by the geometry `transform` gives the draws `r`; values untouched."""
+        from vmcli.errors import ConfigError
+
+        raise ConfigError(f"{self.family} transforms cannot carry planes along; image ones can")
+
     def as_float(self, x: Tensor) -> Tensor:
         return x.float()
 
@@ -359,6 +376,12 @@ class SensorTransforms(LearnedTransforms):
 # -- images ------------------------------------------------------------------------------------
 
 
+def _resample(x: Tensor, theta: Tensor) -> Tensor:
+    return F.grid_sample(
+        x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+
+
 class ImageTransforms(LearnedTransforms):
     """The SimCLR recipe (Chen et al. 2020) with learnable strengths: random resized crop and
     flip, colour jitter (brightness, contrast, saturation, hue) with its probability, and
@@ -404,11 +427,10 @@ class ImageTransforms(LearnedTransforms):
         names += ["colour_p"] + (["grayscale"] if c == 3 else [])
         return {name: _rand((b,), x, g) for name in names}  # in this order: same seed, same views
 
-    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
-        b, c = x.shape[:2]
-        # random resized crop + flip: one affine grid per sample, differentiable in its size
-        # the aspect-ratio jitter grows with the crop up to the recipe's 3/4–4/3 (at crop 0.8),
-        # so zero strengths are the identity
+    def _crop_and_flip(self, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        """Random resized crop + flip as one affine map per sample (B × 2 × 3), differentiable
+        in the crop's size. The aspect-ratio jitter grows with the crop up to the recipe's
+        3/4–4/3 (at crop 0.8), so zero strengths are the identity."""
         area = 1 - s["crop"] * r["area"]
         spread = math.log(4 / 3) * (s["crop"] / 0.8).clamp(max=1)
         ratio = torch.exp(spread * (2 * r["ratio"] - 1))
@@ -417,12 +439,15 @@ class ImageTransforms(LearnedTransforms):
         cx, cy = (2 * r["cx"] - 1) * (1 - w), (2 * r["cy"] - 1) * (1 - h)
         sign = 1 - 2 * hard_flip(s["flip"], r["flip"])
         zero = torch.zeros_like(w)
-        theta = torch.stack(
-            [torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
-        )
-        x = F.grid_sample(
-            x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+        return torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+
+    def move(self, planes: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        theta = self._crop_and_flip(s, r).detach()
+        return _resample(planes.float(), theta)
+
+    def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        b, c = x.shape[:2]
+        x = _resample(x, self._crop_and_flip(s, r))
         # colour jitter, applied with probability colour_p (a hard flip, straight-through)
         factor = lambda name: (1 + s[name] * (2 * r[name] - 1)).view(b, 1, 1, 1)  # noqa: E731
         out = (x * factor("brightness")).clamp(0, 1)
