@@ -6,7 +6,9 @@
 - Training size: shorter side resized to `--image-size` (default: the median shorter side,
   clamped to 16..224), then a centre crop, so the batch is one tensor.
 - `vm augment` works at each file's native size (the viewmaker is fully convolutional) and
-  writes the same format, mode, bit depth and alpha channel as the input.
+  writes the same format, mode, bit depth and alpha channel as the input; the alpha channel
+  and a float image's NaN (no-data) pixels move with the content (a learned crop and flip).
+  16-bit colour is read as 8 bits (Pillow's limit) and said so.
 """
 
 from __future__ import annotations
