@@ -146,7 +146,7 @@ def test_float_images_keep_their_no_data_pixels(tmp_path):
     assert any("NaN pixels" in note for note in sample.context["notes"])
 
 
-def test_alpha_and_no_data_move_with_learned_crops_and_flips(rgb_folder, tmp_path):
+def test_alpha_moves_with_learned_crops_and_flips(rgb_folder, tmp_path):
     """With learned transforms (the image default) a view is a crop of the input, maybe
     flipped: its alpha channel is moved the same way, so it still covers the same content
     (it was copied from the input unchanged, out of line with every cropped view)."""

@@ -224,14 +224,15 @@ def augment_folder(
                 warn(f"skipped {e}")
                 continue
             sample.context["to_wav"] = to_wav
+            raw = sample.raw.to(dev)  # once per file, not once per view
+            planes = None if sample.planes is None else sample.planes.to(dev)
             for k in range(views_per_input):
                 gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
-                planes = None if sample.planes is None else sample.planes.to(dev)
                 with torch.no_grad():  # alpha and no-data planes move with the content
-                    view, planes = augmenter.with_planes(sample.raw.to(dev), planes, gen)
+                    view, moved = augmenter.with_planes(raw, planes, gen)
                 dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                moved = None if planes is None else planes.cpu()
+                moved = None if moved is None else moved.cpu()
                 modality.write_file(view.cpu(), replace(sample, planes=moved), dst)
                 written += 1
             for note in sample.context.get("notes", ()):
