@@ -12,7 +12,8 @@ Shapes (data resident on the device, random values, the real vm training step):
 Levers, each added to the previous row: one pass with gradient reversal instead of the paper's
 two passes; bf16 autocast; channels-last memory; torch.compile; a bigger batch. For every
 shape, a last row times what `vm train` does by default (`--views auto`): learned
-transforms instead of the viewmaker, same encoder, the device's default precision. For every row:
+transforms instead of the viewmaker, same encoder, the device's default precision (on a CPU
+also in the other one: the pair behind `--precision auto`). For every row:
 samples/s (median of timed chunks after warm-up), the ratio to the paper's schedule, the share
 of step time spent gathering the batch (the data path), and the fraction of the device's
 measured bf16 matrix-multiply peak (FLOPs counted once per step by torch.utils.flop_counter).
@@ -42,7 +43,7 @@ from vmcli.data import get_modality  # noqa: E402
 from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
-from vmcli.devices import resolve_device  # noqa: E402
+from vmcli.devices import cpu_computes_bf16, resolve_device  # noqa: E402
 from vmcli.nn.transforms import create_transforms  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
 from vmcli.training import Compiler, Job, prepare, train_step  # noqa: E402
@@ -287,7 +288,12 @@ def at_batch(v: Variant, batch: int) -> Variant:
 
 
 def plan_rows(
-    names: list[str], on_cpu: bool, compiled_rows: bool, big_batch: int, bf16: bool
+    names: list[str],
+    on_cpu: bool,
+    compiled_rows: bool,
+    big_batch: int,
+    bf16: bool,
+    cpu_bf16: bool = False,
 ) -> list[tuple[str, Variant]]:
     """Which (shape, variant) rows to time, in order.
 
@@ -296,23 +302,37 @@ def plan_rows(
     batches, eager then compiled, so the rows the speed targets are about start while time is
     left; then the viewmaker's ladder and its compiled rows. The compiled rows of the other
     shapes (60-90 s warm-up each) come last, run only if the time budget allows."""
-    auto = Variant(
-        "views auto: learned transforms, 1 pass, " + ("fp32" if on_cpu else "bf16, channels-last"),
-        precision="fp32" if on_cpu else "bf16",
-        channels_last=not on_cpu,
-        views="learned-transforms",
-    )
+
+    def defaults(name: str) -> list[Variant]:
+        """The default step in `vm train`'s auto precision for this shape and, on the CPU
+        (unless bf16 rows are left out), in the other one: the pair `--precision auto` on a
+        CPU rests on."""
+        native = not on_cpu or (cpu_bf16 and get_modality(name).cpu_bf16)
+        precision = "bf16" if native else "fp32"
+        auto = Variant(
+            f"views auto: learned transforms, 1 pass, {precision}"
+            + ("" if on_cpu else ", channels-last"),
+            precision=precision,
+            channels_last=not on_cpu,
+            views="learned-transforms",
+        )
+        other = "fp32" if precision == "bf16" else "bf16"
+        contrast = replace(auto, name=auto.name.replace(precision, other), precision=other)
+        return [auto, contrast] if on_cpu and bf16 else [auto]
+
     ladder = [v for v in LADDER if bf16 or v.precision != "bf16"]
     fastest = ladder[-1]  # the viewmaker's last lever: its compiled and big-batch rows build on it
     todo: list[tuple[str, Variant]] = []
     later: list[tuple[str, Variant]] = []
     for name in names:
+        autos = defaults(name)
+        auto = autos[0]
         if name != "image":
-            todo += [(name, v) for v in (*ladder, auto)]
+            todo += [(name, v) for v in (*ladder, *autos)]
             if compiled_rows:
                 later.append((name, compiled(auto)))
             continue
-        rows = [ladder[0], auto]
+        rows = [ladder[0], *autos]
         if big_batch:
             rows.append(at_batch(auto, big_batch))
         if compiled_rows:
@@ -389,6 +409,11 @@ def main() -> None:
         action="store_true",
         help="leave out the bf16 rows (CPUs without native bf16 emulate it, 8-9x slower)",
     )
+    p.add_argument(
+        "--only",
+        default="",
+        help="time only the rows whose name contains this text (and the paper's, for the ratio)",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument(
         "--time-budget",
@@ -421,7 +446,10 @@ def main() -> None:
         compiled_rows=args.compile,
         big_batch=args.big_batch,
         bf16=not args.no_bf16,
+        cpu_bf16=device.type == "cpu" and cpu_computes_bf16(),
     )
+    if args.only:
+        todo = [(n, v) for n, v in todo if v is PAPER or args.only in v.name]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` → still print the table
     t0 = time.perf_counter()
     try:

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from vmcli import devices
 from vmcli.data import base as data_base
 from vmcli.data.base import Item, TensorData
 from vmcli.data.image import ImageModality, PixelSpace
 from vmcli.data.loader import ResidentBatches
-from vmcli.devices import module_device, resolve_device, with_index
+from vmcli.devices import (
+    auto_precision,
+    cpu_computes_bf16,
+    module_device,
+    resolve_device,
+    with_index,
+)
 from vmcli.errors import ConfigError
 
 
@@ -194,3 +201,48 @@ def test_throughput_times_the_default_first_and_compiles_it_at_both_batches():
     cpu = tp.plan_rows(["image"], on_cpu=True, compiled_rows=True, big_batch=0, bf16=False)
     assert [v.precision for _, v in cpu] == ["fp32"] * len(cpu)
     assert sum(v.compile for _, v in cpu) == 2  # the default and the viewmaker, compiled
+
+
+def test_the_cpu_bf16_probe_asks_for_avx512_bf16_or_amx(monkeypatch):
+    """Either hardware path counts; a PyTorch without the probes means no (fp32 is safe)."""
+    for avx512_bf16, amx, expected in (
+        (False, False, False),
+        (True, False, True),
+        (False, True, True),
+    ):
+        monkeypatch.setattr(
+            torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False
+        )
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert cpu_computes_bf16() is expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_computes_bf16() is False
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_is_bf16_where_the_hardware_computes_it(monkeypatch, native):
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: native)
+    assert auto_precision(torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert auto_precision(torch.device("cuda", 0)) == "bf16"  # every GPU vm targets
+
+
+def test_throughput_times_the_cpu_default_in_both_precisions():
+    """On a CPU the default step is timed in its auto precision and in the other one, so the
+    pair that `--precision auto` rests on is measured side by side; --no-bf16 drops the pair.
+    A shape whose modality keeps fp32 on bf16 CPUs (sensors) leads with fp32 there too."""
+    tp = _load_throughput()
+    cases = (
+        ("image", True, "bf16", "fp32"),
+        ("image", False, "fp32", "bf16"),
+        ("sensor", True, "fp32", "bf16"),
+    )
+    for shape, native, default, other in cases:
+        rows = tp.plan_rows(
+            [shape], on_cpu=True, compiled_rows=False, big_batch=0, bf16=True, cpu_bf16=native
+        )
+        autos = [v for _, v in rows if v.views == "learned-transforms"]
+        assert [v.precision for v in autos] == [default, other]
+        assert autos[0].name.endswith(default) and autos[1].name.endswith(other)
+    rows = tp.plan_rows(["sensor"], on_cpu=True, compiled_rows=False, big_batch=0, bf16=False)
+    assert [v.precision for _, v in rows if v.views == "learned-transforms"] == ["fp32"]

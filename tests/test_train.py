@@ -329,3 +329,64 @@ def test_compiled_transforms_make_the_eager_views_and_gradients(cls, shape):
     eager, compiled = views_and_grad(None), views_and_grad(fn)
     torch.testing.assert_close(compiled[0], eager[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(compiled[1], eager[1], atol=1e-4, rtol=1e-3)
+
+
+def _cpu_bf16(monkeypatch, native: bool) -> None:
+    """Make this CPU look like one with (or without) bf16 hardware, wherever vm asks."""
+    import vmcli.devices
+    import vmcli.session
+
+    monkeypatch.setattr(vmcli.devices, "cpu_computes_bf16", lambda: native)
+    monkeypatch.setattr(vmcli.session, "cpu_computes_bf16", lambda: native)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_on_the_cpu_follows_its_bf16_hardware(image_folder, monkeypatch, native):
+    """What config.json records: bf16 autocast on a CPU that computes it, fp32 on one that
+    would emulate it; an explicit choice is kept either way."""
+    _cpu_bf16(monkeypatch, native)
+    modality, cpu = MODALITIES["image"], torch.device("cpu")
+    auto = _resolve(fast_config(image_folder, precision="auto"), modality, 16, cpu)
+    assert auto.precision == ("bf16" if native else "fp32")
+    for explicit in ("fp32", "bf16"):
+        cfg = fast_config(image_folder, precision=explicit)
+        assert _resolve(cfg, modality, 16, cpu).precision == explicit
+
+
+def test_sensors_stay_fp32_on_auto_even_on_a_bf16_cpu(tmp_path, monkeypatch):
+    """Their benchmark scored lower on validation in bf16: auto keeps them in fp32."""
+    from test_transforms import write_sensor_folder
+
+    _cpu_bf16(monkeypatch, True)
+    sensors = write_sensor_folder(tmp_path / "watch")
+    cfg = fast_config(sensors, precision="auto")
+    assert _resolve(cfg, MODALITIES["sensor"], 24, torch.device("cpu")).precision == "fp32"
+
+
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_about(
+    image_folder, monkeypatch, capsys
+):
+    _cpu_bf16(monkeypatch, False)
+    modality, cpu = MODALITIES["image"], torch.device("cpu")
+    capsys.readouterr()
+    _resolve(fast_config(image_folder, precision="bf16"), modality, 16, cpu)
+    err = capsys.readouterr().err
+    assert "no bf16 hardware" in err and "--precision fp32" in err
+    _resolve(fast_config(image_folder, precision="fp32"), modality, 16, cpu)
+    assert "bf16" not in capsys.readouterr().err
+
+
+def test_a_bf16_run_resumed_on_a_cpu_without_bf16_hardware_goes_on_in_fp32(
+    image_folder, tmp_path, monkeypatch, capsys
+):
+    """A run trained on a GPU or a bf16 CPU would crawl on emulated bf16: resumed in fp32,
+    said once; the run's own config.json keeps what it was trained with."""
+    train(fast_config(image_folder, precision="bf16"), out=tmp_path, progress=False)
+    run = tmp_path / "train"
+    _cpu_bf16(monkeypatch, False)
+    capsys.readouterr()
+    resumed = train(fast_config(image_folder), resume=run, epochs=2, progress=False)
+    out = capsys.readouterr()
+    assert "resuming in fp32" in out.out + out.err
+    assert resumed["precision"] == "fp32"
+    assert runs.read_config(run)["train"]["precision"] == "bf16"

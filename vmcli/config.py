@@ -139,7 +139,7 @@ class TrainConfig:
     transforms_max: str | None = None
     alternating: bool = False  # the paper's two-pass schedule instead of gradient reversal
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast where the hardware computes it (devices.py)
     # torch.compile the viewmaker and encoder. None (auto): on the CPU or one CUDA GPU, once a
     # run is measured to have more than AUTO_COMPILE_MINUTES left (CPU: 1.5× faster steps after
     # a 1–2 min compile; H200: 1.27–1.6× after 40–52 s); not under DDP, where it is unmeasured

@@ -66,3 +66,21 @@ def module_device(module: nn.Module) -> torch.device:
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX). Without it,
+    PyTorch emulates bf16 and autocast runs 8-9× slower than fp32 (benchmarks/RESULTS.md),
+    so this decides whether bf16 is even worth considering on the CPU."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def auto_precision(device: torch.device, on_cpu: bool = True) -> str:
+    """What `--precision auto` trains in: bf16 autocast wherever the hardware computes bf16
+    (CUDA GPUs; CPUs with AVX512-BF16 or AMX), fp32 elsewhere. `on_cpu` False keeps such a
+    CPU in fp32 too: a modality whose quality benchmark lost accuracy there says so
+    (`Modality.cpu_bf16`). The budget projection and the loss stay fp32 either way."""
+    if device.type == "cuda" or (device.type == "cpu" and on_cpu and cpu_computes_bf16()):
+        return "bf16"
+    return "fp32"

@@ -23,7 +23,7 @@ from vmcli.data import MODALITIES, Modality, ViewSpace, get_modality, scan
 from vmcli.data.base import Item, report_skipped
 from vmcli.data.discover import DataIndex, describe_change, fingerprint, ignored_text
 from vmcli.data.loader import FileDataset, StreamedBatches, available_ram_bytes
-from vmcli.devices import resolve_device, usable_cpu_cores
+from vmcli.devices import auto_precision, cpu_computes_bf16, resolve_device, usable_cpu_cores
 from vmcli.distributed import (
     World,
     broadcast,
@@ -70,6 +70,9 @@ def _warn_saturating_budget(budget: float, modality: Modality, view_space: str) 
         )
 
 
+EMULATED_BF16 = "this CPU has no bf16 hardware (AVX512-BF16 or AMX), so bf16 runs emulated, 8-9× slower than fp32"
+
+
 def _resolve(
     cfg: TrainConfig, modality: Modality, n_train: int, device: torch.device, world: World = World()
 ) -> TrainConfig:
@@ -98,7 +101,15 @@ def _resolve(
     if r.viewmaker_width is None:
         r.viewmaker_width = 32 if device.type == "cuda" else 16
     if r.precision == "auto":
-        r.precision = "bf16" if device.type == "cuda" else "fp32"
+        r.precision = auto_precision(device, on_cpu=modality.cpu_bf16)
+        if device.type == "cpu" and r.precision == "bf16" and world.is_main:
+            info(
+                "precision: bf16 (auto: this CPU computes bf16 in hardware; --precision fp32 to change)"
+            )
+    elif (
+        r.precision == "bf16" and device.type == "cpu" and not cpu_computes_bf16() and world.is_main
+    ):
+        warn(EMULATED_BF16 + ": --precision fp32 (or auto) trains faster here")
     default = modality.default_batch_size
     batch = cfg.batch_size or default - default % world.size  # the default splits evenly
     if batch > n_train:
@@ -350,6 +361,9 @@ def _train(
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             info(f"{run_dir} was trained on {cfg.device}; no GPU here, resuming on the CPU")
             cfg.device = "cpu"
+        if cfg.device == "cpu" and cfg.precision == "bf16" and not cpu_computes_bf16():
+            info(f"{run_dir} was trained in bf16; resuming in fp32 ({EMULATED_BF16})")
+            cfg.precision = "fp32"
         device = _rank_device(resolve_device(cfg.device), world)
         setup(device.type)
         modality = get_modality(cfg.modality or "")

@@ -146,6 +146,9 @@ class Modality(ABC):
     # what `--transforms-budget auto` holds learned transforms to: None (each strength free
     # within its bounds) unless a benchmark showed a budget wins on validation (audio: "recipe")
     default_transforms_budget: float | str | None = None
+    # whether `--precision auto` trains in bf16 on a CPU with bf16 hardware: only where the
+    # quality benchmark showed no loss against fp32 on such a CPU (benchmarks/RESULTS.md)
+    cpu_bf16: bool = False
     # appended to "only N usable training sample(s)": how this kind of data makes more
     few_samples_hint: str = ""
 
