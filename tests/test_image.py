@@ -368,3 +368,29 @@ def test_eval_on_colour_images_of_a_gray_run_says_they_are_read_as_gray(
     assert "10 file(s) are in colour but the run was trained on grayscale images" in err
     assert "(a/0.png, a/1.png, a/2.png, and 7 more)" in err
     assert result["test_samples"] + result["train_samples"] == 10
+
+
+def test_training_says_which_files_have_frames_or_no_data_pixels(tmp_path, capsys):
+    """Training uses a multi-frame file's first frame and reads a float image's NaN pixels at
+    the range's low end: each said once, with a count and the file names."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(data / f"g{i}.png")
+    frames = [Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    depth = (rng.random((16, 16)) * 40).astype(np.float32)
+    Image.fromarray(depth).save(data / "whole.tif")  # float, no NaN: not named
+    depth[3:6, 2:9] = np.nan
+    Image.fromarray(depth).save(data / "holes.tif")
+    index = scan(data, MODALITIES)
+    capsys.readouterr()
+    meta, usable, skipped = M.plan(index.root, index.items, LoadOptions())
+    err = " ".join(capsys.readouterr().err.split())
+    assert len(usable) == 6 and not skipped
+    assert "1 file(s) have several frames" in err and "anim.gif" in err
+    assert "1 file(s) have NaN pixels" in err and "holes.tif" in err
+    assert "whole.tif" not in err and "g0.png" not in err
+    data_all = M.decode_all(index.root, usable, meta, skipped, len(index.items))
+    assert torch.isfinite(data_all.x.float()).all()

@@ -102,6 +102,8 @@ NAN_NOTE = (
     "have NaN pixels (no data): the view was made with them at the range's low end, and "
     "they are NaN again in the written view"
 )
+TRAIN_FRAMES_NOTE = "have several frames (animated GIF, multi-page TIFF...): only the first is used"
+TRAIN_NAN_NOTE = "have NaN pixels (no data): they are read at the range's low end"
 GRAY_RUN_NOTE = "are in colour but the run was trained on grayscale images: their views are gray (in the input's mode)"
 
 
@@ -283,10 +285,15 @@ class ImageModality(Modality):
         )
 
     # -- loading -----------------------------------------------------------------------------
-    def _probe(self, path: Path) -> tuple[int, int, str] | str:
+    def _probe(self, path: Path) -> tuple[int, int, str, bool, bool] | str:
+        """(width, height, mode, has several frames, has NaN pixels) from the header; only a
+        float image is decoded here, to find its NaN (no-data) pixels, which training reads
+        at the range's low end: rare enough to pay for, worth a word."""
         try:
             with Image.open(path) as img:
-                return img.size[0], img.size[1], img.mode
+                frames = int(getattr(img, "n_frames", 1)) > 1
+                holes = img.mode == "F" and bool(np.isnan(np.asarray(img)).any())
+                return img.size[0], img.size[1], img.mode, frames, holes
         except READ_ERRORS as e:
             return f"{type(e).__name__}: {e}"
 
@@ -309,6 +316,10 @@ class ImageModality(Modality):
         if not ok:
             report_skipped(skipped, len(items), "image")
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
+        for flag, note in ((3, TRAIN_FRAMES_NOTE), (4, TRAIN_NAN_NOTE)):
+            flagged = [str(it.path) for it, r in ok if r[flag]]
+            if flagged:
+                warn(f"{len(flagged)} file(s) {note} ({first_few(flagged[:3], len(flagged))})")
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
             colour = [str(it.path) for it, r in ok if r[2] not in GRAY_MODES]
