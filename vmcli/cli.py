@@ -219,7 +219,7 @@ def train(
         Precision,
         typer.Option(
             rich_help_panel="Training",
-            help="auto (bf16 autocast on CUDA and on CPUs with bf16 hardware, AVX512-BF16 or AMX; fp32 elsewhere) | fp32 | bf16.",
+            help="auto (bf16 autocast on CUDA, and for images on CPUs with bf16 hardware: AVX512-BF16 or AMX; fp32 elsewhere) | fp32 | bf16.",
         ),
     ] = TrainConfig.precision,
     compile: Annotated[
