@@ -43,7 +43,7 @@ from vmcli.data import get_modality  # noqa: E402
 from vmcli.data.audio import LogMelSpace  # noqa: E402
 from vmcli.data.image import PixelSpace  # noqa: E402
 from vmcli.data.sensor import SignalSpace  # noqa: E402
-from vmcli.devices import cpu_computes_bf16, resolve_device  # noqa: E402
+from vmcli.devices import auto_precision, cpu_computes_bf16, resolve_device  # noqa: E402
 from vmcli.nn.transforms import create_transforms  # noqa: E402
 from vmcli.pipeline import build_encoder, build_viewmaker  # noqa: E402
 from vmcli.training import Compiler, Job, prepare, train_step  # noqa: E402
@@ -307,8 +307,8 @@ def plan_rows(
         """The default step in `vm train`'s auto precision for this shape and, on the CPU
         (unless bf16 rows are left out), in the other one: the pair `--precision auto` on a
         CPU rests on."""
-        native = not on_cpu or (cpu_bf16 and get_modality(name).cpu_bf16)
-        precision = "bf16" if native else "fp32"
+        device = torch.device("cpu") if on_cpu else torch.device("cuda", 0)
+        precision = auto_precision(device, get_modality(name).cpu_bf16, cpu_has_bf16=cpu_bf16)
         auto = Variant(
             f"views auto: learned transforms, 1 pass, {precision}"
             + ("" if on_cpu else ", channels-last"),

@@ -76,11 +76,18 @@ def cpu_computes_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def auto_precision(device: torch.device, on_cpu: bool = True) -> str:
+def auto_precision(
+    device: torch.device, cpu_opt_in: bool = True, cpu_has_bf16: bool | None = None
+) -> str:
     """What `--precision auto` trains in: bf16 autocast wherever the hardware computes bf16
-    (CUDA GPUs; CPUs with AVX512-BF16 or AMX), fp32 elsewhere. `on_cpu` False keeps such a
-    CPU in fp32 too: a modality whose quality benchmark lost accuracy there says so
-    (`Modality.cpu_bf16`). The budget projection and the loss stay fp32 either way."""
-    if device.type == "cuda" or (device.type == "cpu" and on_cpu and cpu_computes_bf16()):
+    (CUDA GPUs; CPUs with AVX512-BF16 or AMX), fp32 elsewhere. `cpu_opt_in` False keeps such
+    a CPU in fp32 too: a modality whose quality benchmark lost accuracy there says so
+    (`Modality.cpu_bf16`). `cpu_has_bf16` None asks this CPU (`cpu_computes_bf16`); a
+    benchmark planning for one passes the answer. The budget projection and the loss stay
+    fp32 either way."""
+    if device.type == "cuda":
         return "bf16"
-    return "fp32"
+    if device.type != "cpu" or not cpu_opt_in:
+        return "fp32"
+    has_bf16 = cpu_computes_bf16() if cpu_has_bf16 is None else cpu_has_bf16
+    return "bf16" if has_bf16 else "fp32"

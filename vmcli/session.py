@@ -101,7 +101,7 @@ def _resolve(
     if r.viewmaker_width is None:
         r.viewmaker_width = 32 if device.type == "cuda" else 16
     if r.precision == "auto":
-        r.precision = auto_precision(device, on_cpu=modality.cpu_bf16)
+        r.precision = auto_precision(device, cpu_opt_in=modality.cpu_bf16)
         if device.type == "cpu" and r.precision == "bf16" and world.is_main:
             info(
                 "precision: bf16 (auto: this CPU computes bf16 in hardware; --precision fp32 to change)"
