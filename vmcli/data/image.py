@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 import torch
@@ -255,6 +255,16 @@ class PixelSpace(ViewSpace):
         return (view - self.mean.to(view.dtype)) / self.std.to(view.dtype)
 
 
+class ImageProbe(NamedTuple):
+    """One file as `plan` sees it, from its header (and, for float images, its pixels)."""
+
+    width: int
+    height: int
+    mode: str
+    frames: bool  # several frames (animated GIF, multi-page TIFF): training uses the first
+    holes: bool  # NaN (no-data) pixels, read at the range's low end
+
+
 class ImageModality(Modality):
     name = "image"
     extensions = frozenset({"png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"})
@@ -285,15 +295,15 @@ class ImageModality(Modality):
         )
 
     # -- loading -----------------------------------------------------------------------------
-    def _probe(self, path: Path) -> tuple[int, int, str, bool, bool] | str:
-        """(width, height, mode, has several frames, has NaN pixels) from the header; only a
-        float image is decoded here, to find its NaN (no-data) pixels, which training reads
-        at the range's low end: rare enough to pay for, worth a word."""
+    def _probe(self, path: Path) -> ImageProbe | str:
+        """What the header tells; only a float image is decoded here, to find its NaN
+        (no-data) pixels, which training reads at the range's low end: rare enough to pay
+        for, worth a word."""
         try:
             with Image.open(path) as img:
                 frames = int(getattr(img, "n_frames", 1)) > 1
                 holes = img.mode == "F" and bool(np.isnan(np.asarray(img)).any())
-                return img.size[0], img.size[1], img.mode, frames, holes
+                return ImageProbe(img.size[0], img.size[1], img.mode, frames, holes)
         except READ_ERRORS as e:
             return f"{type(e).__name__}: {e}"
 
@@ -316,13 +326,13 @@ class ImageModality(Modality):
         if not ok:
             report_skipped(skipped, len(items), "image")
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
-        for flag, note in ((3, TRAIN_FRAMES_NOTE), (4, TRAIN_NAN_NOTE)):
-            flagged = [str(it.path) for it, r in ok if r[flag]]
+        for flag, note in (("frames", TRAIN_FRAMES_NOTE), ("holes", TRAIN_NAN_NOTE)):
+            flagged = [str(it.path) for it, r in ok if getattr(r, flag)]
             if flagged:
                 warn(f"{len(flagged)} file(s) {note} ({first_few(flagged[:3], len(flagged))})")
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
-            colour = [str(it.path) for it, r in ok if r[2] not in GRAY_MODES]
+            colour = [str(it.path) for it, r in ok if r.mode not in GRAY_MODES]
             if channels == 1 and colour:  # `vm eval --data` on colour images of a gray run
                 shown = first_few(colour[:3], len(colour))
                 warn(
@@ -330,11 +340,11 @@ class ImageModality(Modality):
                     f"images: they are read as gray ({shown})"
                 )
         else:
-            channels = 1 if all(r[2] in GRAY_MODES for _, r in ok) else 3
+            channels = 1 if all(r.mode in GRAY_MODES for _, r in ok) else 3
             if options.image_size is not None:
                 size = options.image_size
             else:
-                median = int(np.median([min(r[0], r[1]) for _, r in ok]))
+                median = int(np.median([min(r.width, r.height) for _, r in ok]))
                 size = int(np.clip(median, MIN_SIZE, MAX_SIZE))
                 clamped = (
                     ""
