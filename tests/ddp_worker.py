@@ -3,6 +3,7 @@ saved by rank 0. Also importable, to make the same step in a single process."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -67,3 +68,10 @@ if __name__ == "__main__":
     if world.is_main:
         torch.save(result, out)
     teardown()
+    # the process group must be gone once torn down: one still alive (held by a reference)
+    # has its gloo threads killed at interpreter exit, which now and then aborts the process
+    threads = [
+        Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")
+    ]
+    if any("gloo" in name for name in threads):
+        sys.exit(f"rank {world.rank}: gloo threads still running after teardown: {threads}")

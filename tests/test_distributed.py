@@ -99,7 +99,7 @@ def test_devices_flag_trains_one_run_on_two_processes(image_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(proc.stdout)
     assert two["devices"] == 2 and two["batch_size"] == 8
-    # no FutureWarning per rank and call site about torch.distributed.nn.functional
+    # no warning per rank (e.g. torch's deprecated torch.distributed.nn.functional)
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]
 
     a = runs.load_checkpoint(tmp_path / "one" / "train" / "checkpoint.pt")

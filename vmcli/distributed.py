@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,16 +46,17 @@ def world_from_env() -> World:
     )
 
 
-def quiet_collectives_notice() -> None:
-    """Recent torch marks `torch.distributed.nn.functional` deprecated: a FutureWarning per call
-    site and rank, in every DDP run. Its collectives are the autograd-aware ones that
-    GlobalBatchNorm and the gathered NT-Xent need on every supported torch (≥ 2.2); the
-    suggested replacement is private. The notice is silenced, the collectives kept."""
-    warnings.filterwarnings(
-        "ignore",
-        message=r"torch\.distributed\.nn\.functional\.\w+ is deprecated",
-        category=FutureWarning,
-    )
+def _import_before_the_group_exists() -> None:
+    """Import `torch.distributed.nn` while no process group exists.
+
+    Its functions take `group=group.WORLD` as a default argument, evaluated at import. DDP's
+    constructor imports it (through torch._dynamo); imported after `init_process_group`, those
+    defaults pin the group for the life of the interpreter, destroy_process_group cannot free
+    it, and its gloo threads are killed during interpreter shutdown, which now and then ends a
+    finished run in "terminate called without an active exception" (SIGABRT) instead of exit
+    code 0. Imported first, the defaults are None and the group dies at teardown.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def setup(device_type: str) -> World:
@@ -64,8 +64,8 @@ def setup(device_type: str) -> World:
     world = world_from_env()
     if not world.distributed:
         return world
-    quiet_collectives_notice()
     if not dist.is_initialized():
+        _import_before_the_group_exists()
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(world.local_rank)
@@ -95,6 +95,57 @@ def all_reduce_mean(t: Tensor, world: World) -> Tensor:
     return t
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, with the gradient summed back over ranks.
+
+    Ours rather than `torch.distributed.nn.functional`'s: recent torch marks that module
+    deprecated (a FutureWarning per rank and call site) and its suggested replacement is
+    private. These work on every supported torch (≥ 2.2), on gloo and NCCL alike.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Every rank's rows, concatenated in rank order; each rank gets back the gradient of its
+    own rows summed over ranks (an all-reduce then a slice: works on gloo, which has no
+    reduce-scatter, and costs nothing next to a step for a batch of embeddings)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
+    """The sum of `x` over ranks, differentiable (every rank must call it with the same shape)."""
+    return _AllReduceSum.apply(x)
+
+
+def all_gather_with_grad(x: Tensor) -> Tensor:
+    """All ranks' rows of `x` (same shape on every rank), concatenated, differentiable."""
+    return _AllGatherRows.apply(x)
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose statistics span every rank, with exact gradients, on any backend.
 
@@ -105,13 +156,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.ndim)]
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
         moments = torch.stack([x.sum(dims), x.square().sum(dims)])  # 2 × C
-        moments = all_reduce(moments)
-        n = all_reduce(count)
+        moments = all_reduce_sum_with_grad(moments)
+        n = all_reduce_sum_with_grad(count)
         mean = moments[0] / n
         var = moments[1] / n - mean.square()
         with torch.no_grad():

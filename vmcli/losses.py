@@ -12,12 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _gather_with_grad(z: Tensor) -> Tensor:
-    """All ranks' rows, concatenated in rank order, with gradients flowing back to each rank."""
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(z), dim=0)
+from vmcli.distributed import all_gather_with_grad
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.07, gather: bool = False) -> Tensor:
@@ -46,7 +41,7 @@ def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float, gather: bool) -> T
     offset = 0
     if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         offset = dist.get_rank() * b
-        k1, k2 = _gather_with_grad(z1), _gather_with_grad(z2)
+        k1, k2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
     else:
         k1, k2 = z1, z2
     n = k1.shape[0]  # global batch
