@@ -394,3 +394,48 @@ def test_training_says_which_files_have_frames_or_no_data_pixels(tmp_path, capsy
     assert "whole.tif" not in err and "g0.png" not in err
     data_all = M.decode_all(index.root, usable, meta, skipped, len(index.items))
     assert torch.isfinite(data_all.x.float()).all()
+
+
+def test_gray_folder_whose_only_colour_file_fails_to_decode_is_trained_gray(tmp_path, capsys):
+    """The channel count is planned from headers; a colour file whose header reads but whose
+    pixels do not (truncated) must not turn a gray folder into three equal channels."""
+    from vmcli.config import TrainConfig
+    from vmcli.session import load_training_data
+
+    rng = np.random.default_rng(0)
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    for i, mode in enumerate(("L", "L", "LA", "1")):
+        arr = rng.integers(0, 255, (18, 22, 2) if mode == "LA" else (18, 22), dtype=np.uint8)
+        Image.fromarray(arr, "LA" if mode == "LA" else "L").convert(mode).save(gray / f"{i}.png")
+    expected = load(gray, image_size=16)
+    assert expected.meta == {"size": 16, "channels": 1}
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for p in sorted(gray.iterdir()):
+        (mixed / p.name).write_bytes(p.read_bytes())
+    colour = tmp_path / "colour.png"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(colour)
+    body = colour.read_bytes()
+    (mixed / "9-colour.png").write_bytes(body[: len(body) // 2])  # header intact, pixels cut
+    capsys.readouterr()
+
+    data = load(mixed, image_size=16)  # the in-memory path
+    assert data.meta == {"size": 16, "channels": 1}
+    assert [p.name for p, _ in data.skipped] == ["9-colour.png"]
+    assert torch.equal(data.x, expected.x)  # exactly what a gray read gives
+    assert "the only colour files could not be decoded" in capsys.readouterr().err
+
+    index = scan(mixed, MODALITIES)  # `vm train`'s default path (plan, then decode when it fits)
+    cfg = TrainConfig(data=str(mixed), load=LoadOptions(image_size=16), data_mode="auto")
+    trained = load_training_data(cfg, M, index)
+    assert trained.meta == {"size": 16, "channels": 1}
+    assert torch.equal(trained.source, expected.x) and torch.equal(trained.sample, expected.x)
+
+    # a colour file that decodes keeps the folder in colour
+    Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8)).save(mixed / "8-ok.png")
+    assert load(mixed, image_size=16).meta["channels"] == 3
+    # and a run's shape is never changed (resume, `vm eval --data`)
+    kept = M.load(mixed, scan(mixed, MODALITIES).items, LoadOptions(), {"size": 16, "channels": 3})
+    assert kept.meta["channels"] == 3

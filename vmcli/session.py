@@ -167,15 +167,18 @@ def load_training_data(
     if not modality.streamable or cfg.data_mode == "memory":
         data = modality.load(index.root, items, cfg.load, meta)
         return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
-    meta, usable, skipped = modality.plan(index.root, items, cfg.load, meta)
+    planned, usable, skipped = modality.plan(index.root, items, cfg.load, meta)
     if cfg.data_mode == "auto":
-        decoded_bytes = len(usable) * _sample_bytes(modality, index.root, usable, meta)
+        decoded_bytes = len(usable) * _sample_bytes(modality, index.root, usable, planned)
         if decoded_bytes <= available_ram_bytes() // 4:
-            data = modality.decode_all(index.root, usable, meta, skipped, len(items))
+            data = modality.decode_all(index.root, usable, planned, skipped, len(items))
+            if meta is None:
+                data = modality.review_decoded(index.root, data)
             return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
         info(
             f"decoded data would take {decoded_bytes / 2**30:.1f} GiB (over a quarter of the free RAM): streaming from disk"
         )
+    meta = planned
     report_skipped(skipped, len(items), modality.name)
     pick = torch.randperm(len(usable), generator=torch.Generator().manual_seed(cfg.seed))[
         :STATS_SAMPLES

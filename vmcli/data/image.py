@@ -32,6 +32,7 @@ from vmcli.data.base import (
     Item,
     LoadOptions,
     Modality,
+    TensorData,
     ViewSpace,
     parallel_map,
     report_skipped,
@@ -93,6 +94,7 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
     return None
 
 
+COLOUR_SKIPPED_NOTE = "the only colour files could not be decoded: the images used are gray"
 FRAMES_NOTE = "have several frames (animated GIF, multi-page TIFF...): only the first was augmented and written"
 DEEP_COLOUR_NOTE = (
     "have more than 8 bits per colour channel, which the image library reads as 8: their "
@@ -357,6 +359,20 @@ class ImageModality(Modality):
                 f"--image-size {size} is too small; use at least {MIN_IMAGE_SIZE} pixels"
             )
         return ImageMeta(size=size, channels=channels), [it for it, _ in ok], skipped
+
+    def review_decoded(self, root: Path, data: TensorData) -> TensorData:
+        """The plan takes the channel count from the headers; when every colour file then
+        fails to decode (a truncated colour file in a gray folder), what is left is gray and
+        is trained as gray, not as three equal channels. A gray file read as RGB repeats its
+        gray level in each channel, so the first channel is what a gray read gives."""
+        if data.meta["channels"] != 3 or not data.skipped:
+            return data
+        probes = parallel_map(self._probe, [root / it.path for it in data.items])
+        if not all(not isinstance(r, str) and r.mode in GRAY_MODES for r in probes):
+            return data
+        info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
+        gray = ImageMeta(size=int(data.meta["size"]), channels=1)
+        return TensorData(data.x[:, :1].contiguous(), data.items, gray, data.skipped)
 
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
         path = root / item.path
