@@ -179,7 +179,8 @@ class SensorModality(Modality):
     # (benchmarks/RESULTS.md); the viewmaker stays one flag away, and is chosen by --budget
     default_views = "learned-transforms"
     # fp32 even on a CPU with bf16 hardware: bf16 made the default step only 1.36× faster and
-    # scored 1.3 points lower on validation over ten seeds (higher on test; benchmarks/RESULTS.md)
+    # scored 2.0 points lower on validation over twenty seeds (1.2 higher on test;
+    # benchmarks/RESULTS.md)
     cpu_bf16 = False
     output_suffix = {"spectrogram": ".npy"}
 
