@@ -261,9 +261,9 @@ class AudioModality(Modality):
     # 0.978 vs 0.971, validation 0.988 vs 0.981), where free strengths went to their bounds and
     # trailed it (validation 0.977; benchmarks/RESULTS.md)
     default_transforms_budget = "recipe"
-    # fp32 even on a CPU with bf16 hardware, though bf16 trains 1.7-2× faster: over two seeds
-    # on spoken digits one scored lower (validation 0.966 vs 0.987), one level: not yet shown
-    # to lose nothing (benchmarks/RESULTS.md)
+    # fp32 even on a CPU with bf16 hardware, though bf16 trains 1.7-2× faster: over four seeds
+    # on spoken digits level on test but 0.5 lower on validation, one seed 2.1 lower: not
+    # shown to lose nothing (benchmarks/RESULTS.md)
     cpu_bf16 = False
 
     def sniff(self, path: Path, head: bytes) -> bool:
