@@ -95,6 +95,14 @@ def all_reduce_mean(t: Tensor, world: World) -> Tensor:
     return t
 
 
+def _summed_copy(t: Tensor) -> Tensor:
+    """A contiguous copy of `t` summed over ranks (the collectives work in place; autograd
+    must not see its input changed)."""
+    t = t.clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(t)
+    return t
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks, with the gradient summed back over ranks.
 
@@ -105,15 +113,11 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        x = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(x)
-        return x
+        return _summed_copy(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
+        return _summed_copy(grad)
 
 
 class _AllGatherRows(torch.autograd.Function):
@@ -131,9 +135,7 @@ class _AllGatherRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+        return _summed_copy(grad)[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
 def all_reduce_sum_with_grad(x: Tensor) -> Tensor:

@@ -364,12 +364,15 @@ class ImageModality(Modality):
         """The plan takes the channel count from the headers; when every colour file then
         fails to decode (a truncated colour file in a gray folder), what is left is gray and
         is trained as gray, not as three equal channels. A gray file read as RGB repeats its
-        gray level in each channel, so the first channel is what a gray read gives."""
+        gray level in each channel, so the first channel is what a gray read gives. Headers
+        are read one by one and the look stops at the first colour file: in a colour folder
+        with a skipped file that is about one header read."""
         if data.meta["channels"] != 3 or not data.skipped:
             return data
-        probes = parallel_map(self._probe, [root / it.path for it in data.items])
-        if not all(not isinstance(r, str) and r.mode in GRAY_MODES for r in probes):
-            return data
+        for it in data.items:
+            r = self._probe(root / it.path)
+            if isinstance(r, str) or r.mode not in GRAY_MODES:
+                return data
         info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
         gray = ImageMeta(size=int(data.meta["size"]), channels=1)
         return TensorData(data.x[:, :1].contiguous(), data.items, gray, data.skipped)
