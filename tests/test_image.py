@@ -398,7 +398,8 @@ def test_training_says_which_files_have_frames_or_no_data_pixels(tmp_path, capsy
 
 def test_gray_folder_whose_only_colour_file_fails_to_decode_is_trained_gray(tmp_path, capsys):
     """The channel count is planned from headers; a colour file whose header reads but whose
-    pixels do not (truncated) must not turn a gray folder into three equal channels."""
+    pixels do not (truncated) must not turn a gray folder into three equal channels, whether
+    the folder is decoded into memory or streamed."""
     from vmcli.config import TrainConfig
     from vmcli.session import load_training_data
 
@@ -432,6 +433,14 @@ def test_gray_folder_whose_only_colour_file_fails_to_decode_is_trained_gray(tmp_
     trained = load_training_data(cfg, M, index)
     assert trained.meta == {"size": 16, "channels": 1}
     assert torch.equal(trained.source, expected.x) and torch.equal(trained.sample, expected.x)
+    streamed = load_training_data(  # streamed from disk: decided before any batch is read
+        TrainConfig(data=str(mixed), load=LoadOptions(image_size=16), data_mode="stream"),
+        M,
+        index,
+    )
+    assert streamed.meta == {"size": 16, "channels": 1}
+    assert [p.name for p, _ in streamed.skipped] == ["9-colour.png"]
+    assert torch.equal(streamed.sample, expected.x)
 
     # a colour file that decodes keeps the folder in colour
     Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8)).save(mixed / "8-ok.png")

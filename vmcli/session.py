@@ -171,9 +171,7 @@ def load_training_data(
     if cfg.data_mode == "auto":
         decoded_bytes = len(usable) * _sample_bytes(modality, index.root, usable, planned)
         if decoded_bytes <= available_ram_bytes() // 4:
-            data = modality.decode_plan(
-                index.root, usable, planned, skipped, len(items), from_run=meta is not None
-            )
+            data = modality.decode_all(index.root, usable, planned, skipped, len(items))
             return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
         info(
             f"decoded data would take {decoded_bytes / 2**30:.1f} GiB (over a quarter of the free RAM): streaming from disk"

@@ -190,28 +190,7 @@ class Modality(ABC):
         """Decode every item once into one tensor. With `meta` (from a run), reproduce that
         run's shapes. Unusable files are skipped by name."""
         planned, usable, skipped = self.plan(root, items, options, meta)
-        return self.decode_plan(
-            root, usable, planned, skipped, len(items), from_run=meta is not None
-        )
-
-    def decode_plan(
-        self,
-        root: Path,
-        usable: list[Item],
-        planned: dict[str, Any],
-        skipped: list[tuple[Path, str]],
-        total: int,
-        from_run: bool,
-    ) -> TensorData:
-        """`decode_all` on what `plan` kept, then, for a shape planned from these headers
-        rather than taken from a run (which must be kept), `review_decoded`."""
-        data = self.decode_all(root, usable, planned, skipped, total)
-        return data if from_run else self.review_decoded(root, data)
-
-    def review_decoded(self, root: Path, data: TensorData) -> TensorData:
-        """A last look at a dataset planned from headers, once decoded: what the headers
-        promised may not have survived decoding (files skipped)."""
-        return data
+        return self.decode_all(root, usable, planned, skipped, len(items))
 
     def decode_all(
         self,

@@ -32,7 +32,6 @@ from vmcli.data.base import (
     Item,
     LoadOptions,
     Modality,
-    TensorData,
     ViewSpace,
     parallel_map,
     report_skipped,
@@ -316,7 +315,9 @@ class ImageModality(Modality):
         options: LoadOptions,
         meta: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], list[Item], list[tuple[Path, str]]]:
-        """Read only the headers: channel count and training size (from `meta` when given)."""
+        """Read the headers: channel count and training size (from `meta` when given). Only
+        a float image (for NaN) and, in a folder of gray and colour files, the first colour
+        file that decodes are decoded here."""
         paths = [root / it.path for it in items]
         probes = parallel_map(self._probe, paths)
         skipped = [
@@ -343,6 +344,12 @@ class ImageModality(Modality):
                 )
         else:
             channels = 1 if all(r.mode in GRAY_MODES for _, r in ok) else 3
+            if channels == 3 and any(r.mode in GRAY_MODES for _, r in ok):
+                ok, broken, colour_left = self._drop_colour_that_does_not_decode(root, ok)
+                skipped += broken
+                if not colour_left:
+                    channels = 1
+                    info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
             if options.image_size is not None:
                 size = options.image_size
             else:
@@ -360,22 +367,28 @@ class ImageModality(Modality):
             )
         return ImageMeta(size=size, channels=channels), [it for it, _ in ok], skipped
 
-    def review_decoded(self, root: Path, data: TensorData) -> TensorData:
-        """The plan takes the channel count from the headers; when every colour file then
-        fails to decode (a truncated colour file in a gray folder), what is left is gray and
-        is trained as gray, not as three equal channels. A gray file read as RGB repeats its
-        gray level in each channel, so the first channel is what a gray read gives. Headers
-        are read one by one and the look stops at the first colour file: in a colour folder
-        with a skipped file that is about one header read."""
-        if data.meta["channels"] != 3 or not data.skipped:
-            return data
-        for it in data.items:
-            r = self._probe(root / it.path)
-            if isinstance(r, str) or r.mode not in GRAY_MODES:
-                return data
-        info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
-        gray = ImageMeta(size=int(data.meta["size"]), channels=1)
-        return TensorData(data.x[:, :1].contiguous(), data.items, gray, data.skipped)
+    def _drop_colour_that_does_not_decode(
+        self, root: Path, ok: list[tuple[Item, ImageProbe]]
+    ) -> tuple[list[tuple[Item, ImageProbe]], list[tuple[Path, str]], bool]:
+        """In a folder of gray and colour files, the colour files are decoded in order until
+        one decodes: a colour header over pixels that do not decode (a truncated colour file in
+        a gray folder) must not make the run three equal channels, in memory or streamed. The
+        ones that fail are skipped here, as decoding would skip them; in a colour folder this
+        costs one decode. (kept, skipped, whether colour is left)"""
+        kept: list[tuple[Item, ImageProbe]] = []
+        skipped: list[tuple[Path, str]] = []
+        colour_decodes = False
+        for it, r in ok:
+            if not colour_decodes and r.mode not in GRAY_MODES:
+                try:
+                    _open(root / it.path)
+                except READ_ERRORS as e:
+                    reason = f"cannot be decoded ({type(e).__name__}: {e})"
+                    skipped.append((root / it.path, reason))
+                    continue
+                colour_decodes = True
+            kept.append((it, r))
+        return kept, skipped, colour_decodes
 
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
         path = root / item.path
