@@ -73,8 +73,8 @@ if (work / "runs" / "train" / "preview.png").is_file():
     shutil.copy(work / "runs" / "train" / "preview.png", out / "preview_image.png")
 t, e = res["train"], res["eval"]
 if "error" not in t:
-    print(f"train: {t.get('train_samples')} samples, {t.get('epochs')} epochs, {t.get('samples_per_s', 0):,.0f} samples/s (last epoch), "
-          f"{t.get('train_s', 0):.0f} s, encoder {t.get('encoder')}, {t.get('precision')}, loss {t.get('final_loss')}")
+    print(f"train: {t.get('train_samples')} samples, {t.get('epochs')} epochs, {t.get('samples_per_s') or 0:,.0f} samples/s (last epoch), "
+          f"{t.get('train_s') or 0:.0f} s, encoder {t.get('encoder')}, {t.get('precision')}, loss {t.get('final_loss')}")
 for row in e.get("rows", []):
     print(f"  {row['features']:28s} linear {row.get('linear', 0):.4f}  kNN {row.get('knn', 0):.4f}")
 print({k: v for k, v in res.items() if "error" in v} or "")
@@ -129,5 +129,5 @@ if has quality; then
   wait
   for m in image audio sensor; do cat "$WORK/q-$m.log" >>"$LOG"; done
   PREVIEW=$(ls -d "$WORK"/q-runs-audio/*/train 2>/dev/null | head -1)
-  [ -n "$PREVIEW" ] && cp "$PREVIEW/preview.png" "$OUT/preview_audio.png"
+  if [ -n "$PREVIEW" ]; then cp "$PREVIEW/preview.png" "$OUT/preview_audio.png"; fi
 fi

@@ -359,12 +359,13 @@ def bf16_peak(device: torch.device) -> float | None:
     for _ in range(3):
         a @ b
     times = []
+    stream = torch.cuda.current_stream(device)  # the events must time `device`, not cuda:0
     for _ in range(10):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         a @ b
-        end.record()
-        torch.cuda.synchronize()
+        end.record(stream)
+        torch.cuda.synchronize(device)
         times.append(start.elapsed_time(end) / 1000)
     return 2 * 8192**3 / statistics.median(times)
 

@@ -571,6 +571,8 @@ class MetricWindow:
         if job.cfg.learns_views:
             self.probes += adversary_probe(job, raw, done, self.autocast)
             self.n_probes += 1
+        if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
+            torch.cuda.synchronize(job.device)
         now = time.perf_counter()
         self.last = _log_window(
             all_reduce_mean(self.sums / self.steps, world),
