@@ -186,6 +186,19 @@ def _momentum(state: dict) -> None:
     first["momentum_buffer"] = torch.zeros(5)
 
 
+def _nan_weight(key: str) -> Callable[[dict], None]:
+    def change(state: dict) -> None:
+        name = next(iter(state[key]))
+        state[key][name] = torch.full_like(state[key][name], float("nan"))
+
+    return change
+
+
+def _nan_momentum(state: dict) -> None:
+    per = next(iter(state["encoder_opt"]["state"].values()))
+    per["momentum_buffer"] = torch.full_like(per["momentum_buffer"], float("inf"))
+
+
 CHECKPOINT_CASES = {
     "truncated": (_truncate, "cannot be loaded as a checkpoint"),
     "a tensor": (_ckpt_is(torch.zeros(3)), "holds Tensor"),
@@ -204,6 +217,22 @@ CHECKPOINT_CASES = {
         "setting lr is 'fast'",
     ),
     "from a newer vm": (_ckpt(lambda s: s.update(format=7, vmcli_version="3.0")), "upgrade vm"),
+    "NaN weights": (_ckpt(_nan_weight("viewmaker")), "holds non-finite values"),
+    "NaN optimizer state": (_ckpt(_nan_momentum), "holds non-finite values"),
+    # a metrics row that is not numbers crashed the plot after training, leaving the run
+    # marked finished with a stale summary
+    "metrics rows that are not numbers": (
+        _ckpt(lambda s: s.update(metrics=[{"epoch": "x"}])),
+        "metrics are not one row of numbers per finished epoch",
+    ),
+    "more metrics rows than epochs": (
+        _ckpt(lambda s: s.update(metrics=s["metrics"] * 2)),
+        "metrics are not one row",
+    ),
+    "a step past the end of an epoch": (
+        _ckpt(lambda s: s.update(step=10**12)),
+        "step 1000000000000 is past the end of an epoch",
+    ),
 }
 
 
@@ -284,7 +313,40 @@ def test_statistics_of_the_wrong_length_in_config_stop_a_resume(run):
     one_error(*resume(run), "does not fit together")
 
 
+def _nan_tensors(path: Path) -> None:
+    """Every float tensor of a safetensors file NaN, its metadata kept."""
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+    tensors = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in load_file(str(path)).items()
+    }
+    save_file(tensors, str(path), metadata=header)
+
+
+def test_exports_with_non_finite_weights_are_refused(run, trained, tmp_path):
+    """NaN weights ran without complaint: all-black views and a scored table, exit 0."""
+    _nan_tensors(run / runs.VIEWMAKER)
+    with pytest.raises(CheckpointError, match="viewmaker.safetensors.*non-finite"):
+        vmcli.load_viewmaker(run)
+    out = tmp_path / "views"
+    one_error(*vm("augment", trained[0], "--out", out, "--run", run), "non-finite")
+    assert not out.exists()
+    _nan_tensors(run / runs.ENCODER)
+    one_error(*vm("eval", run, "--linear"), "encoder.safetensors", "non-finite")
+    assert not (run / "eval.json").exists()
+
+
 def test_hand_edited_summary_and_eval_are_clean_errors(run):
+    for summary, field in (
+        ('{"adversary": "NaN"}', "adversary"),
+        ('{"adversary": {"effect": "x"}}', "adversary"),
+        ('{"transforms": "x"}', "transforms"),
+        ('{"transforms": [{"name": "crop"}]}', "transforms"),
+        ('{"transforms_budget": "all"}', "transforms_budget"),
+    ):  # each was a TypeError or KeyError traceback in `vm info`
+        (run / runs.SUMMARY).write_text(summary)
+        one_error(*vm("info", run), "summary.json", field)
     (run / runs.SUMMARY).write_text('{"final_loss": "low"}')
     one_error(*vm("info", run), "summary.json", "final_loss")
     (run / runs.SUMMARY).write_text("{")

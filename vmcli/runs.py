@@ -286,6 +286,7 @@ def read_weights(src: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{src}: metadata is not valid JSON ({e})") from None
+    untrusted.finite_tensors(tensors, src)
     return tensors, meta
 
 

@@ -258,9 +258,27 @@ def results(found: Any, src: Path) -> dict[str, Any]:
     """summary.json or eval.json: the numbers `vm info` shows are numbers."""
     if not isinstance(found, dict):
         raise _fail(src, f"holds {type(found).__name__}, not a mapping")
-    for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
+    for key in ("final_loss", "delta_l1", "samples_per_s", "train_s", "transforms_budget"):
         if found.get(key) is not None and not _scalar(found[key]):
             raise _fail(src, f"{key} is {shown(found[key])}, not a number", found)
+    adv = found.get("adversary")
+    if adv and not (
+        isinstance(adv, dict)
+        and all(_scalar(adv.get(k)) for k in ("loss_learned_views", "loss_initial_views", "effect"))
+        and isinstance(adv.get("inert"), bool)
+    ):
+        raise _fail(src, f"adversary is {shown(adv)}, not the learned-vs-initial losses", found)
+    strengths = found.get("transforms")
+    if strengths and not (
+        isinstance(strengths, list)
+        and all(
+            isinstance(r, dict)
+            and all(isinstance(r.get(k), str) for k in ("name", "unit"))
+            and all(_scalar(r.get(k)) for k in ("initial", "learned"))
+            for r in strengths
+        )
+    ):
+        raise _fail(src, f"transforms is {shown(strengths)}, not a list of strengths", found)
     rows = found.get("rows", [])
     if not isinstance(rows, list) or not all(
         isinstance(r, dict)
@@ -424,9 +442,28 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
     for key in ("order_gen", "view_gen"):
         if state[key].dtype != torch.uint8 or state[key].ndim != 1:
             raise _fail(src, f"{key} is not a random generator's state", state)
-    if not all(isinstance(row, dict) for row in state["metrics"]):
-        raise _fail(src, "metrics is not a list of rows", state)
+    rows = state["metrics"]
+    if len(rows) != state["epoch"] or not all(
+        isinstance(row, dict)
+        and row.get("epoch") == i + 1
+        and "loss" in row
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
+        for i, row in enumerate(rows)
+    ):
+        raise _fail(
+            src, f"metrics are not one row of numbers per finished epoch ({state['epoch']})", state
+        )
+    for key in ("encoder", "viewmaker", "transforms"):
+        finite_tensors(state.get(key) or {}, src, f"{key} ")
     return state
+
+
+def finite_tensors(tensors: Mapping[str, Tensor], src: Path, what: str = "") -> None:
+    """Weights are finite: a NaN or inf would not stop training, augmenting or evaluating,
+    only make every view, feature and score it touches meaningless."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _fail(src, f"{what}{name} holds non-finite values (NaN or inf)")
 
 
 def _optimizer_fits(saved: dict, fresh: torch.optim.Optimizer, params: list, what: str) -> str:
@@ -462,6 +499,8 @@ def _optimizer_fits(saved: dict, fresh: torch.optim.Optimizer, params: list, wha
                     continue
                 if tuple(v.shape) != tuple(p.shape) or not v.is_floating_point():
                     return f"{what} {key} of parameter {i} is {list(v.shape)}, not {list(p.shape)}"
+                if not bool(torch.isfinite(v).all()):
+                    return f"{what} {key} of parameter {i} holds non-finite values (NaN or inf)"
             elif isinstance(v, bool) or not isinstance(v, int | float):
                 return f"{what} {key} of parameter {i} is {shown(v)}"
     return ""
