@@ -511,6 +511,43 @@ def test_a_data_option_for_another_modality_is_reported_not_silently_ignored(
     assert "applies to image data" not in text  # its own options are not flagged
 
 
+def test_an_option_of_a_view_family_the_run_does_not_use_is_reported(image_folder, tmp_path):
+    """config.json records options as given; one that did not shape the views says so."""
+    i = FAST.index("--viewmaker-width")  # a viewmaker option: left out here
+    common = [image_folder, *FAST[:i], *FAST[i + 2 :], "--out", tmp_path / "runs"]
+    r = invoke("train", *common, "--views", "viewmaker", "--transforms-max", "crop=0.3")
+    assert r.exit_code == 0, r.output
+    assert "--transforms-max does not apply to --views viewmaker: ignored" in " ".join(
+        r.output.split()
+    )
+    r = invoke("train", *common, "--views", "fixed-transforms", "--budget", "0.1")
+    assert "--budget does not apply to --views fixed-transforms: ignored" in " ".join(
+        r.output.split()
+    )
+    r = invoke("train", *common, "--views", "random", "--budget", "0.1")  # it applies there
+    assert r.exit_code == 0 and "does not apply" not in r.output, r.output
+
+
+def test_train_out_inside_the_data_folder_is_refused(image_folder, tmp_path, monkeypatch):
+    """Run files inside DATA would be read as data by the next run (a mixed-modality error)
+    and break the run's own resume check."""
+    before = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*"))
+    for out in (image_folder / "runs", image_folder):
+        r = invoke("train", image_folder, *FAST, "--out", out)
+        assert r.exit_code == 2, r.output
+        assert "is inside the data folder" in " ".join(r.output.split())
+    monkeypatch.chdir(image_folder)  # `vm train .` with the default --out runs
+    r = invoke("train", ".", *FAST)
+    assert r.exit_code == 2 and "--out runs is inside the data folder ." in r.output, r.output
+    assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before
+
+
+def test_an_unknown_modality_is_a_usage_error(image_folder, tmp_path):
+    r = invoke("train", image_folder, "--modality", "video", "--out", tmp_path / "runs")
+    assert r.exit_code == 2 and "unknown modality 'video'" in r.output, r.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_choices_are_checked_by_the_command_line_before_anything_runs(tmp_path):
     for option, bad in (("--views", "viewmakr"), ("--precision", "fp16"), ("--data-mode", "ram")):
         r = invoke("train", tmp_path, option, bad)

@@ -171,6 +171,19 @@ def check_out_folder(path: Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: {probe} is not writable; choose another folder")
 
 
+def check_outside(out: Path, data: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is the data folder or inside it: what is written there
+    would be read as data by the next run over the folder (or by this one's resume)."""
+    if not Path(data).exists():
+        return  # the scan names a missing data folder
+    o, d = Path(out).resolve(), Path(data).resolve()
+    if o == d or d in o.parents:
+        raise ConfigError(
+            f"{option} {out} is inside the data folder {data}: what is written there would be "
+            "read as data by the next run; choose a folder outside it"
+        )
+
+
 def out_folder_error(path: Path, option: str, e: OSError) -> ConfigError:
     """The ConfigError for an output folder that could not be made or written in."""
     return ConfigError(f"{option} {path}: cannot make or write a folder there ({e.strerror or e})")

@@ -70,6 +70,28 @@ def _warn_saturating_budget(budget: float, modality: Modality, view_space: str) 
         )
 
 
+def _warn_unused_view_options(cfg: TrainConfig) -> None:
+    """Say so when an option of a view family this run does not use was set (--budget with
+    learned transforms, --transforms-max with the viewmaker): config.json records it as
+    given, and a user reading it back would believe it shaped the views."""
+    defaults = TrainConfig(data="")
+    unused = [
+        flag
+        for flag, field, applies in (
+            ("--budget", "budget", cfg.uses_viewmaker),
+            ("--viewmaker-width", "viewmaker_width", cfg.uses_viewmaker),
+            ("--viewmaker-lr", "viewmaker_lr", cfg.learns_viewmaker),
+            ("--transforms-max", "transforms_max", cfg.uses_transforms),
+            ("--transforms-budget", "transforms_budget", cfg.uses_transforms),
+            ("--transforms-lr", "transforms_lr", cfg.learns_transforms),
+        )
+        if not applies and getattr(cfg, field) != getattr(defaults, field)
+    ]
+    if unused:
+        verb = "does" if len(unused) == 1 else "do"
+        warn(f"{', '.join(unused)} {verb} not apply to --views {cfg.views}: ignored")
+
+
 EMULATED_BF16 = "this CPU has no bf16 hardware (AVX512-BF16 or AMX), so bf16 runs emulated, 8-9× slower than fp32"
 
 
@@ -80,6 +102,8 @@ def _resolve(
     r = TrainConfig.from_dict(cfg.to_dict())
     r.modality = modality.name
     _resolve_views(r, modality, world)
+    if world.is_main:
+        _warn_unused_view_options(r)
     r.view_space = cfg.view_space or modality.view_spaces[0]
     if r.view_space not in modality.view_spaces:
         raise ConfigError(
@@ -385,6 +409,7 @@ def _train(
     else:
         cfg.validate()
         runs.check_out_folder(out)  # before the data is read: a bad --out fails at once
+        runs.check_outside(out, Path(cfg.data))
         device = _rank_device(resolve_device(cfg.device), world)
         setup(device.type)
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)

@@ -18,7 +18,7 @@ from typing import Any
 
 from vmcli.console import first_few, warn
 from vmcli.data.base import Item, Modality
-from vmcli.errors import DataError
+from vmcli.errors import ConfigError, DataError
 
 SPLIT_FOLDERS = {
     "train": "train",
@@ -147,7 +147,7 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
     if not root.is_dir():
         raise DataError(f"{root}: is a file; give the folder that holds your data")
     if modality is not None and modality not in modalities:
-        raise DataError(f"unknown modality {modality!r}; choose one of {sorted(modalities)}")
+        raise ConfigError(f"unknown modality {modality!r}; choose one of {sorted(modalities)}")
 
     files = _visible_files(root)
     kinds: dict[Path, str] = {}
