@@ -542,6 +542,24 @@ def test_train_out_inside_the_data_folder_is_refused(image_folder, tmp_path, mon
     assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before
 
 
+def test_a_seed_out_of_range_is_refused_by_every_command(image_folder, tmp_path):
+    """torch takes 64-bit seeds: 2**64 + 5 gave seed 5's views, and -3 passed unnoticed."""
+    r = invoke("train", image_folder, *FAST, "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    for seed in ("-3", str(2**64 + 5)):
+        for args in (
+            ("train", image_folder, *FAST, "--out", tmp_path / "more"),
+            ("augment", image_folder, "--out", tmp_path / "views", "--run", run),
+            ("eval", run, "--linear"),
+        ):
+            r = invoke(*args, "--seed", seed)
+            assert r.exit_code == 2, (args[0], r.output)
+            assert f"--seed must be a whole number from 0 to {2**63 - 1}; got {seed}" in r.output
+    assert not (tmp_path / "views").exists() and not (tmp_path / "more").exists()
+    assert not (run / "eval.json").exists()
+
+
 def test_an_unknown_modality_is_a_usage_error(image_folder, tmp_path):
     r = invoke("train", image_folder, "--modality", "video", "--out", tmp_path / "runs")
     assert r.exit_code == 2 and "unknown modality 'video'" in r.output, r.output

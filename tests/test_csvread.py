@@ -338,3 +338,56 @@ def test_write_refuses_bad_views(tmp_path):
     with pytest.raises(DataError, match="not finite"):
         write_csv_like(rec, bad, tmp_path / "a.csv")
     assert not (tmp_path / "a.csv").exists()
+
+
+# -- stray quotes and long names ------------------------------------------------------------------
+
+
+def walk_file(tmp_path: Path, edit=None, name: str = "w0.csv", crlf: bool = False) -> Path:
+    """t,note,a,b with 64 rows; `edit` maps a 1-based line number to its new text."""
+    lines = ["t,note,a,b"] + [f"{j},walk,{j * 0.5:.3f},{-j:.3f}" for j in range(64)]
+    for line, text in (edit or {}).items():
+        lines[line - 1] = text
+    return put(tmp_path, "\n".join(lines) + "\n", name=name, crlf=crlf)
+
+
+def test_a_stray_quote_names_its_line_instead_of_swallowing_the_file(tmp_path, capsys):
+    """`10,"walk,...` on line 12 used to make lines 12-65 one text cell: a 12-row recording,
+    edge-padded in training without a word. Now the file is skipped, named, with the line."""
+    for crlf in (False, True):
+        msg = read_error(walk_file(tmp_path, {12: '10,"walk,5.000,-10.000'}, crlf=crlf))
+        assert msg.startswith(str(tmp_path / "w0.csv")) and "line 12: a quote opens" in msg
+        assert "lines 12-65" in msg
+    # closed again on a later line: still not one recording's worth of rows
+    msg = read_error(walk_file(tmp_path, {3: '1,"walk,0.5,-1', 5: '3,walk",1.5,-3'}))
+    assert "line 3:" in msg and "(to line 5)" in msg
+    # training and vm augment skip it by name, as other unreadable CSVs
+    from vmcli.data import MODALITIES, LoadOptions, scan
+    from vmcli.data.sensor import SensorModality
+
+    folder = tmp_path / "s_t"
+    folder.mkdir()
+    for i in range(4):
+        walk_file(folder, {12: '10,"walk,5.000,-10.000'} if i == 0 else None, name=f"w{i}.csv")
+    data = SensorModality().load(folder, scan(folder, MODALITIES).items, LoadOptions())
+    assert [p.name for p, _ in data.skipped] == ["w0.csv"] and data.x.shape[0] == 3
+    assert "w0.csv" in capsys.readouterr().err
+
+
+def test_quoted_cells_on_one_line_still_read(tmp_path):
+    rec = read_csv_recording(
+        walk_file(tmp_path, {2: '0,"walk, slow",0.000,0.000', 5: '3,"said ""hi""",1.5,-3'})
+    )
+    assert rec.values.shape == (64, 2) and rec.layout.dropped_columns == ["t", "note"]
+    assert rec.other["note"].tolist()[:4] == ["walk, slow", "walk", "walk", 'said "hi"']
+    np.testing.assert_array_equal(rec.values[:, 0], np.arange(64, dtype=np.float32) * 0.5)
+
+
+def test_a_view_with_a_255_byte_name_is_written(tmp_path):
+    """The temporary name used to be `name + ".part"`: 260 bytes, "File name too long"."""
+    rec = read_csv_recording(put(tmp_path, "ax,ay\n1,2\n3,4\n5,6\n"))
+    out = tmp_path / "views"
+    dst = out / ("q" * 251 + ".csv")
+    write_csv_like(rec, rec.values, dst)
+    assert [p.name for p in out.iterdir()] == [dst.name]  # no temporary file left
+    np.testing.assert_array_equal(read_csv_recording(dst).values, rec.values)

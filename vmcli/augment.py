@@ -2,12 +2,14 @@
 
 Safety: the input folder is only read. Views are written into a hidden sibling folder and
 renamed to OUT at the end, so OUT is either complete or absent (never half-written). OUT may
-not be the input folder or inside it, and an existing non-empty OUT is refused.
+not be the input folder or inside it, and an existing non-empty OUT is refused; an OUT that is
+a link to an empty folder fills that folder (a dangling link is refused up front).
 Determinism: each file's views come from a generator seeded by (seed, relative path, view), so
 the same seed gives the same views whatever the order, batching or subset of files.
 Naming: every output path is decided before anything is written (`plan_outputs`); inputs that
 would share one (c0.wav and c0.flac → c0.npy) keep their extension (c0.wav.npy, c0.flac.npy),
-so no view ever overwrites another.
+so no view ever overwrites another. A view name longer than the output filesystem allows
+(`name_view0.ext` of a 255-byte name) is refused before any view is made.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 
 from vmcli import runs
-from vmcli.config import TrainConfig
+from vmcli.config import TrainConfig, check_seed
 from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.data.base import Modality
@@ -90,14 +92,65 @@ def plan_outputs(
         keep |= clashing
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the filesystem that holds (or will hold) `folder` takes."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return int(os.pathconf(probe, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
+        return 255
+
+
+def check_name_lengths(
+    plan: dict[tuple[Path, int], Path], src: Path, out: Path, dest: Path | None = None
+) -> None:
+    """Refuse, before any view is made, views whose names the output filesystem (that of
+    `dest`, where OUT is a link) cannot hold — `--views-per-input` adds `_view{k}` to a name
+    that may already be at the limit: a ConfigError naming the input, not a crash half-way."""
+    limit = _name_max(out if dest is None else dest)
+    too_long: dict[Path, Path] = {}
+    for (rel, _), dst in plan.items():
+        if rel not in too_long and any(len(os.fsencode(part)) > limit for part in dst.parts):
+            too_long[rel] = dst
+    if not too_long:
+        return
+    rel = min(too_long)
+    name = next(p for p in too_long[rel].parts if len(os.fsencode(p)) > limit)
+    extra = len(os.fsencode(name)) - len(os.fsencode(rel.name))
+    others = f" (and {len(too_long) - 1} more input(s) like it)" if len(too_long) > 1 else ""
+    raise ConfigError(
+        f"{src / rel}: its view would be named {name[:40]}... ({len(os.fsencode(name))} bytes), "
+        f"longer than the {limit} bytes a file name may have under --out {out}{others}; "
+        f"shorten the input's name to at most {limit - extra} bytes and run again "
+        "(nothing was written)"
+    )
+
+
 def _host_tag() -> str:
     return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+# what `.{OUT}.partial-PID.HOST-RANDOM` adds to OUT's name, at most (a 10-digit PID)
+PARTIAL_EXTRA = len(".partial-") + 10 + 1 + 8 + 1 + 12 + 1
+
+
+def _partial_stem(out: Path) -> str:
+    """OUT's name as the hidden sibling uses it: the name itself, or, where the added suffix
+    would go over the filesystem's limit on a name, its start and a checksum of all of it —
+    the temporary folder never needs a longer name than OUT."""
+    name = os.fsencode(out.name)
+    room = _name_max(out.parent) - PARTIAL_EXTRA
+    if len(name) <= room:
+        return out.name
+    return f"{os.fsdecode(name[: max(room - 9, 1)])}~{zlib.crc32(name):08x}"
 
 
 def _partial_prefix(out: Path) -> str:
     """The hidden sibling's name: `.OUT.partial-PID.HOST-RANDOM`, so that a later run can tell
     a folder left by a killed process from one another run is filling right now."""
-    return f".{out.name}.partial-{os.getpid()}.{_host_tag()}-"
+    return f".{_partial_stem(out)}.partial-{os.getpid()}.{_host_tag()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -116,7 +169,7 @@ def clean_stale_partials(out: Path) -> tuple[list[Path], list[Path]]:
     told (made by an older vm, or on another machine). Folders of a live process are left
     alone. Returns (removed, reported)."""
     pattern = re.compile(
-        rf"\.{re.escape(out.name)}\.partial-(?:(\d+)\.([0-9a-f]{{8}})-)?[0-9a-f]{{12}}"
+        rf"\.{re.escape(_partial_stem(out))}\.partial-(?:(\d+)\.([0-9a-f]{{8}})-)?[0-9a-f]{{12}}"
     )
     removed: list[Path] = []
     unknown: list[Path] = []
@@ -145,11 +198,21 @@ def clean_stale_partials(out: Path) -> tuple[list[Path], list[Path]]:
     return removed, unknown
 
 
-def _check_folders(src: Path, out: Path) -> None:
+def _check_folders(src: Path, out: Path) -> Path:
+    """Check INPUT and OUT before any work; returns the folder the views go to: OUT, or the
+    folder OUT links to (the views fill that folder; the link stays a link)."""
     if src.exists() and not src.is_dir():
         raise DataError(f"{src}: is a file; vm augment takes the folder that holds your data")
     if not src.is_dir():
         raise DataError(f"{src}: no such folder")
+    for path in (out, *out.parents):  # a link on the way that leads nowhere (or in a loop)
+        if path.exists():
+            break
+        if path.is_symlink():
+            raise ConfigError(
+                f"--out {out}: {path} is a link to {os.readlink(path)}, which does not exist; "
+                "make that folder or choose another --out"
+            )
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
         raise ConfigError(
@@ -160,6 +223,7 @@ def _check_folders(src: Path, out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
     runs.check_out_folder(out)
+    return o if out.is_symlink() else out
 
 
 def augment_folder(
@@ -177,6 +241,7 @@ def augment_folder(
     src, out = Path(src), Path(out)
     if views_per_input < 1:
         raise ConfigError("--views-per-input must be at least 1")
+    check_seed(seed)
     run_dir = runs.resolve_run(run, runs_parent)
     if not (run_dir / runs.VIEWMAKER).is_file() and not (run_dir / runs.TRANSFORMS).is_file():
         trained = runs.read_config(run_dir)["train"]
@@ -184,7 +249,7 @@ def augment_folder(
             raise CheckpointError(
                 f"{run_dir} was trained with --views {trained['views']}: it has no learned views to apply"
             )
-    _check_folders(src, out)
+    dest = _check_folders(src, out)  # OUT, or the empty folder it links to
     if run is None:
         info(f"using the newest run: {run_dir}")
     config = runs.read_config(run_dir)
@@ -204,11 +269,12 @@ def augment_folder(
             f"{len(renamed)} input(s) would share an output name with another input; their "
             f"views keep the input's extension in the name (e.g. {renamed[0]} → {example})"
         )
+    check_name_lengths(plan, src, out, dest)
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_partials(out)
-        tmp = runs.make_temp_dir(out.parent, prefix=_partial_prefix(out))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_partials(dest)
+        tmp = runs.make_temp_dir(dest.parent, prefix=_partial_prefix(dest))
     except OSError as e:
         raise runs.out_folder_error(out, "--out", e) from None
     written, skipped = 0, []
@@ -242,9 +308,9 @@ def augment_folder(
         if written == 0:
             raise DataError(f"{src}: no views written ({len(skipped)} files could not be read)")
         try:
-            if out.exists():
-                out.rmdir()  # checked empty above
-            tmp.rename(out)
+            if dest.exists():
+                dest.rmdir()  # checked empty above
+            tmp.rename(dest)
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise

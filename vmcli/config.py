@@ -112,6 +112,13 @@ EVERY_HINT = "e.g. 10m (minutes), 30s, 2h, 500steps, or off (at epoch ends only)
 VIEWMAKER_VIEWS = ("viewmaker", "both", "random", "learned-transforms+viewmaker")
 
 
+def check_seed(seed: Any) -> None:
+    """One range for every command's --seed: torch takes 64-bit seeds, and a larger or
+    negative one would wrap to another seed's results without a word."""
+    if not (_whole(seed) and 0 <= seed <= MAX_SEED):
+        raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {seed}")
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -205,10 +212,7 @@ class TrainConfig:
                 raise ConfigError(str(e)) from None
         if not (_finite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"--temperature must be a finite number > 0; got {self.temperature}")
-        if not (_whole(self.seed) and 0 <= self.seed <= MAX_SEED):
-            raise ConfigError(
-                f"--seed must be a whole number from 0 to {MAX_SEED}; got {self.seed}"
-            )
+        check_seed(self.seed)
         if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:
             raise ConfigError(f"--viewmaker-width must be 1..256; got {self.viewmaker_width}")
         if not 0 <= self.viewmaker_blocks <= 32:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vmcli import runs
-from vmcli.config import TrainConfig
+from vmcli.config import TrainConfig, check_seed
 from vmcli.console import first_few, info, warn
 from vmcli.data import MODALITIES, TensorData, get_modality, scan
 from vmcli.data.base import Item
@@ -249,6 +249,7 @@ def evaluate(
     """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
     if not (linear or knn):
         raise ConfigError("nothing to measure: --no-linear needs --knn")
+    check_seed(seed)
     t0 = time.perf_counter()
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_config(run_dir)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vmcli.errors import DataError
+from vmcli.runs import make_temp_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -209,8 +210,9 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
     table = [out.get(name, blank) for name in layout.header]
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    try:
+    tmp = None
+    try:  # a short temporary name beside it: `dst.name + ".part"` may be too long a name
+        tmp = make_temp_file(dst.parent, prefix=".", suffix=".part")
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             if layout.bom:
                 f.write("\ufeff")
@@ -220,7 +222,8 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
             writer.writerows(zip(*table, strict=True))
         os.replace(tmp, dst)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise DataError(
             f"{dst}: cannot be written ({e.strerror or e}); check the folder and its permissions"
         ) from None
@@ -284,13 +287,19 @@ def _parse_rows(path: Path, text: str, delimiter: str) -> tuple[list[list[str]],
     """Split into rows of stripped cells with their 1-based line numbers; blank lines go.
 
     Rows whose cells are all empty are kept inside the data (a missed sample) but dropped at
-    the end (spreadsheets often add a few ',,,' lines).
+    the end (spreadsheets often add a few ',,,' lines). A quoted cell that runs over a line
+    end is an error naming the line where it opens: it is almost always a stray quote, which
+    would otherwise swallow the rest of the file into one text cell without a word.
     """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
+        end = 0  # the line the previous row ended on
         for cells in reader:
+            if reader.line_num > end + 1:
+                _unclosed_quote(path, end + 1, reader.line_num)
+            end = reader.line_num
             stripped = [c.strip() for c in cells]
             if len(stripped) <= 1 and (not stripped or not stripped[0]):
                 continue
@@ -304,6 +313,16 @@ def _parse_rows(path: Path, text: str, delimiter: str) -> tuple[list[list[str]],
         rows.pop()
         lines.pop()
     return rows, lines
+
+
+def _unclosed_quote(path: Path, first: int, last: int) -> None:
+    """Raise the error for a row the reader took from lines `first` to `last`: a quote opened
+    on line `first` and closed only on a later line, or never."""
+    raise DataError(
+        f"{path}, line {first}: a quote opens a cell on this line that runs over the line end "
+        f"(to line {last}), so lines {first}-{last} would be read as one text cell; remove the "
+        "stray quote, or close it on the same line (cells that hold line breaks are not read)"
+    )
 
 
 def _is_number(cell: str) -> bool:
