@@ -194,3 +194,29 @@ def test_augment_keeps_every_view_of_inputs_that_differ_only_in_extension(tmp_pa
     views = [np.load(out / f"c0_view0.{ext}.npy") for ext in ("wav", "flac", "ogg")]
     peaks = [int(v.mean(axis=1).argmax()) for v in views]  # each is its own tone's view
     assert len(set(peaks)) == 3
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("WAV", "ULAW"), ("WAV", "FLOAT")])
+def test_a_view_past_full_scale_is_clipped_and_said_where_the_format_cannot_hold_it(
+    tmp_path, fmt, subtype
+):
+    """A loud input plus δ goes past ±1: integer and companded formats hold ±1 at most (and
+    libsndfile wraps rather than clips), so those samples are clipped, with a note that
+    `vm augment` turns into a warning with a count; a float file keeps them."""
+    from vmcli.data.audio import CLIPPED_NOTE
+
+    src = tmp_path / "loud.wav"
+    sf.write(src, tone(440, 0.25, 8000, amp=0.999), 8000, format=fmt, subtype=subtype)
+    meta = {"sample_rate": 8000, "clip_samples": 2000, "n_mels": 64}
+    sample = M.read_file(src, meta, LoadOptions())
+    dst = tmp_path / "out.wav"
+    M.write_file(sample.raw + 0.05 * torch.sign(sample.raw), sample, dst)  # pushed outwards
+    out, _ = sf.read(dst, dtype="float32")
+    ref, _ = sf.read(src, dtype="float32")
+    if subtype == "FLOAT":
+        assert np.abs(out).max() > 1.0
+        assert "notes" not in sample.context
+    else:
+        assert np.abs(out).max() <= 1.0
+        assert (np.sign(out) == np.sign(ref))[np.abs(ref) > 0.5].all()  # clipped, not wrapped
+        assert sample.context["notes"] == [CLIPPED_NOTE]

@@ -54,6 +54,12 @@ SILENCE_PEAK = 1e-5
 MIN_SECONDS, MAX_DEFAULT_SECONDS = MIN_CLIP_SECONDS, 30.0
 
 
+CLIPPED_NOTE = (
+    "have views that go past full scale (±1): those samples were clipped, as the file's sample "
+    "format cannot hold them (a quieter input or a lower --budget keeps them)"
+)
+
+
 class AudioMeta(TypedDict):
     """What a run records about its audio (config.json `data_meta`, export headers)."""
 
@@ -400,8 +406,11 @@ class AudioModality(Modality):
         delta = np.pad(delta, (0, max(0, n - len(delta))))[:n]
         out = original + delta[:, None].astype(np.float32)
         subtype = ctx["subtype"] if ctx["subtype"] in sf.available_subtypes(ctx["format"]) else None
-        if subtype and subtype.startswith("PCM"):
+        if subtype not in ("FLOAT", "DOUBLE") and np.abs(out).max() > 1.0:
+            # integer and compressed formats hold ±1 at most (libsndfile would wrap, not clip)
             out = np.clip(out, -1.0, 1.0)
+            if CLIPPED_NOTE not in ctx.setdefault("notes", []):
+                ctx["notes"].append(CLIPPED_NOTE)
         fmt = ctx["format"] if ctx["format"] in sf.available_formats() else "WAV"
         sf.write(str(dst), out, int(ctx["source_rate"]), format=fmt, subtype=subtype)
 
