@@ -157,6 +157,19 @@ def test_train_augment_eval_info_end_to_end(image_folder, tmp_path):
         r.output.split()
     )
 
+    # the same data in both splits (a link, a copy) is said: it inflates every score alike
+    leaky = make_image_folder(tmp_path / "leaky")
+    tests = sorted((leaky / "test" / "square").glob("*.png"))
+    (leaky / "train" / "square" / "link.png").symlink_to(tests[0])
+    (leaky / "train" / "square" / "copy.png").write_bytes(tests[1].read_bytes())
+    r = invoke("eval", run, "--data", leaky, "--json")
+    assert r.exit_code == 0, r.output
+    assert "2 of the 8 test samples are identical to training samples" in " ".join(r.output.split())
+    assert json.loads((run / "eval.json").read_text())["test_samples_also_in_train"] == 2
+    r = invoke("eval", run, "--data", image_folder)
+    assert "identical to training" not in r.output
+    assert json.loads((run / "eval.json").read_text())["test_samples_also_in_train"] == 0
+
     r = invoke("info", run)
     assert r.exit_code == 0 and "budget" in r.output and "eval: random encoder" in r.output
     assert "eval: minus random encoder, linear" in r.output

@@ -13,6 +13,7 @@ on the raw inputs (plus modality-specific hand-made features where the modality 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,18 @@ def extract_features(
     return torch.cat(out)
 
 
+def test_samples_also_in_train(x: Tensor, train_idx: list[int], test_idx: list[int]) -> list[int]:
+    """Test indices whose decoded sample equals a training sample's, bit for bit: a file
+    copied or linked into both splits inflates every probe's test score, the baselines' as
+    much as the encoder's, so no comparison shows it. Hashing costs far less than decoding."""
+
+    def digest(i: int) -> bytes:
+        return hashlib.blake2b(x[i].contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    seen = {digest(i) for i in train_idx}
+    return [i for i in test_idx if digest(i) in seen]
+
+
 def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str]:
     """(train indices, test indices, description): the data's own split, else a stratified one."""
     splits = {it.split for it in items}
@@ -301,6 +314,14 @@ def evaluate(
     info(
         f"evaluating {run_dir} on {root}: {len(loaded)} samples, {len(classes)} classes, {split_desc}"
     )
+    repeated = test_samples_also_in_train(loaded.x, train_idx, test_idx)
+    if repeated:
+        names = [str(loaded.items[i].path) for i in repeated[:3]]
+        warn(
+            f"{len(repeated)} of the {len(test_idx)} test samples are identical to training "
+            f"samples ({first_few(names, len(repeated))}): the same data is in both splits (a "
+            "copy or a link), so every probe's test score counts samples it was fit on"
+        )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -346,6 +367,7 @@ def evaluate(
         "chance": float(torch.bincount(y[te]).max()) / len(te),
         "train_samples": len(train_idx),
         "test_samples": len(test_idx),
+        "test_samples_also_in_train": len(repeated),
         "rows": rows,
         # the run's encoder minus each baseline on the same test samples (paired, 95 %)
         "comparisons": comparisons,
