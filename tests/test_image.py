@@ -146,6 +146,27 @@ def test_float_images_keep_their_no_data_pixels(tmp_path):
     assert any("NaN pixels" in note for note in sample.context["notes"])
 
 
+def test_infinite_pixels_are_read_at_the_range_ends_and_said(tmp_path):
+    """±inf in a float image: the view is finite (made with them at the range's ends), they
+    are written as those finite values, and the note says so (it was silent)."""
+    from vmcli.data.image import INF_NOTE
+
+    arr = (np.random.default_rng(4).random((12, 14)) * 40).astype(np.float32)
+    arr[0, 0], arr[5, 5] = np.inf, -np.inf
+    src = tmp_path / "depth.tif"
+    Image.fromarray(arr).save(src)
+    sample = M.read_file(src, {"channels": 1, "size": 8}, LoadOptions())
+    assert torch.isfinite(sample.raw).all()
+    assert sample.context["notes"] == [INF_NOTE]
+    dst = tmp_path / "out.tif"
+    M.write_file(sample.raw, sample, dst)
+    out = np.asarray(Image.open(dst))
+    finite = np.isfinite(arr)
+    assert np.isfinite(out).all() and np.allclose(out[finite], arr[finite], atol=1e-3)
+    assert out[0, 0] == pytest.approx(arr[finite].max(), abs=1e-3)  # the top of the range
+    assert out[5, 5] == pytest.approx(0.0, abs=1e-3)  # the bottom (0 for a positive image)
+
+
 def test_alpha_moves_with_learned_crops_and_flips(rgb_folder, tmp_path):
     """With learned transforms (the image default) a view is a crop of the input, maybe
     flipped: its alpha channel is moved the same way, so it still covers the same content
@@ -384,13 +405,18 @@ def test_training_says_which_files_have_frames_or_no_data_pixels(tmp_path, capsy
     Image.fromarray(depth).save(data / "whole.tif")  # float, no NaN: not named
     depth[3:6, 2:9] = np.nan
     Image.fromarray(depth).save(data / "holes.tif")
+    depth = np.nan_to_num(depth, nan=1.0)
+    depth[0, 0], depth[1, 1] = np.inf, -np.inf
+    Image.fromarray(depth).save(data / "infinite.tif")
     index = scan(data, MODALITIES)
     capsys.readouterr()
     meta, usable, skipped = M.plan(index.root, index.items, LoadOptions())
     err = " ".join(capsys.readouterr().err.split())
-    assert len(usable) == 6 and not skipped
+    assert len(usable) == 7 and not skipped
     assert "1 file(s) have several frames" in err and "anim.gif" in err
     assert "1 file(s) have NaN pixels" in err and "holes.tif" in err
+    assert "1 file(s) have infinite pixels: they are read at the range's ends" in err
+    assert "infinite.tif" in err
     assert "whole.tif" not in err and "g0.png" not in err
     data_all = M.decode_all(index.root, usable, meta, skipped, len(index.items))
     assert torch.isfinite(data_all.x.float()).all()

@@ -103,6 +103,11 @@ NAN_NOTE = (
     "have NaN pixels (no data): the view was made with them at the range's low end, and "
     "they are NaN again in the written view"
 )
+INF_NOTE = (
+    "have infinite pixels: the view was made with them at the range's ends (+inf at the top, "
+    "-inf at the bottom), and they are written as those finite values"
+)
+TRAIN_INF_NOTE = "have infinite pixels: they are read at the range's ends"
 TRAIN_FRAMES_NOTE = "have several frames (animated GIF, multi-page TIFF...): only the first is used"
 TRAIN_NAN_NOTE = "have NaN pixels (no data): they are read at the range's low end"
 GRAY_RUN_NOTE = "are in colour but the run was trained on grayscale images: their views are gray (in the input's mode)"
@@ -264,6 +269,7 @@ class ImageProbe(NamedTuple):
     mode: str
     frames: bool  # several frames (animated GIF, multi-page TIFF): training uses the first
     holes: bool  # NaN (no-data) pixels, read at the range's low end
+    infinite: bool  # ±inf pixels, read at the range's ends
 
 
 class ImageModality(Modality):
@@ -298,13 +304,15 @@ class ImageModality(Modality):
     # -- loading -----------------------------------------------------------------------------
     def _probe(self, path: Path) -> ImageProbe | str:
         """What the header tells; only a float image is decoded here, to find its NaN
-        (no-data) pixels, which training reads at the range's low end: rare enough to pay
-        for, worth a word."""
+        (no-data) and infinite pixels, which training reads at the range's ends: rare enough
+        to pay for, worth a word."""
         try:
             with Image.open(path) as img:
                 frames = int(getattr(img, "n_frames", 1)) > 1
-                holes = img.mode == "F" and bool(np.isnan(np.asarray(img)).any())
-                return ImageProbe(img.size[0], img.size[1], img.mode, frames, holes)
+                a = np.asarray(img) if img.mode == "F" else None
+                holes = a is not None and bool(np.isnan(a).any())
+                infinite = a is not None and bool(np.isinf(a).any())
+                return ImageProbe(img.size[0], img.size[1], img.mode, frames, holes, infinite)
         except READ_ERRORS as e:
             return f"{type(e).__name__}: {e}"
 
@@ -329,7 +337,11 @@ class ImageModality(Modality):
         if not ok:
             report_skipped(skipped, len(items), "image")
             raise DataError(f"{root}: none of the {len(items)} image files could be read")
-        for flag, note in (("frames", TRAIN_FRAMES_NOTE), ("holes", TRAIN_NAN_NOTE)):
+        for flag, note in (
+            ("frames", TRAIN_FRAMES_NOTE),
+            ("holes", TRAIN_NAN_NOTE),
+            ("infinite", TRAIN_INF_NOTE),
+        ):
             flagged = [str(it.path) for it, r in ok if getattr(r, flag)]
             if flagged:
                 warn(f"{len(flagged)} file(s) {note} ({first_few(flagged[:3], len(flagged))})")
@@ -421,6 +433,7 @@ class ImageModality(Modality):
             img = _upright(opened)
             wide = img.mode in WIDE_MODES
             holes = None  # a float image's NaN (no-data) pixels, NaN again in its views
+            infinite = False
             if wide:  # keep 16-bit / 32-bit / float precision: [0, 1] floats, not 8 bits
                 unit = torch.from_numpy(_wide_to_unit(img).astype(np.float32))[None, None]
                 raw = unit.expand(1, channels, *unit.shape[2:]).contiguous()
@@ -428,6 +441,7 @@ class ImageModality(Modality):
                 if img.mode == "F":
                     nan = np.isnan(np.asarray(img))
                     holes = nan if nan.any() else None
+                    infinite = bool(np.isinf(np.asarray(img)).any())
             else:
                 arr = to_channels(img, channels)
                 raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
@@ -443,6 +457,8 @@ class ImageModality(Modality):
             notes.append(DEEP_COLOUR_NOTE)
         if holes is not None:
             notes.append(NAN_NOTE)
+        if infinite:
+            notes.append(INF_NOTE)
         if channels == 1 and img.mode not in GRAY_MODES:
             notes.append(GRAY_RUN_NOTE)
         alpha = _alpha(img)
