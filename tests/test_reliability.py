@@ -293,6 +293,29 @@ def test_a_resume_names_what_it_ignores_and_a_failed_one_keeps_the_data_check(
     assert r.exit_code == 3 and "--allow-data-change" in r.output, r.output
 
 
+def test_data_that_shrank_past_a_mid_epoch_checkpoint_restarts_that_epoch(image_folder, tmp_path):
+    """A checkpoint at step 6 of an 8-step epoch, then half the training files removed (4
+    steps now): with --allow-data-change the epoch starts again instead of the checkpoint
+    being called foreign (and config.json rewritten by the failed resume)."""
+    fast = ["--batch-size", "2", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q"]
+    r = vm("train", image_folder, *fast, "--epochs", "1", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    state = torch.load(run / runs.CHECKPOINT, weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 0)
+    state["step"] = 6  # as if written mid-way through epoch 2 of 16 files at batch 2
+    torch.save(state, run / runs.CHECKPOINT)
+    for path in sorted((image_folder / "train").rglob("*.png"))[::2]:
+        path.unlink()  # 8 training files left: 4 steps an epoch
+    r = vm("train", "--resume", run, "--epochs", "2", "--allow-data-change")
+    assert r.exit_code == 0, r.output
+    assert "epoch 2 starts again from its first step" in " ".join(r.output.split())
+    assert runs.load_checkpoint(run / runs.CHECKPOINT)["epoch"] == 2
+    rows = (run / runs.METRICS).read_text().splitlines()
+    assert [ln.split(",")[0] for ln in rows[1:]] == ["1", "2"]  # one row per epoch
+
+
 # -- vm augment: output names ----------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from vmcli.distributed import (
     teardown,
     world_from_env,
 )
-from vmcli.errors import ConfigError, DataError
+from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 from vmcli.plots import plot_training
@@ -393,7 +393,7 @@ def _train(
         setup(device.type)
         modality = get_modality(cfg.modality or "")
         index = scan(Path(cfg.data), MODALITIES, cfg.modality)
-        _check_data_unchanged(saved, index, run_dir, allow_data_change)
+        changed = _check_data_unchanged(saved, index, run_dir, allow_data_change)
         data = load_training_data(cfg, modality, index, meta=saved["data_meta"])
         if cfg.batch_size and len(data) < cfg.batch_size:
             raise DataError(
@@ -401,6 +401,7 @@ def _train(
                 f"{len(data)} usable training sample(s); a resumed run keeps its batch size. "
                 f"Put the files back, or start a new run: vm train {cfg.data}"
             )
+        _check_step(state, len(data) // int(cfg.batch_size or 1), changed, run_dir)
         meta, stats = saved["data_meta"], saved["space_stats"]
         space = untrusted.build_space(
             modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
@@ -620,20 +621,39 @@ def _describe(index: DataIndex) -> None:
         info(f"note: {note}")
 
 
+def _check_step(state: dict[str, Any], steps: int, data_changed: bool, run_dir: Path) -> None:
+    """A checkpoint's step lies inside an epoch of the data as it is. Where the data shrank
+    (`--allow-data-change`) past a mid-epoch checkpoint, the epoch starts again: its batch
+    order was drawn for other data anyway. Otherwise the checkpoint was not written by us."""
+    if state["step"] < steps:
+        return
+    if not data_changed:
+        raise CheckpointError(
+            f"{run_dir / runs.CHECKPOINT}: step {state['step']} is past the end of an epoch "
+            f"({steps} steps); is it a file written by `vm train`?"
+        )
+    info(
+        f"epoch {state['epoch'] + 1} starts again from its first step: the checkpoint was at "
+        f"step {state['step']}, and an epoch of the data as it is now has {steps}"
+    )
+    state["step"] = 0
+
+
 def _check_data_unchanged(
     saved: dict[str, Any], index: DataIndex, run_dir: Path, allow: bool
-) -> None:
+) -> bool:
     """Resuming on other training files than the run started with is refused unless allowed;
-    the fingerprint in `saved` (config.json, written back by the caller) becomes the current one."""
+    the fingerprint in `saved` (config.json, written back by the caller) becomes the current
+    one. True when the data changed (and that was allowed)."""
     record = saved.setdefault("data", {})
     then, now = record.get("fingerprint"), fingerprint(index)
     record["fingerprint"] = now
     if not isinstance(then, dict):
         info(f"{run_dir} has no record of its data files (an older run): not checked for changes")
-        return
+        return False
     change = describe_change(then, now)
     if change is None:
-        return
+        return False
     if not allow:
         raise DataError(
             f"{index.root} changed since {run_dir} started: {change}. Resuming would train on "
@@ -641,3 +661,4 @@ def _check_data_unchanged(
             "--allow-data-change to go on with the data as it is"
         )
     info(f"data changed since the run started ({change}); going on (--allow-data-change)")
+    return True

@@ -39,7 +39,7 @@ from vmcli.distributed import (
     check_batch_split,
     synchronise_batchnorm,
 )
-from vmcli.errors import CheckpointError, ConfigError, DataError, TrainingInterrupted
+from vmcli.errors import ConfigError, DataError, TrainingInterrupted
 from vmcli.losses import nt_xent
 from vmcli.nn.encoders import Encoder
 from vmcli.nn.transforms import LearnedTransforms, Transform
@@ -619,12 +619,6 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
     order_gen = torch.Generator(device).manual_seed(cfg.seed)
     view_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     at, metrics = _restore(job, opt, order_gen, view_gen)
-    if at.step >= steps_per_epoch:  # the data and batch size were checked against the run's
-        src = job.run_dir / runs.CHECKPOINT if job.run_dir is not None else "checkpoint"
-        raise CheckpointError(
-            f"{src}: step {at.step} is past the end of an epoch "
-            f"({steps_per_epoch} steps); is it a file written by `vm train`?"
-        )
     job.encoder.train()
     writes = job.run_dir is not None and world.is_main
     cadence = CheckpointCadence.parse(cfg.checkpoint_every)  # mid-epoch checkpoints
