@@ -677,10 +677,43 @@ def test_the_library_checks_the_same_numbers():
         {"seed": 1.5},
         {"load": LoadOptions(clip_seconds=float("nan"))},
         {"load": LoadOptions(window=0)},
+        {"epochs": 1.5},  # trained 2 epochs, recorded 1.5, then refused its own run
+        {"batch_size": 8.0},
+        {"viewmaker_width": 300},
+        {"preview_samples": 0},  # a traceback after training, the run left unfinished
+        {"preview_views": 0},
+        {"log_every": 0},
     ):
         with pytest.raises(ConfigError):
             TrainConfig(data="x", **bad).validate()
     TrainConfig(data="x", seed=2**63 - 1, load=LoadOptions(clip_seconds=600)).validate()
+    with pytest.raises(
+        ConfigError, match=r"--epochs must be a whole number from 1 or more; got 1.5"
+    ):
+        TrainConfig(data="x", epochs=1.5).validate()
+
+
+def test_the_library_takes_numpy_numbers():
+    """A budget or size taken from an array is a numpy scalar: checked as the number it is
+    (np.float32(0.1) was called "not a finite number > 0") and recorded as plain JSON."""
+    import json
+
+    import numpy as np
+
+    from vmcli.config import LoadOptions, TrainConfig
+
+    cfg = TrainConfig(
+        data="x",
+        budget=np.float32(0.1),
+        epochs=np.int64(3),
+        batch_size=np.int32(16),
+        seed=np.uint8(7),
+        load=LoadOptions(window=np.int64(64), clip_seconds=np.float64(1.5)),
+    )
+    cfg.validate()
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.load.window) == (3, 16, 7, 64)
+    assert type(cfg.budget) is float and cfg.budget == pytest.approx(0.1)
+    json.dumps(cfg.to_dict())  # numpy scalars would not serialise
 
 
 def test_the_largest_seed_trains(image_folder, tmp_path):

@@ -97,6 +97,14 @@ def test_nonfinite_batches_are_refused_for_spaces_without_a_value_range(tmp_path
     for module in (vmcli.load_viewmaker(run["run"]), vmcli.load_encoder(run["run"])):
         with pytest.raises(DataError, match=r"NaN or inf values \(sample 0"):
             module(x)
+    # finite in float64, inf once computed in float32: NaN views and features before
+    big = torch.full((2, 3, 64), 1e39, dtype=torch.float64)
+    for module in (vmcli.load_viewmaker(run["run"]), vmcli.load_encoder(run["run"])):
+        with pytest.raises(DataError, match=r"float64 values beyond float32's range"):
+            module(big)
+    augment = vmcli.load_viewmaker(run["run"])
+    with pytest.raises(DataError, match=r"planes must be B × K × 64 .* got list"):
+        augment.with_planes(torch.randn(2, 3, 64), [1, 2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])

@@ -274,7 +274,7 @@ CONFIG_CASES = {
     ),
     "absurd width": (
         _config(lambda c: c["train"].update(viewmaker_width=10**6)),
-        "--viewmaker-width must be 1..256",
+        "--viewmaker-width must be a whole number from 1 to 256",
     ),
     "absurd image size": (
         _config(lambda c: c["data_meta"].update(size=10**7)),

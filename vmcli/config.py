@@ -35,6 +35,22 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _plain_numbers(obj: Any) -> None:
+    """numpy scalars (np.float32(0.1), np.int64(8)) in a config's fields → Python numbers, so
+    the checks see numbers and config.json can record them; what a Python API user passes
+    from an array is a numpy scalar more often than not."""
+    import numbers
+
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if (
+            isinstance(value, numbers.Number)
+            and not isinstance(value, bool | int | float)
+            and hasattr(value, "item")
+        ):
+            setattr(obj, f.name, value.item())
+
+
 @dataclass
 class LoadOptions:
     """Modality-specific loading knobs; None means "derive from the data"."""
@@ -53,6 +69,7 @@ class LoadOptions:
         no data could use is a mistake even where this data would ignore it."""
         from vmcli import untrusted
 
+        _plain_numbers(self)
         for name, low, high in (
             ("image_size", MIN_IMAGE_SIZE, untrusted.MAX_IMAGE_SIDE),
             ("sample_rate", MIN_SAMPLE_RATE, untrusted.MAX_SAMPLE_RATE),
@@ -119,6 +136,11 @@ def check_seed(seed: Any) -> None:
         raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {seed}")
 
 
+# TrainConfig fields that are `vm train` options (named as such in errors); others are
+# Python API settings
+CLI_OPTIONS = ("epochs", "batch_size", "viewmaker_width", "workers")
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -164,8 +186,26 @@ class TrainConfig:
     def validate(self) -> None:
         """Every setting checked up front, before any data is read or a run folder made: a
         ConfigError naming the option and the problem (exit 2 from the CLI)."""
+        _plain_numbers(self)
         if self.views not in VIEWS:
             raise ConfigError(f"--views must be one of {', '.join(VIEWS)}; got {self.views!r}")
+        for name, low, high in (  # whole numbers: 1.5 epochs would train 2 and record 1.5
+            ("epochs", 1, None),
+            ("batch_size", 2, None),
+            ("viewmaker_width", 1, 256),
+            ("viewmaker_blocks", 0, 32),
+            ("workers", 0, None),
+            ("log_every", 1, None),
+            ("preview_samples", 1, 256),
+            ("preview_views", 1, 64),
+        ):
+            value = getattr(self, name)
+            if value is None and name in ("batch_size", "viewmaker_width"):
+                continue  # decided from the data and the device
+            if not (_whole(value) and value >= low and (high is None or value <= high)):
+                upto = f" to {high}" if high is not None else " or more"
+                flag = f"--{name.replace('_', '-')}" if name in CLI_OPTIONS else name
+                raise ConfigError(f"{flag} must be a whole number from {low}{upto}; got {value}")
         from vmcli.nn.encoders import ENCODERS
 
         if self.encoder != "auto" and self.encoder not in ENCODERS:
@@ -179,12 +219,6 @@ class TrainConfig:
         if self.budget is not None and not (_finite(self.budget) and self.budget > 0):
             raise ConfigError(
                 f"--budget must be a finite number > 0 (the mean |δ| per example); got {self.budget}"
-            )
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1; got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 2:
-            raise ConfigError(
-                "--batch-size must be at least 2 (contrastive learning needs negatives)"
             )
         if self.data_mode not in ("auto", "memory", "stream"):
             raise ConfigError(f"--data-mode must be auto, memory or stream; got {self.data_mode!r}")
@@ -213,12 +247,6 @@ class TrainConfig:
         if not (_finite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"--temperature must be a finite number > 0; got {self.temperature}")
         check_seed(self.seed)
-        if self.viewmaker_width is not None and not 1 <= self.viewmaker_width <= 256:
-            raise ConfigError(f"--viewmaker-width must be 1..256; got {self.viewmaker_width}")
-        if not 0 <= self.viewmaker_blocks <= 32:
-            raise ConfigError(f"viewmaker_blocks must be 0..32; got {self.viewmaker_blocks}")
-        if self.workers < 0 or self.log_every < 1:
-            raise ConfigError("--workers must be ≥ 0 and log_every ≥ 1")
         CheckpointCadence.parse(self.checkpoint_every)
         self.load.validate()
 

@@ -96,6 +96,12 @@ def check_raw(
     if not bool(finite.all()):
         first = int(torch.nonzero(~finite)[0, 0])
         raise DataError(f"{expects}; got NaN or inf values (sample {first} of the batch)")
+    top = torch.finfo(torch.float32).max
+    if raw.dtype == torch.float64 and float(raw.detach().abs().amax()) > top:
+        raise DataError(  # computed in float32, they would be inf, and the output NaN
+            f"{expects}; got float64 values beyond float32's range (±{top:.3g}), which the "
+            "model computes in"
+        )
     if spec.value_range is not None:
         lo, hi = (float(v) for v in torch.aminmax(raw.detach()))
         low, high = spec.value_range
@@ -171,13 +177,19 @@ class Augmenter(_Checked):
         transforms' crop and flip, values untouched; the viewmaker moves nothing."""
         self.check(raw)
         if planes is not None and (
-            planes.dim() != raw.dim()
+            not isinstance(planes, Tensor)
+            or planes.dim() != raw.dim()
             or planes.shape[0] != raw.shape[0]
             or planes.shape[2:] != raw.shape[2:]
         ):
             raise DataError(
                 f"planes must be B × K × {' × '.join(map(str, raw.shape[2:]))} like the batch "
-                f"({tuple(raw.shape)}); got {tuple(planes.shape)}"
+                f"({tuple(raw.shape)}); got "
+                + (
+                    f"{tuple(planes.shape)}"
+                    if isinstance(planes, Tensor)
+                    else type(planes).__name__
+                )
             )
         if self.transforms is not None:
             if planes is None:
