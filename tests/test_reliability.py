@@ -316,6 +316,29 @@ def test_data_that_shrank_past_a_mid_epoch_checkpoint_restarts_that_epoch(image_
     assert [ln.split(",")[0] for ln in rows[1:]] == ["1", "2"]  # one row per epoch
 
 
+def test_an_evaluation_of_an_earlier_encoder_is_not_shown_as_the_runs(image_folder, tmp_path):
+    """eval.json records the encoder it measured; after a resume trained on, `vm info` says the
+    numbers are of an earlier encoder instead of showing them beside the new epoch count."""
+    import json
+
+    fast = ["--batch-size", "8", "--encoder", "small", "--viewmaker-width", "8"]
+    fast += ["--device", "cpu", "-q"]
+    r = vm("train", image_folder, *fast, "--epochs", "1", "--out", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "train"
+    assert vm("eval", run, "--linear").exit_code == 0
+    r = vm("info", run, "--json")
+    assert json.loads(r.output)["eval_is_current"] is True
+    assert "eval: vm encoder" in vm("info", run).output
+    assert vm("train", "--resume", run, "--epochs", "2", "-q").exit_code == 0
+    r = vm("info", run)
+    assert "of an earlier encoder" in " ".join(r.output.split())
+    assert "eval: vm encoder" not in r.output and "eval: data" in r.output
+    assert json.loads(vm("info", run, "--json").output)["eval_is_current"] is False
+    assert vm("eval", run, "--linear").exit_code == 0
+    assert "eval: vm encoder" in vm("info", run).output
+
+
 # -- vm augment: output names ----------------------------------------------------------------------
 
 

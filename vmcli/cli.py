@@ -614,8 +614,17 @@ def info(
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_config(run_dir)
     summary, evaluation = runs.read_results(run_dir)
+    current = None if evaluation is None else runs.eval_is_current(run_dir, evaluation)
     if as_json:
-        print_json({"run": str(run_dir), "config": config, "summary": summary, "eval": evaluation})
+        print_json(
+            {
+                "run": str(run_dir),
+                "config": config,
+                "summary": summary,
+                "eval": evaluation,
+                "eval_is_current": current,
+            }
+        )
         return
     t = Table(title=str(run_dir), show_header=False)
     t.add_column(style="bold")
@@ -659,6 +668,13 @@ def info(
                 f"{row['initial']:.3g} → {row['learned']:.3g} {row['unit']}",
             )
     if evaluation is not None:
+        t.add_row("eval: data", f"{evaluation.get('data')}, {evaluation.get('split')}")
+    if evaluation is not None and current is False:
+        t.add_row(
+            "eval",
+            "[yellow]of an earlier encoder: the run trained on since; run vm eval again[/yellow]",
+        )
+    elif evaluation is not None:
         for row in evaluation["rows"]:
             t.add_row(
                 f"eval: {row['features']}",

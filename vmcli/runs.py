@@ -12,6 +12,7 @@ only tensors and plain containers, loaded with `weights_only=True`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -150,6 +151,25 @@ def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] |
         src = Path(run_dir) / name
         found.append(untrusted.results(read_json(src), src) if src.is_file() else None)
     return found[0], found[1]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes: what eval.json records of the encoder it measured."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def eval_is_current(run_dir: Path, evaluation: dict[str, Any]) -> bool | None:
+    """Whether eval.json measured the encoder the run holds now: False after a resume trained
+    on (its numbers belong to an earlier encoder); None where it cannot be told (an eval.json
+    from before the digest was recorded, or no encoder file)."""
+    recorded, encoder = evaluation.get("encoder_sha256"), Path(run_dir) / ENCODER
+    if not isinstance(recorded, str) or not encoder.is_file():
+        return None
+    return recorded == file_digest(encoder)
 
 
 def check_out_folder(path: Path, option: str = "--out") -> None:
