@@ -93,3 +93,48 @@ def test_probes_report_per_sample_correctness_consistent_with_accuracy():
     assert out["accuracy"] == out["correct"].double().mean().item() < 1
     c = knn_correct(x, y, xt, yt, k=5)
     assert c.shape == yt.shape and c.double().mean().item() == knn_accuracy(x, y, xt, yt, k=5)
+
+
+def test_windows_of_one_recording_never_straddle_the_split():
+    """Long recordings cut into windows: a stratified split of windows put 75 %-overlapping
+    neighbours of each test window into training (a probe scored 1.0 on labels that carried
+    nothing but the recording). Whole recordings go to one side; files without windows keep
+    the sample split they always had."""
+    from pathlib import Path
+
+    from vmcli.data.base import Item
+    from vmcli.evaluation import _eval_split
+
+    items = [
+        Item(Path(f"k{c}/{r}.csv"), label=f"k{c}", offset=10 * w)
+        for c in range(2)
+        for r in range(10)
+        for w in range(9)
+    ]
+    train, test, desc = _eval_split(items, seed=0)
+    assert {str(items[i].path) for i in train}.isdisjoint({str(items[i].path) for i in test})
+    assert len(test) == 2 * 2 * 9  # 2 of each class's 10 recordings, every window of them
+    assert "by recording" in desc and "test 36 of 4" in desc
+    plain = [Item(Path(f"k{c}/{i}.png"), label=f"k{c}") for c in range(2) for i in range(10)]
+    train, test, desc = _eval_split(plain, seed=0)
+    keep, held = _stratified_holdout(torch.tensor([i // 10 for i in range(20)]), 0.2, seed=0)
+    assert (train, test) == (keep.tolist(), held.tolist()) and "by recording" not in desc
+
+
+def test_intervals_count_windows_of_one_recording_as_what_they_are_worth():
+    from vmcli.evaluation import accuracy_interval, effective_samples, paired_difference
+
+    groups = torch.arange(6).repeat_interleave(9)  # 6 recordings × 9 windows
+    alike = torch.tensor([1.0, 0, 1, 1, 0, 1]).repeat_interleave(9)  # windows agree
+    assert effective_samples(alike, None) == 54
+    assert effective_samples(alike, groups) == pytest.approx(5.0)  # g − 1 (small-g correction)
+    mixed = torch.tensor([1.0, 0] * 27)  # each recording half right: nothing clustered
+    assert effective_samples(mixed, torch.arange(27).repeat_interleave(2)) == 54
+    assert effective_samples(torch.ones(54), groups) == 6.0  # cannot be told: one per group
+    narrow, wide = accuracy_interval(alike.bool()), accuracy_interval(alike.bool(), groups)
+    assert wide[0] < narrow[0] and wide[1] > narrow[1]
+    ones, zeros = torch.ones(54, dtype=torch.bool), torch.zeros(54, dtype=torch.bool)
+    assert paired_difference(ones, zeros)["verdict"] == "ahead"
+    few = paired_difference(alike.bool(), zeros, groups)  # 4 recordings of 6 right
+    assert few["difference"] == pytest.approx(4 / 6)
+    assert few["ci95"][0] < paired_difference(alike.bool(), zeros)["ci95"][0]

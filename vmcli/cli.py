@@ -582,10 +582,15 @@ def eval_(
         console.print(
             f"  {c['baseline']}, {probe}: {_difference_text(c)}", soft_wrap=True, markup=False
         )
+    over = f"over the {result['test_samples']} test samples"
+    if result.get("test_recordings"):
+        over = (
+            f"over the {result['test_samples']} test windows of {result['test_recordings']} "
+            "recordings, counted as the independent samples they are worth"
+        )
     console.print(
-        f"split: {result['split']}. Intervals: 95 %, over the {result['test_samples']} test "
-        "samples (differences paired on the same samples); they leave out the training "
-        "seed's own spread.",
+        f"split: {result['split']}. Intervals: 95 %, {over} (differences paired on the same "
+        "samples); they leave out the training seed's own spread.",
         soft_wrap=True,
     )
 

@@ -38,10 +38,46 @@ Z95 = 1.959964  # two-sided 95 % normal quantile
 # -- how sure a test accuracy is ---------------------------------------------------------------
 
 
-def wilson_interval(correct: int, n: int) -> tuple[float, float]:
+def effective_samples(values: Tensor, groups: Tensor | None) -> float:
+    """How many independent samples `values` (one per test sample) are worth when samples of
+    one group (windows of one recording) are alike: N over the design effect, the cluster-
+    robust variance of their mean against the independent one (Kish). Where every value is
+    the same the design effect cannot be told, and each group counts as one sample."""
+    n = len(values)
+    if groups is None or n == 0:
+        return float(n)
+    _, inverse = torch.unique(groups, return_inverse=True)
+    g = int(inverse.max()) + 1
+    if g == n:
+        return float(n)
+    if g < 2:
+        return 1.0
+    v = values.double()
+    dev = torch.zeros(g, dtype=torch.float64).index_add_(0, inverse, v - v.mean())
+    clustered = g / (g - 1) * float((dev**2).sum()) / n**2
+    independent = float(v.var(unbiased=False)) / n
+    if independent <= 0:
+        return float(g)
+    if clustered <= 0:
+        return float(n)
+    return min(float(n), max(1.0, n * independent / clustered))
+
+
+def accuracy_interval(correct: Tensor, groups: Tensor | None = None) -> tuple[float, float]:
+    """`wilson_interval` of per-sample correctness, over its effective number of samples
+    where test samples come in groups (windows of one recording are not independent)."""
+    n, k = len(correct), float(correct.double().sum())
+    if groups is None or n == 0:
+        return wilson_interval(k, n)
+    n_eff = effective_samples(correct, groups)
+    return wilson_interval(k * n_eff / n, n_eff)
+
+
+def wilson_interval(correct: float, n: float) -> tuple[float, float]:
     """95 % interval of an accuracy of `correct`/`n` test samples (Wilson's: unlike ±1.96·SE
     it stays inside [0, 1] and is not zero-width at 0 or 1). 200 test samples at 0.8 give
-    about ±0.055: differences smaller than that between two rows are not established."""
+    about ±0.055: differences smaller than that between two rows are not established.
+    Fractional counts are an effective number of samples (`accuracy_interval`)."""
     if n == 0:
         return (0.0, 1.0)
     p = correct / n
@@ -51,19 +87,22 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def paired_difference(a: Tensor, b: Tensor) -> dict[str, Any]:
+def paired_difference(a: Tensor, b: Tensor, groups: Tensor | None = None) -> dict[str, Any]:
     """Accuracy of `a` minus that of `b`, both per-sample correctness on the *same* test
     samples, with a 95 % interval. Pairing removes the test set's own difficulty, so this is
     much tighter than comparing two separate intervals. The interval is Agresti and Min's
     (half a sample added to each cell of the 2 × 2 table): the plain normal one is zero-width
     when every pair differs the same way, and called 2 of 2, or 4 of 4 among 200, "ahead".
-    The verdict: "ahead" / "behind" where the interval excludes 0."""
+    With `groups` (windows of one recording), the counts are scaled to the differences'
+    effective number of samples. The verdict: "ahead" / "behind" where the interval excludes 0."""
     d = a.long() - b.long()
     n = len(d)
     if n == 0:
         return {"difference": 0.0, "ci95": [-1.0, 1.0], "verdict": "within noise"}
-    won, lost = int((d > 0).sum()) + 0.5, int((d < 0).sum()) + 0.5  # the discordant pairs
-    m = n + 2
+    scale = effective_samples(d, groups) / n
+    won = float((d > 0).sum()) * scale + 0.5  # the discordant pairs
+    lost = float((d < 0).sum()) * scale + 0.5
+    m = n * scale + 2
     centre = (won - lost) / m
     se = ((won + lost) - (won - lost) ** 2 / m) ** 0.5 / m
     lo, hi = max(-1.0, centre - Z95 * se), min(1.0, centre + Z95 * se)
@@ -98,17 +137,34 @@ def _fit_logreg(
     return w.detach(), b.detach()
 
 
-def _stratified_holdout(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices (keep, held out): `fraction` of every class held out, deterministically."""
+def _stratified_holdout(
+    y: Tensor, fraction: float, seed: int, groups: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Indices (keep, held out): `fraction` of every class held out, deterministically. With
+    `groups` (windows cut from one recording share a group), whole groups are held out: a
+    window whose neighbours, overlapping it, were trained on is not a test of anything."""
     g = torch.Generator().manual_seed(seed)
+    groups = torch.arange(len(y)) if groups is None else groups
     keep, held = [], []
     for c in torch.unique(y):
         idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
-        held.append(idx[:k])
-        keep.append(idx[k:])
+        units = torch.unique(groups[idx])
+        units = units[torch.randperm(len(units), generator=g)]
+        k = int(round(len(units) * fraction)) if len(units) > 1 else 0
+        out = torch.isin(groups[idx], units[:k])
+        held.append(idx[out])
+        keep.append(idx[~out])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def recording_groups(items: list[Item]) -> Tensor | None:
+    """Each sample's source file as a group id, where some file gave several samples (a
+    long sensor recording cut into windows); None where every sample is its own file."""
+    paths = [str(it.path) for it in items]
+    if len(set(paths)) == len(paths):
+        return None
+    ids = {p: i for i, p in enumerate(dict.fromkeys(paths))}
+    return torch.tensor([ids[p] for p in paths])
 
 
 class LinearProbe:
@@ -130,10 +186,15 @@ class LinearProbe:
 
 
 def fit_linear_probe(
-    train_x: Tensor, train_y: Tensor, seed: int = 0, device: torch.device | str = "cpu"
+    train_x: Tensor,
+    train_y: Tensor,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    groups: Tensor | None = None,
 ) -> LinearProbe:
-    """Fit the probe; its L2 strength is picked on a stratified 20 % held out of `train_x`.
-    Float64 on the CPU, float32 on a GPU (standardised features keep that well conditioned)."""
+    """Fit the probe; its L2 strength is picked on a stratified 20 % held out of `train_x`
+    (whole `groups`, recordings, where given). Float64 on the CPU, float32 on a GPU
+    (standardised features keep that well conditioned)."""
     device = torch.device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     x = train_x.to(device, dtype)
@@ -143,7 +204,8 @@ def fit_linear_probe(
     num_classes = int(y.max()) + 1
     l2 = L2_GRID[1]
     if len(y) >= 40:
-        fit_idx, val_idx = (i.to(device) for i in _stratified_holdout(y.cpu(), 0.2, seed))
+        held = _stratified_holdout(y.cpu(), 0.2, seed, groups)
+        fit_idx, val_idx = (i.to(device) for i in held)
         fx, vx = _standardize(x[fit_idx], x[val_idx])
         scores = []
         for lam in L2_GRID:
@@ -161,10 +223,12 @@ def linear_probe(
     test_y: Tensor,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    groups: Tensor | None = None,
 ) -> dict[str, float]:
-    """Test accuracy of a logistic-regression probe fitted on the training features."""
+    """Test accuracy of a logistic-regression probe fitted on the training features
+    (`groups`: the training samples' recordings, for the probe's own validation split)."""
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    probe = fit_linear_probe(train_x, train_y, seed, device)
+    probe = fit_linear_probe(train_x, train_y, seed, device, groups)
     if probe.w.shape[1] < num_classes:  # a class only in the test split: never predicted
         pad = torch.zeros(
             probe.w.shape[0],
@@ -242,11 +306,20 @@ def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str
         return train, test, f"the data's own split (train {len(train)} / {test_name} {len(test)})"
     classes = sorted({it.label for it in items})
     y = torch.tensor([classes.index(it.label) for it in items])
-    keep, held = _stratified_holdout(y, 0.2, seed)
+    groups = recording_groups(items)
+    keep, held = _stratified_holdout(y, 0.2, seed, groups)
+    if groups is None:
+        return (
+            keep.tolist(),
+            held.tolist(),
+            f"a stratified 80/20 split, seed {seed} (train {len(keep)} / test {len(held)})",
+        )
+    n_keep, n_held = (len(torch.unique(groups[i])) for i in (keep, held))
     return (
         keep.tolist(),
         held.tolist(),
-        f"a stratified 80/20 split, seed {seed} (train {len(keep)} / test {len(held)})",
+        f"a stratified 80/20 split by recording, seed {seed} (train {len(keep)} windows of "
+        f"{n_keep} recordings / test {len(held)} of {n_held}; no recording in both)",
     )
 
 
@@ -335,26 +408,29 @@ def evaluate(
     candidates.update(modality.raw_baselines(loaded, extractor.space))
 
     tr, te = torch.tensor(train_idx), torch.tensor(test_idx)
+    groups = recording_groups(loaded.items)
+    train_groups = None if groups is None else groups[tr]
+    test_groups = None if groups is None else groups[te]
     rows = []
     correct: dict[tuple[str, str], Tensor] = {}  # (features, probe) → per-test-sample
     for name, feats in candidates.items():
         row: dict[str, Any] = {"features": name, "dim": int(feats.shape[1])}
         if linear:
-            correct[name, "linear"] = linear_probe(feats[tr], y[tr], feats[te], y[te], seed, dev)[
-                "correct"
-            ]
+            correct[name, "linear"] = linear_probe(
+                feats[tr], y[tr], feats[te], y[te], seed, dev, train_groups
+            )["correct"]
         if knn:
             correct[name, "knn"] = knn_correct(feats[tr].to(dev), y[tr], feats[te].to(dev), y[te])
         for probe in ("linear", "knn"):
             if (name, probe) in correct:
                 c = correct[name, probe]
                 row[probe] = c.double().mean().item()
-                row[f"{probe}_ci95"] = list(wilson_interval(int(c.sum()), len(c)))
+                row[f"{probe}_ci95"] = list(accuracy_interval(c, test_groups))
         rows.append(row)
     ours = next(iter(candidates))
     comparisons = [
         {"baseline": name, "probe": probe}
-        | paired_difference(correct[ours, probe], correct[name, probe])
+        | paired_difference(correct[ours, probe], correct[name, probe], test_groups)
         for name in list(candidates)[1:]
         for probe in ("linear", "knn")
         if (ours, probe) in correct
@@ -369,6 +445,8 @@ def evaluate(
         "chance": float(torch.bincount(y[te]).max()) / len(te),
         "train_samples": len(train_idx),
         "test_samples": len(test_idx),
+        # windowed recordings: how many the test windows came from (intervals count these)
+        "test_recordings": None if test_groups is None else len(torch.unique(test_groups)),
         "test_samples_also_in_train": len(repeated),
         "rows": rows,
         # the run's encoder minus each baseline on the same test samples (paired, 95 %)
