@@ -220,7 +220,8 @@ def load_training_data(
     bound = source.memory_bound_bytes(batch, sample[0].numel() * sample.element_size())
     info(
         f"streaming {len(usable)} files with {workers} workers × {source.prefetch} batches ahead: "
-        f"at most {bound / 2**20:.0f} MiB of decoded samples in memory"
+        f"at most {bound / 2**20:.{0 if bound >= 10 * 2**20 else 2}f} MiB of decoded samples "
+        "in memory"
     )
     return TrainingData(source, sample, usable, meta, skipped)
 
