@@ -220,3 +220,40 @@ def test_a_view_past_full_scale_is_clipped_and_said_where_the_format_cannot_hold
         assert np.abs(out).max() <= 1.0
         assert (np.sign(out) == np.sign(ref))[np.abs(ref) > 0.5].all()  # clipped, not wrapped
         assert sample.context["notes"] == [CLIPPED_NOTE]
+
+
+def test_spectrogram_views_are_written_as_log_mel_power_within_the_budget(tmp_path):
+    """The .npy views are "natural log of mel power" (README), not the z-scores the viewmaker
+    works in: they were written z-scored, and `--to-wav` inverted those as if log power.
+    Undoing the run's per-band normalisation, a view is its input's log-mel plus a δ of mean
+    |δ| = ε in z-score units (the L1 sphere), exactly."""
+    import json
+
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    for i in range(8):
+        sf.write(data / f"c{i}.wav", tone(200 + 90 * i, 0.5, 8000, amp=0.1 + 0.05 * i), 8000)
+    summary = train(
+        fast_config(data, view_space="spectrogram", views="viewmaker", budget=0.05),
+        out=tmp_path / "runs",
+        progress=False,
+    )
+    run = Path(summary["run"])
+    out = tmp_path / "views"
+    augment_folder(data, out, run, device="cpu", progress=False)
+    config = json.loads((run / "config.json").read_text())
+    stats, meta = config["space_stats"], config["data_meta"]
+    mean = torch.tensor(stats["mel_mean"]).view(-1, 1)
+    std = torch.tensor(stats["mel_std"]).view(-1, 1)
+    for i in (0, 5):
+        sample = M.read_file(data / f"c{i}.wav", meta, LoadOptions())
+        log_mel = LogMel(int(meta["sample_rate"]), int(meta["n_mels"]))(sample.raw)[0, 0]
+        view = torch.from_numpy(np.load(out / f"c{i}.npy"))
+        assert view.shape == log_mel.shape
+        assert float(((view - log_mel) / std).abs().mean()) == pytest.approx(0.05, rel=1e-3)
+        assert float((view - mean).abs().mean()) > 1.0  # not z-scores around 0

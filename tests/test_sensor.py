@@ -167,6 +167,18 @@ def test_augment_spectrogram_views_of_same_named_csv_and_tsv_are_both_written(tm
     assert names == ["w0.csv.npy", "w0.tsv.npy", "w1.npy", "w2.npy", "w3.npy", "w4.npy"]
     assert result["views_written"] == 6
     assert not np.array_equal(np.load(out / "w0.csv.npy"), np.load(out / "w0.tsv.npy"))
+    # written as log power (the space's normalisation undone), not as per-bin z-scores
+    from vmcli import load_viewmaker
+
+    space = load_viewmaker(summary["run"]).space
+    sample = M.read_file(tmp_path / "data" / "w1.csv", space.meta, LoadOptions())
+    with torch.no_grad():
+        log_power = space.from_view(space.to_view(sample.raw.float()))[0]
+    view = torch.from_numpy(np.load(out / "w1.npy"))
+    assert view.shape == log_power.shape
+    z = (view - log_power) / space.spec_std[0]
+    assert float(z.abs().mean()) < 0.3  # the view's own change, in z-score units
+    assert float((view - space.spec_mean[0]).abs().mean()) > 0.5  # not z-scores around 0
 
 
 def test_augment_views_files_shorter_than_a_window_like_training_uses_them(tmp_path):

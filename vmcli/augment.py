@@ -296,6 +296,8 @@ def augment_folder(
                 gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
                 with torch.no_grad():  # alpha and no-data planes move with the content
                     view, moved = augmenter.with_planes(raw, planes, gen)
+                    if not augmenter.space.invertible:  # files hold log power, not z-scores
+                        view = augmenter.space.from_view(view)
                 dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 moved = None if moved is None else moved.cpu()

@@ -71,7 +71,9 @@ class ViewSpace(nn.Module, ABC):
 
     raw batch ──to_view──▶ viewmaker input ──viewmaker──▶ view ──to_encoder──▶ encoder input
     `from_view` maps a view back to the raw representation where that is possible (images,
-    waveforms, sensor signals) so `vm augment` can write files in the input's format.
+    waveforms, sensor signals) so `vm augment` can write files in the input's format; for a
+    space that cannot be inverted (spectrograms) it undoes only the normalisation, which is
+    what `vm augment` writes (log power in the data's own scale).
     Normalization statistics are fitted on training data (`fit`) and stored in the run.
     """
 
@@ -80,7 +82,7 @@ class ViewSpace(nn.Module, ABC):
     channels: int = 1  # viewmaker channels
     clamp: tuple[float, float] | None = None
     encoder_dims: int = 2
-    invertible: bool = True  # from_view gives raw samples (False: views stay in this space)
+    invertible: bool = True  # from_view gives raw samples (False: this space, unnormalised)
 
     def __init__(self, meta: dict[str, Any], stats: dict[str, Any] | None = None):
         super().__init__()
