@@ -150,3 +150,21 @@ def test_out_as_a_dangling_link_is_refused_up_front(sensor_run, tmp_path, monkey
         assert f"{link} is a link to {tmp_path / 'gone'}, which does not exist" in line
         assert link.is_symlink() and not (tmp_path / "gone").exists()
         assert partials(tmp_path) == []
+
+
+def test_a_folder_name_over_the_output_limit_is_named_with_the_right_bound(tmp_path, monkeypatch):
+    """An output filesystem with shorter names than the input's (eCryptfs: 143 bytes): the
+    part over the limit can be a folder; the advice named the file with a negative bound."""
+    import vmcli.augment as aug
+    from vmcli.errors import ConfigError
+
+    monkeypatch.setattr(aug, "_name_max", lambda folder: 20)
+    rel = Path("a_rather_long_folder_name/x.png")
+    with pytest.raises(ConfigError) as err:
+        aug.check_name_lengths({(rel, 0): rel}, tmp_path / "in", tmp_path / "out")
+    text = str(err.value)
+    assert "in a folder named a_rather_long_folder_name" in text
+    assert "shorten that folder's name to at most 20 bytes" in text
+    rel = Path("a_file_name_too_long.png")
+    with pytest.raises(ConfigError, match="shorten the input's name to at most 20 bytes"):
+        aug.check_name_lengths({(rel, 0): rel}, tmp_path / "in", tmp_path / "out")

@@ -471,6 +471,14 @@ def test_gray_folder_whose_only_colour_file_fails_to_decode_is_trained_gray(tmp_
     # a colour file that decodes keeps the folder in colour
     Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8)).save(mixed / "8-ok.png")
     assert load(mixed, image_size=16).meta["channels"] == 3
+    # a resume plans the same files as the run it continues (the broken one left out), so
+    # a streamed run and its resume draw the same batches
+    (mixed / "8-ok.png").unlink()
+    _, usable, skipped = M.plan(
+        mixed, scan(mixed, MODALITIES).items, LoadOptions(), {"size": 16, "channels": 1}
+    )
+    assert [p.name for p, _ in skipped] == ["9-colour.png"] and len(usable) == 4
+    Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8)).save(mixed / "8-ok.png")
     # and a run's shape is never changed (resume, `vm eval --data`)
     kept = M.load(mixed, scan(mixed, MODALITIES).items, LoadOptions(), {"size": 16, "channels": 3})
     assert kept.meta["channels"] == 3

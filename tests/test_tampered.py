@@ -218,6 +218,10 @@ CHECKPOINT_CASES = {
     ),
     "from a newer vm": (_ckpt(lambda s: s.update(format=7, vmcli_version="3.0")), "upgrade vm"),
     "NaN weights": (_ckpt(_nan_weight("viewmaker")), "holds non-finite values"),
+    "transforms that are not tensors": (
+        _ckpt(lambda s: s.update(transforms={"logits": [0.1, 0.2]})),
+        "transforms is not a mapping of names to tensors",
+    ),
     "NaN optimizer state": (_ckpt(_nan_momentum), "holds non-finite values"),
     # a metrics row that is not numbers crashed the plot after training, leaving the run
     # marked finished with a stale summary

@@ -117,14 +117,19 @@ def check_name_lengths(
     if not too_long:
         return
     rel = min(too_long)
-    name = next(p for p in too_long[rel].parts if len(os.fsencode(p)) > limit)
-    extra = len(os.fsencode(name)) - len(os.fsencode(rel.name))
+    parts = too_long[rel].parts
+    at = next(i for i, p in enumerate(parts) if len(os.fsencode(p)) > limit)
+    name = parts[at]
+    if at == len(parts) - 1:  # the file's own name: say how short the input's must be
+        extra = len(os.fsencode(name)) - len(os.fsencode(rel.name))
+        what, fix = "named", f"shorten the input's name to at most {limit - extra} bytes"
+    else:  # a folder on the way (an output filesystem with shorter names than the input's)
+        what, fix = "in a folder named", f"shorten that folder's name to at most {limit} bytes"
     others = f" (and {len(too_long) - 1} more input(s) like it)" if len(too_long) > 1 else ""
     raise ConfigError(
-        f"{src / rel}: its view would be named {name[:40]}... ({len(os.fsencode(name))} bytes), "
-        f"longer than the {limit} bytes a file name may have under --out {out}{others}; "
-        f"shorten the input's name to at most {limit - extra} bytes and run again "
-        "(nothing was written)"
+        f"{src / rel}: its view would be {what} {name[:40]}... ({len(os.fsencode(name))} "
+        f"bytes), longer than the {limit} bytes a file name may have under --out {out}{others}; "
+        f"{fix} and run again (nothing was written)"
     )
 
 
@@ -241,7 +246,7 @@ def augment_folder(
     src, out = Path(src), Path(out)
     if views_per_input < 1:
         raise ConfigError("--views-per-input must be at least 1")
-    check_seed(seed)
+    seed = check_seed(seed)
     run_dir = runs.resolve_run(run, runs_parent)
     if not (run_dir / runs.VIEWMAKER).is_file() and not (run_dir / runs.TRANSFORMS).is_file():
         trained = runs.read_config(run_dir)["train"]

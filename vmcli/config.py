@@ -129,11 +129,17 @@ EVERY_HINT = "e.g. 10m (minutes), 30s, 2h, 500steps, or off (at epoch ends only)
 VIEWMAKER_VIEWS = ("viewmaker", "both", "random", "learned-transforms+viewmaker")
 
 
-def check_seed(seed: Any) -> None:
+def check_seed(seed: Any) -> int:
     """One range for every command's --seed: torch takes 64-bit seeds, and a larger or
-    negative one would wrap to another seed's results without a word."""
+    negative one would wrap to another seed's results without a word. Returns it as an int
+    (a numpy integer from the Python API included)."""
+    import numbers
+
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool | int):
+        seed = int(seed)
     if not (_whole(seed) and 0 <= seed <= MAX_SEED):
         raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {seed}")
+    return seed
 
 
 # TrainConfig fields that are `vm train` options (named as such in errors); others are

@@ -144,6 +144,7 @@ def _stratified_holdout(
     `groups` (windows cut from one recording share a group), whole groups are held out: a
     window whose neighbours, overlapping it, were trained on is not a test of anything."""
     g = torch.Generator().manual_seed(seed)
+    grouped = groups is not None
     groups = torch.arange(len(y)) if groups is None else groups
     keep, held = [], []
     for c in torch.unique(y):
@@ -151,6 +152,8 @@ def _stratified_holdout(
         units = torch.unique(groups[idx])
         units = units[torch.randperm(len(units), generator=g)]
         k = int(round(len(units) * fraction)) if len(units) > 1 else 0
+        if grouped and len(units) > 1:  # 2 recordings of a class: one each side, not none
+            k = max(k, 1)
         out = torch.isin(groups[idx], units[:k])
         held.append(idx[out])
         keep.append(idx[~out])
@@ -206,6 +209,7 @@ def fit_linear_probe(
     if len(y) >= 40:
         held = _stratified_holdout(y.cpu(), 0.2, seed, groups)
         fit_idx, val_idx = (i.to(device) for i in held)
+    if len(y) >= 40 and len(val_idx) and len(fit_idx):  # else the default strength
         fx, vx = _standardize(x[fit_idx], x[val_idx])
         scores = []
         for lam in L2_GRID:
@@ -335,7 +339,7 @@ def evaluate(
     """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
     if not (linear or knn):
         raise ConfigError("nothing to measure: --no-linear needs --knn")
-    check_seed(seed)
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_config(run_dir)
@@ -371,7 +375,13 @@ def evaluate(
         raise DataError(
             f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable: "
             f"{len(train_idx)} to train the probe on, {len(test_idx)} to test it; it needs at "
-            "least 2 and 1)"
+            "least 2 and 1"
+            + (
+                "; windows are split by recording, so a class needs 2 recordings or more, or "
+                "put recordings under train/ and test/)"
+                if "by recording" in split_desc
+                else ")"
+            )
         )
     y = torch.tensor([classes.index(it.label) for it in loaded.items])
     unseen = sorted(

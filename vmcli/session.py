@@ -402,7 +402,10 @@ def _train(
                 f"{len(data)} usable training sample(s); a resumed run keeps its batch size. "
                 f"Put the files back, or start a new run: vm train {cfg.data}"
             )
-        _check_step(state, len(data) // int(cfg.batch_size or 1), changed, run_dir)
+        # fewer usable samples than the run started with (files changed, or ones that decode
+        # no longer): an epoch is shorter than the checkpoint's step may assume
+        shrank = changed or len(data) != saved.get("data", {}).get("samples", len(data))
+        _check_step(state, len(data) // int(cfg.batch_size or 1), shrank, run_dir)
         meta, stats = saved["data_meta"], saved["space_stats"]
         space = untrusted.build_space(
             modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
@@ -624,8 +627,9 @@ def _describe(index: DataIndex) -> None:
 
 def _check_step(state: dict[str, Any], steps: int, data_changed: bool, run_dir: Path) -> None:
     """A checkpoint's step lies inside an epoch of the data as it is. Where the data shrank
-    (`--allow-data-change`) past a mid-epoch checkpoint, the epoch starts again: its batch
-    order was drawn for other data anyway. Otherwise the checkpoint was not written by us."""
+    (`--allow-data-change`, or files that no longer decode) past a mid-epoch checkpoint, the
+    epoch starts again: its batch order was drawn for other data anyway. Otherwise the
+    checkpoint was not written by us."""
     if state["step"] < steps:
         return
     if not data_changed:

@@ -436,8 +436,10 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
     for key in ("epoch", "step", "samples"):
         if state[key] < 0:
             raise _fail(src, f"{key} is {state[key]}, negative", state)
-    for key in ("encoder", "viewmaker"):
-        if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state[key].items()):
+    for key in ("encoder", "viewmaker", "transforms"):
+        if not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.get(key, {}).items()
+        ):
             raise _fail(src, f"{key} is not a mapping of names to tensors", state)
     for key in ("order_gen", "view_gen"):
         if state[key].dtype != torch.uint8 or state[key].ndim != 1:

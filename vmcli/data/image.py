@@ -345,6 +345,13 @@ class ImageModality(Modality):
             flagged = [str(it.path) for it, r in ok if getattr(r, flag)]
             if flagged:
                 warn(f"{len(flagged)} file(s) {note} ({first_few(flagged[:3], len(flagged))})")
+        colour_left, was_mixed = True, False
+        if any(r.mode in GRAY_MODES for _, r in ok) and not all(
+            r.mode in GRAY_MODES for _, r in ok
+        ):  # gray and colour: the same files kept whether planned here or from a run (resume)
+            was_mixed = True
+            ok, broken, colour_left = self._drop_colour_that_does_not_decode(root, ok)
+            skipped += broken
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
             colour = [str(it.path) for it, r in ok if r.mode not in GRAY_MODES]
@@ -356,12 +363,8 @@ class ImageModality(Modality):
                 )
         else:
             channels = 1 if all(r.mode in GRAY_MODES for _, r in ok) else 3
-            if channels == 3 and any(r.mode in GRAY_MODES for _, r in ok):
-                ok, broken, colour_left = self._drop_colour_that_does_not_decode(root, ok)
-                skipped += broken
-                if not colour_left:
-                    channels = 1
-                    info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
+            if was_mixed and not colour_left:
+                info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
             if options.image_size is not None:
                 size = options.image_size
             else:
