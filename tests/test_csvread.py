@@ -391,3 +391,29 @@ def test_a_view_with_a_255_byte_name_is_written(tmp_path):
     write_csv_like(rec, rec.values, dst)
     assert [p.name for p in out.iterdir()] == [dst.name]  # no temporary file left
     np.testing.assert_array_equal(read_csv_recording(dst).values, rec.values)
+
+
+def test_a_view_keeps_the_inputs_digits_and_its_gaps(tmp_path):
+    """Numbers went through float32 (47.3768959 → 47.376892: a latitude lost 60 % of its
+    distinct values) and gaps came back filled with invented readings. Now: each cell plus
+    the view's change in decimal, an unchanged cell as it was, a gap still empty."""
+    lat = [f"47.37689{i:02d}" for i in range(8)]
+    rows = [f"{a},{i * 0.5}" if i != 3 else f",{i * 0.5}" for i, a in enumerate(lat)]
+    rec = read_csv_recording(put(tmp_path, "lat,ax\n" + "\n".join(rows) + "\n"))
+    assert rec.interpolated == 1
+    view = rec.values.copy()
+    view[:, 0] += np.float32(0.0012345)
+    view[5, 1] += np.float32(0.25)  # one changed ax cell; the others unchanged
+    dst = tmp_path / "v.csv"
+    write_csv_like(rec, view, dst)
+    lines = dst.read_text().splitlines()
+    assert lines[0] == "lat,ax"
+    got_lat = [ln.split(",")[0] for ln in lines[1:]]
+    got_ax = [ln.split(",")[1] for ln in lines[1:]]
+    assert got_lat[3] == ""  # the gap stays a gap
+    for i in (0, 1, 7):  # the input's digits plus the change, to float32's 7 digits of it
+        assert float(got_lat[i]) == pytest.approx(float(lat[i]) + 0.0012345, abs=2e-6)
+        assert len(set(got_lat[i][:10]) - set("0123456789.")) == 0
+    assert len({s for s in got_lat if s}) == 7  # every distinct input value stays distinct
+    assert got_ax[:5] == ["0.0", "0.5", "1.0", "1.5", "2.0"] and got_ax[6:] == ["3.0", "3.5"]
+    assert float(got_ax[5]) == pytest.approx(2.75)

@@ -17,6 +17,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,9 @@ class CsvRecording:
     values: np.ndarray  # T × C float32, channels in layout.channel_columns order, gaps filled
     other: pd.DataFrame  # the dropped columns' original cells (T rows, strings), for writing back
     interpolated: int  # how many missing channel cells were filled
+    # the channel cells as written (T × C strings, "" where missing): a view is written as
+    # these numbers plus its change, at their own precision, not rounded through float32
+    cells: np.ndarray | None = None
 
 
 @dataclass
@@ -151,10 +155,12 @@ def read_csv_recording(
     dropped = sorted(set(range(width)) - set(chosen))
 
     values = np.empty((len(rows), len(chosen)), dtype=np.float32)
+    cells = np.empty((len(rows), len(chosen)), dtype=object)
     interpolated = 0
     for k, j in enumerate(chosen):
         col, filled = _channel_values(path, header[j], parsed[j], line_no, max_gap, max_missing)
         values[:, k] = col
+        cells[:, k] = np.where(parsed[j].missing, "", parsed[j].cells)
         interpolated += filled
 
     layout = CsvLayout(
@@ -171,13 +177,16 @@ def read_csv_recording(
     other = pd.DataFrame(
         {header[j]: parsed[j].cells for j in dropped}, index=range(len(rows)), dtype=object
     )
-    return CsvRecording(path, layout, values, other, interpolated)
+    return CsvRecording(path, layout, values, other, interpolated, cells)
 
 
 def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
     """Write `values` (T × C, the whole recording) as a CSV laid out like `rec`'s file, so the
     user's tools read it. The dropped columns (timestamps, labels) go beside the values
-    unchanged; numbers get the shortest text that reads back as the same float32.
+    unchanged. Each number is the input's cell plus the view's change, added in decimal (a
+    7-digit latitude keeps its digits; float32 would round them), an unchanged cell is
+    written as it was, and a missing one stays empty (training filled it in); without the
+    input's cells, numbers get the shortest text that reads back as the same float32.
     """
     layout, dst = rec.layout, Path(dst)
     arr = np.asarray(values, dtype=np.float32)
@@ -204,6 +213,9 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
     out: dict[str, list[str]] = {}
     for k, name in enumerate(layout.channel_columns):
         out[name] = _format_float32(arr[:, k])
+        if rec.cells is not None and rec.cells.shape == arr.shape:
+            change = arr[:, k].astype(np.float64) - rec.values[:, k].astype(np.float64)
+            out[name] = _cells_plus(rec.cells[:, k], change, out[name])
     for name in layout.dropped_columns:
         out[name] = rec.other[name].astype(str).tolist()
     blank = [""] * len(arr)
@@ -508,6 +520,22 @@ def _channel_values(
 
 
 # -- writing helpers ----------------------------------------------------------------------------
+
+
+def _cells_plus(cells: np.ndarray, change: np.ndarray, fallback: list[str]) -> list[str]:
+    """Each cell's number plus its change, in decimal: the change at float32's 7 significant
+    digits (what the view computed), the cell's own digits kept; "" stays "" (a gap), a zero
+    change keeps the cell's text, and a cell decimal cannot read takes `fallback`'s text."""
+    out = []
+    for cell, d, other in zip(cells.tolist(), change.tolist(), fallback, strict=True):
+        if cell == "" or d == 0:
+            out.append(cell)
+            continue
+        try:
+            out.append(str(Decimal(cell) + Decimal(format(d, ".7g"))))
+        except InvalidOperation:
+            out.append(other)
+    return out
 
 
 def _format_float32(col: np.ndarray) -> list[str]:
