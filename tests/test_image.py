@@ -482,3 +482,38 @@ def test_gray_folder_whose_only_colour_file_fails_to_decode_is_trained_gray(tmp_
     # and a run's shape is never changed (resume, `vm eval --data`)
     kept = M.load(mixed, scan(mixed, MODALITIES).items, LoadOptions(), {"size": 16, "channels": 3})
     assert kept.meta["channels"] == 3
+
+
+def test_views_are_encoded_like_their_inputs(tmp_path):
+    """A JPEG view is written with its input's quantisation tables and subsampling (a fixed
+    quality 95 tripled a quality-75 file), and the ICC profile, DPI and TIFF compression are
+    kept (all were dropped)."""
+    from PIL import ImageCms
+
+    yy, xx = np.mgrid[:96, :128]
+    smooth = np.stack([(xx * 2) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cases = {
+        "q75.jpg": {"quality": 75, "subsampling": 2, "dpi": (300, 300), "icc_profile": icc},
+        "a.png": {"dpi": (150, 150), "icc_profile": icc},
+        "lzw.tif": {"compression": "tiff_lzw", "dpi": (72, 72)},
+    }
+    for name, opts in cases.items():
+        src = tmp_path / name
+        Image.fromarray(smooth).save(src, **opts)
+        sample = M.read_file(src, {"channels": 3, "size": 16}, LoadOptions())
+        dst = tmp_path / f"view-{name}"
+        view = (sample.raw.float() / 255 + 0.02).clamp(0, 1)  # a small, smooth change
+        M.write_file(view, sample, dst)
+        with Image.open(src) as a, Image.open(dst) as b:
+            assert b.format == a.format and b.size == a.size and b.mode == a.mode
+            assert b.info.get("icc_profile") == a.info.get("icc_profile")
+            assert tuple(round(float(d)) for d in b.info["dpi"]) == opts["dpi"]
+            if name.endswith(".jpg"):
+                assert b.quantization == a.quantization
+                from PIL import JpegImagePlugin
+
+                assert JpegImagePlugin.get_sampling(b) == JpegImagePlugin.get_sampling(a)
+                assert dst.stat().st_size < 1.3 * src.stat().st_size
+            if name.endswith(".tif"):
+                assert b.info.get("compression") == "tiff_lzw"

@@ -200,6 +200,31 @@ def _open(path: Path) -> Image.Image:
     return _upright(Image.open(path))
 
 
+def _encoding(img: Image.Image) -> dict[str, Any]:
+    """How the input file was encoded, to write its view the same way: a JPEG's quantisation
+    tables and chroma subsampling (its quality: a fixed quality 95 tripled a quality-75 file),
+    progressive scan, the ICC profile, DPI and a TIFF's compression."""
+    info, opts = img.info, {}
+    if info.get("icc_profile"):
+        opts["icc_profile"] = info["icc_profile"]
+    if info.get("dpi"):
+        with contextlib.suppress(TypeError, ValueError):
+            opts["dpi"] = tuple(float(d) for d in info["dpi"])
+    if img.format == "JPEG":
+        from PIL import JpegImagePlugin
+
+        if getattr(img, "quantization", None):
+            opts["qtables"] = dict(img.quantization)
+        sampling = JpegImagePlugin.get_sampling(img)
+        if sampling >= 0:
+            opts["subsampling"] = sampling
+        if info.get("progressive") or info.get("progression"):
+            opts["progressive"] = True
+    if img.format == "TIFF" and info.get("compression") not in (None, "raw"):
+        opts["compression"] = info["compression"]
+    return opts
+
+
 def _upright(img: Image.Image) -> Image.Image:
     """An opened image decoded, turned as its EXIF orientation says."""
     img.load()
@@ -432,6 +457,7 @@ class ImageModality(Modality):
         try:
             opened = Image.open(path)  # once: its frame count, then its (first) frame
             frames = int(getattr(opened, "n_frames", 1))
+            encoding = _encoding(opened)
             deep = _deep_colour(opened)
             img = _upright(opened)
             wide = img.mode in WIDE_MODES
@@ -475,7 +501,8 @@ class ImageModality(Modality):
             "planes": list(planes),
             "wide": wide,
             "range": value_range,
-            "format": img.format,
+            "format": opened.format,  # an upright copy has none
+            "encoding": encoding,
             "gray_input": img.mode in GRAY_MODES,
             "palette": img.getpalette() if img.mode == "P" else None,
             "transparency": img.info.get("transparency") if img.mode == "P" else None,
@@ -535,9 +562,21 @@ class ImageModality(Modality):
         if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
             img = img.convert("RGB")
         kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        encoding = dict(ctx.get("encoding") or {}) if fmt == ctx["format"] else {}
+        if _mode_family(img.mode) != _mode_family(mode):
+            encoding.pop("icc_profile", None)  # a profile describes the input's colour space
+        if "qtables" in encoding:  # the input's own tables set the quality
+            encoding = {k: v for k, v in kwargs.items() if k != "quality"} | encoding
+        else:
+            encoding = kwargs | encoding
         try:
-            img.save(dst, format=fmt, **kwargs)
-        except (OSError, ValueError, KeyError):  # the format cannot hold this mode: 8 bits
+            try:
+                img.save(dst, format=fmt, **encoding)
+            except (OSError, ValueError, KeyError, TypeError):  # an encoding this mode refuses
+                if encoding == kwargs:
+                    raise
+                img.save(dst, format=fmt, **kwargs)
+        except (OSError, ValueError, KeyError, TypeError):  # the format cannot hold this mode
             fallback = "L" if img.mode in GRAY_MODES else "RGBA" if "A" in img.mode else "RGB"
             if ctx["wide"]:
                 img = _to_8bit_gray(img)
