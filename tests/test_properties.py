@@ -121,6 +121,11 @@ def test_csv_reader_parses_or_names_the_problem(data, pick):
         write_csv_like(rec, rec.values, out)
         again = read_csv_recording(out, columns=rec.layout.channel_columns)
         np.testing.assert_array_equal(again.values, rec.values)
+        # and a changed view reads back as the change (cells plus change, in decimal; a gap
+        # keeps its text and reads back interpolated from its changed neighbours)
+        write_csv_like(rec, rec.values + np.float32(0.5), out)
+        moved = read_csv_recording(out, columns=rec.layout.channel_columns)
+        np.testing.assert_allclose(moved.values, rec.values + np.float32(0.5), rtol=1e-6, atol=1e-6)
         same = ["has_header", "header", "bom", "line_ending"]
         same += ["delimiter"] if len(rec.layout.header) > 1 else []  # one column: no delimiter
         assert [getattr(again.layout, k) for k in same] == [getattr(rec.layout, k) for k in same]

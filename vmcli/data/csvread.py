@@ -66,9 +66,11 @@ class CsvRecording:
     values: np.ndarray  # T × C float32, channels in layout.channel_columns order, gaps filled
     other: pd.DataFrame  # the dropped columns' original cells (T rows, strings), for writing back
     interpolated: int  # how many missing channel cells were filled
-    # the channel cells as written (T × C strings, "" where missing): a view is written as
-    # these numbers plus its change, at their own precision, not rounded through float32
+    # the channel cells as written (T × C strings) and which were missing (T × C bool): a
+    # view is written as these numbers plus its change, at their own precision, not rounded
+    # through float32, and a missing cell as it was
     cells: np.ndarray | None = None
+    gaps: np.ndarray | None = None
 
 
 @dataclass
@@ -156,11 +158,12 @@ def read_csv_recording(
 
     values = np.empty((len(rows), len(chosen)), dtype=np.float32)
     cells = np.empty((len(rows), len(chosen)), dtype=object)
+    gaps = np.zeros((len(rows), len(chosen)), dtype=bool)
     interpolated = 0
     for k, j in enumerate(chosen):
         col, filled = _channel_values(path, header[j], parsed[j], line_no, max_gap, max_missing)
         values[:, k] = col
-        cells[:, k] = np.where(parsed[j].missing, "", parsed[j].cells)
+        cells[:, k], gaps[:, k] = parsed[j].cells, parsed[j].missing
         interpolated += filled
 
     layout = CsvLayout(
@@ -177,7 +180,7 @@ def read_csv_recording(
     other = pd.DataFrame(
         {header[j]: parsed[j].cells for j in dropped}, index=range(len(rows)), dtype=object
     )
-    return CsvRecording(path, layout, values, other, interpolated, cells)
+    return CsvRecording(path, layout, values, other, interpolated, cells, gaps)
 
 
 def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
@@ -211,15 +214,20 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
         )
 
     out: dict[str, list[str]] = {}
+    floats: dict[str, list[str]] = {}
     for k, name in enumerate(layout.channel_columns):
-        out[name] = _format_float32(arr[:, k])
-        if rec.cells is not None and rec.cells.shape == arr.shape:
+        out[name] = floats[name] = _format_float32(arr[:, k])
+        if rec.cells is not None and rec.gaps is not None and rec.cells.shape == arr.shape:
             change = arr[:, k].astype(np.float64) - rec.values[:, k].astype(np.float64)
-            out[name] = _cells_plus(rec.cells[:, k], change, out[name])
+            out[name] = _cells_plus(rec.cells[:, k], rec.gaps[:, k], change, floats[name])
     for name in layout.dropped_columns:
         out[name] = rec.other[name].astype(str).tolist()
     blank = [""] * len(arr)
     table = [out.get(name, blank) for name in layout.header]
+    for i in range(len(arr)):  # a row of empty gaps would read back as a blank line, no row
+        if all(not col[i] for col in table):
+            for name in layout.channel_columns:
+                out[name][i] = floats[name][i]
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
@@ -522,13 +530,18 @@ def _channel_values(
 # -- writing helpers ----------------------------------------------------------------------------
 
 
-def _cells_plus(cells: np.ndarray, change: np.ndarray, fallback: list[str]) -> list[str]:
+def _cells_plus(
+    cells: np.ndarray, gaps: np.ndarray, change: np.ndarray, fallback: list[str]
+) -> list[str]:
     """Each cell's number plus its change, in decimal: the change at float32's 7 significant
-    digits (what the view computed), the cell's own digits kept; "" stays "" (a gap), a zero
-    change keeps the cell's text, and a cell decimal cannot read takes `fallback`'s text."""
+    digits (what the view computed), the cell's own digits kept. A gap keeps its text ("",
+    "NA"...: training filled it in), so does a cell with no change, and a cell decimal cannot
+    read takes `fallback`'s text."""
     out = []
-    for cell, d, other in zip(cells.tolist(), change.tolist(), fallback, strict=True):
-        if cell == "" or d == 0:
+    for cell, gap, d, other in zip(
+        cells.tolist(), gaps.tolist(), change.tolist(), fallback, strict=True
+    ):
+        if gap or d == 0:
             out.append(cell)
             continue
         try:
