@@ -108,6 +108,10 @@ def test_devices_flag_trains_one_run_on_two_processes(image_folder, tmp_path):
     # zero-gradient biases (conv biases before instance norm) into lr-sized steps, so two runs
     # stay close rather than identical (exact equality is tested on the gradients above)
     assert a["metrics"][0]["loss"] == pytest.approx(b["metrics"][0]["loss"], rel=1e-3)
+    # the adversary probe takes its negatives from every rank too (per-rank slices gave
+    # another loss and "inert" verdict than one process on the same batch)
+    for key in ("probe_loss", "probe_loss_init"):
+        assert a["metrics"][0][key] == pytest.approx(b["metrics"][0][key], rel=0.15), key
     assert b["metrics"][-1]["delta_l1"] == pytest.approx(0.05, rel=1e-4)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
     # rank 0 alone wrote the run folder: exactly one run, complete
@@ -161,3 +165,41 @@ def test_devices_mistakes_are_one_message_before_any_process_starts(
     text = " ".join(r.output.split())
     assert r.exit_code == 2 and text.count(message) == 1, text
     assert not (tmp_path / "r").exists()
+
+
+def test_an_error_inside_the_ranks_is_one_line_with_its_exit_code(tmp_path):
+    """Errors the ranks meet (here: no readable file) came out once per rank, then as the
+    launcher's own traceback with exit 1. Now: rank 0's one line and vm's exit code."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_text("junk")
+    cmd = [sys.executable, "-m", "vmcli", "train", str(bad), *ARGS, "--devices", "2"]
+    proc = subprocess.run(
+        cmd + ["--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert proc.stderr.count("none of the 1 image files could be read") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "OMP_NUM_THREADS" not in proc.stderr
+
+
+def test_an_error_only_one_rank_meets_is_reported_by_the_launcher(tmp_path, monkeypatch):
+    """Rank 0 failing is rank 0's line; a failure of another rank alone (rank 0 succeeding or
+    left waiting) is printed by the launcher, named by rank, with that rank's exit code."""
+    from vmcli import distributed
+
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import os, sys\n"
+        "from vmcli.console import note_rank_error\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    note_rank_error('the GPU of rank 1 ran out of memory')\n"
+        "    sys.exit(5)\n"
+    )
+    real = subprocess.Popen
+
+    def popen(cmd, **kw):  # the ranks run the script instead of vm
+        return real([sys.executable, str(script)], **kw)
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", popen)
+    monkeypatch.setattr(distributed, "check_devices", lambda *a, **k: None)
+    assert distributed.launch(2, ["train"]) == 5

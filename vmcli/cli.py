@@ -22,7 +22,7 @@ from vmcli.config import (
     Views,
     parse_transforms_budget,
 )
-from vmcli.console import console, error, print_json
+from vmcli.console import console, error, note_rank_error, print_json
 from vmcli.errors import STORAGE_ERRNOS, VmError, as_out_of_memory, as_storage_error
 
 app = typer.Typer(
@@ -66,6 +66,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except VmError as e:
             error(str(e))
+            note_rank_error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
@@ -77,6 +78,7 @@ def handle_errors(fn: F) -> F:
             if known is None:
                 raise
             error(str(known))
+            note_rank_error(str(known))
             raise typer.Exit(known.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -365,8 +367,8 @@ def train(
 
     if data is None and resume is None:
         raise ConfigError("give a DATA folder to train on, or --resume RUN")
-    if resume is not None:
-        _warn_ignored_with_resume(ctx)
+    if resume is not None and (devices == 1 or "WORLD_SIZE" in os.environ):
+        _warn_ignored_with_resume(ctx)  # by the ranks' rank 0, not also by their launcher
     if devices < 1:
         raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
     load = LoadOptions(
@@ -411,12 +413,13 @@ def train(
         if resume is None:  # every process would find the same mistake: find it once, here
             cfg.validate()
             runs.check_out_folder(out)
-            batch, dev = cfg.batch_size, cfg.device
+            batch, dev, alt = cfg.batch_size, cfg.device, cfg.alternating
         else:
             trained = runs.read_config(runs.resolve_run(resume))["train"]
             batch, dev = trained.get("batch_size"), trained.get("device", "auto")
             dev = "auto" if str(dev).startswith("cuda") else dev
-        raise typer.Exit(launch(devices, _without_devices(sys.argv[1:]), batch, dev))
+            alt = bool(trained.get("alternating"))
+        raise typer.Exit(launch(devices, _without_devices(sys.argv[1:]), batch, dev, alt))
     summary = run_training(
         cfg,
         out=out,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-console = Console(stderr=True, highlight=False)
+# under `vm train --devices N` rank 0 speaks for every rank: the others print nothing (an
+# error of theirs reaches the launcher through `note_rank_error`)
+OTHER_RANK = os.environ.get("RANK", "0") != "0"
+console = Console(stderr=True, highlight=False, quiet=OTHER_RANK)
 
 
 def info(message: str) -> None:
@@ -22,6 +26,15 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+
+def note_rank_error(message: str) -> None:
+    """A rank other than 0 leaves its error line for the launcher, which prints it when rank 0
+    did not fail (an error only that rank met): printed by every rank, it came N times."""
+    folder = os.environ.get("VM_RANK_ERRORS")
+    if OTHER_RANK and folder:
+        with open(os.path.join(folder, f"rank{os.environ['RANK']}"), "w") as f:
+            f.write(message)
 
 
 def first_few(names: list[str], total: int, sep: str = ", ") -> str:

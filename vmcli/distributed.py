@@ -1,7 +1,7 @@
 """Several processes, one training run (DistributedDataParallel).
 
-`vm train --devices N` re-launches itself under `torchrun --nproc_per_node N` (or start it under
-torchrun yourself). Every rank holds the dataset and draws the same global batch order and the
+`vm train --devices N` re-launches itself as N processes with torchrun's worker environment
+(`launch`; or start it under torchrun yourself). Every rank holds the dataset and draws the same global batch order and the
 same random streams; each rank computes views and gradients for its slice of the global batch,
 NT-Xent gathers negatives from all ranks with gradients, batch norm is synchronised, and DDP
 averages gradients. So N processes on a global batch of B make the same update as one process
@@ -203,7 +203,12 @@ def check_batch_split(batch_size: int, devices: int) -> None:
         )
 
 
-def check_devices(devices: int, batch_size: int | None = None, device: str = "auto") -> None:
+ALTERNATING_DDP = "--alternating is not supported with several devices; use the default schedule"
+
+
+def check_devices(
+    devices: int, batch_size: int | None = None, device: str = "auto", alternating: bool = False
+) -> None:
     """What the processes would each find wrong, found once, before they are started: a
     global batch that does not split evenly, a device vm does not run on, more processes than
     GPUs (or, on the CPU, than cores: they would only slow each other down)."""
@@ -213,6 +218,8 @@ def check_devices(devices: int, batch_size: int | None = None, device: str = "au
         raise ConfigError(f"--devices must be at least 1 (processes to train with); got {devices}")
     if batch_size is not None:
         check_batch_split(batch_size, devices)
+    if alternating and devices > 1:
+        raise ConfigError(ALTERNATING_DDP)
     kind = resolve_device(device).type
     if kind == "cuda" and devices > torch.cuda.device_count():
         raise ConfigError(f"--devices {devices}: only {torch.cuda.device_count()} GPU(s) visible")
@@ -224,20 +231,90 @@ def check_devices(devices: int, batch_size: int | None = None, device: str = "au
         )
 
 
+FAILED_RANK_GRACE_S = 30.0  # after one rank fails, how long the others get to stop alone
+
+
 def launch(
-    devices: int, argv: list[str], batch_size: int | None = None, device: str = "auto"
+    devices: int,
+    argv: list[str],
+    batch_size: int | None = None,
+    device: str = "auto",
+    alternating: bool = False,
 ) -> int:
-    """Re-run this `vm train` command under torchrun with `devices` processes (checked first
-    with `check_devices`, so a mistake is one message, not one per process)."""
-    check_devices(devices, batch_size, device)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={devices}",
-        "-m",
-        "vmcli",
-        *argv,
-    ]
-    return subprocess.call(cmd)
+    """Re-run this `vm train` command as `devices` processes on this machine, with the
+    environment torchrun gives its workers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT;
+    one OpenMP thread each unless OMP_NUM_THREADS is set), checked first with
+    `check_devices`, so a mistake is one message, not one per process.
+
+    Ours rather than torchrun's launcher, so that what a run ends with is vm's: rank 0's one
+    error line and its exit code (torchrun turned every error into its own traceback and
+    exit 1), 130 after Ctrl-C (every rank gets it, checkpoints and stops at a step boundary),
+    and no launcher banner. Where one rank fails and the others are left waiting in a
+    collective, they are stopped after FAILED_RANK_GRACE_S."""
+    import tempfile
+
+    check_devices(devices, batch_size, device, alternating)
+    with tempfile.TemporaryDirectory(prefix="vm-ranks-") as errors:
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(_free_port()),
+            "WORLD_SIZE": str(devices),
+            "LOCAL_WORLD_SIZE": str(devices),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "VM_RANK_ERRORS": errors,
+        }
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vmcli", *argv],
+                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            )
+            for r in range(devices)
+        ]
+        code, killed = _wait_for_ranks(procs)
+        if code and (procs[0].returncode == 0 or 0 in killed):  # rank 0 did not say why
+            for r in range(1, devices):
+                note = os.path.join(errors, f"rank{r}")
+                if os.path.exists(note):
+                    from vmcli.console import error
+
+                    with open(note) as f:
+                        error(f"rank {r}: {f.read()}")
+                    return procs[r].returncode
+        return code
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_ranks(procs: list[subprocess.Popen]) -> tuple[int, set[int]]:
+    """Wait for every rank: (rank 0's exit code where it failed, else the first failure's (a
+    signal as 128 + its number), 130 after Ctrl-C, 0 when all succeeded; the ranks stopped
+    here because another had failed)."""
+    import time
+
+    interrupted, failed_at, killed = False, None, set()
+    while True:
+        try:
+            codes = [p.poll() for p in procs]
+            if all(c is not None for c in codes):
+                break
+            if failed_at is None and any(c not in (None, 0) for c in codes):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > FAILED_RANK_GRACE_S:
+                for r, p in enumerate(procs):
+                    if p.poll() is None:
+                        p.kill()
+                        killed.add(r)
+            time.sleep(0.05)
+        except KeyboardInterrupt:  # the ranks got it too: they checkpoint and stop
+            interrupted = True
+    if interrupted:
+        return 130, killed
+    codes = [128 - c if c < 0 else c for c in codes]  # -9 (killed) → 137
+    return codes[0] or next((c for c in codes if c), 0), killed

@@ -34,6 +34,7 @@ from vmcli.data import ViewSpace
 from vmcli.data.base import Handcrafted
 from vmcli.data.loader import ResidentBatches, StreamedBatches
 from vmcli.distributed import (
+    ALTERNATING_DDP,
     World,
     all_reduce_mean,
     check_batch_split,
@@ -246,7 +247,9 @@ def adversary_probe(job: Job, raw: Tensor, step: int, autocast) -> Tensor:
             b = z.shape[0] // 2
             zn = torch.nn.functional.normalize(z, dim=1)
             out += [
-                nt_xent(z[:b], z[b:], job.cfg.temperature),
+                # negatives from every rank, as in training: per-rank slices alone gave
+                # another loss (and "inert" verdict) than one process on the same batch
+                nt_xent(z[:b], z[b:], job.cfg.temperature, gather=job.world.distributed),
                 (zn[:b] * zn[b:]).sum(dim=1).mean(),
             ]
     finally:
@@ -359,9 +362,7 @@ def prepare(job: Job) -> _Optimizers:
     cfg, device, world = job.cfg, job.device, job.world
     if world.distributed:
         if cfg.alternating:
-            raise ConfigError(
-                "--alternating is not supported with several devices; use the default schedule"
-            )
+            raise ConfigError(ALTERNATING_DDP)
         job.encoder = synchronise_batchnorm(job.encoder, device.type)
     job.encoder.to(device)
     job.space.to(device)
