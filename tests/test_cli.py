@@ -539,6 +539,13 @@ def test_an_option_of_a_view_family_the_run_does_not_use_is_reported(image_folde
     )
     r = invoke("train", *common, "--views", "random", "--budget", "0.1")  # it applies there
     assert r.exit_code == 0 and "does not apply" not in r.output, r.output
+    # nothing learned, nothing to alternate: said, and recorded as the one pass it is
+    r = invoke("train", *common, "--views", "handcrafted", "--alternating")
+    assert r.exit_code == 0 and "--alternating does not apply" in r.output, r.output
+    assert "schedule one pass" in " ".join(r.output.split())
+    runs_made = sorted((tmp_path / "runs").iterdir())
+    config = json.loads((runs_made[-1] / "config.json").read_text())
+    assert config["train"]["alternating"] is False
 
 
 def test_train_out_inside_the_data_folder_is_refused(image_folder, tmp_path, monkeypatch):

@@ -192,3 +192,16 @@ def test_augment_views_files_shorter_than_a_window_like_training_uses_them(tmp_p
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns) == COLS and len(out) == 2
     assert np.allclose(out.to_numpy(), df.to_numpy() + 0.5, atol=1e-4)
+
+
+def test_asking_to_stream_sensor_csvs_says_they_are_decoded_into_memory(tmp_path, capsys):
+    from vmcli.config import TrainConfig
+    from vmcli.data import MODALITIES, scan
+    from vmcli.session import load_training_data
+
+    for i in range(4):
+        write(tmp_path / "data" / f"w{i}.csv", 40, seed=i)
+    cfg = TrainConfig(data=str(tmp_path / "data"), data_mode="stream")
+    data = load_training_data(cfg, M, scan(tmp_path / "data", MODALITIES))
+    assert len(data) == 4 and isinstance(data.source, torch.Tensor)
+    assert "sensor data is not streamed from disk" in capsys.readouterr().err

@@ -84,6 +84,7 @@ def _warn_unused_view_options(cfg: TrainConfig) -> None:
             ("--transforms-max", "transforms_max", cfg.uses_transforms),
             ("--transforms-budget", "transforms_budget", cfg.uses_transforms),
             ("--transforms-lr", "transforms_lr", cfg.learns_transforms),
+            ("--alternating", "alternating", cfg.learns_views),
         )
         if not applies and getattr(cfg, field) != getattr(defaults, field)
     ]
@@ -104,6 +105,7 @@ def _resolve(
     _resolve_views(r, modality, world)
     if world.is_main:
         _warn_unused_view_options(r)
+    r.alternating = r.alternating and r.learns_views  # no adversary: one pass is all there is
     r.view_space = cfg.view_space or modality.view_spaces[0]
     if r.view_space not in modality.view_spaces:
         raise ConfigError(
@@ -137,8 +139,10 @@ def _resolve(
     default = modality.default_batch_size
     batch = cfg.batch_size or default - default % world.size  # the default splits evenly
     if batch > n_train:
-        info(f"batch size {batch} > {n_train} training samples: using {n_train}")
-        batch = n_train - n_train % world.size
+        usable = n_train - n_train % world.size  # each device takes an equal slice
+        if usable >= 2:
+            info(f"batch size {batch} > {n_train} training samples: using {usable}")
+        batch = usable
     if batch < 2:
         raise DataError(
             f"{cfg.data}: only {n_train} usable training sample(s); contrastive training needs "
@@ -188,6 +192,10 @@ def load_training_data(
     when it would take more than a quarter of the available RAM) set up streaming from disk."""
     items = _training_items(index)
     _warn_inapplicable(cfg.load, modality)
+    if not modality.streamable and cfg.data_mode == "stream":
+        warn(
+            f"{modality.name} data is not streamed from disk (--data-mode stream): it is decoded into memory"
+        )
     if not modality.streamable or cfg.data_mode == "memory":
         data = modality.load(index.root, items, cfg.load, meta)
         return TrainingData(data.x, data.x, data.items, data.meta, data.skipped)
