@@ -203,3 +203,56 @@ def test_an_error_only_one_rank_meets_is_reported_by_the_launcher(tmp_path, monk
     monkeypatch.setattr(distributed.subprocess, "Popen", popen)
     monkeypatch.setattr(distributed, "check_devices", lambda *a, **k: None)
     assert distributed.launch(2, ["train"]) == 5
+
+
+INJECT = """
+import os
+if os.environ.get("RANK") == "1":
+    import vmcli.training as t
+    from vmcli.errors import DataError
+    real, calls = t.train_step, [0]
+    def step(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise DataError("rank 1 could not read shard 7")
+        return real(*a, **k)
+    t.train_step = step
+"""
+
+
+def test_a_rank_failing_alone_mid_training_ends_the_run_with_its_error(image_folder, tmp_path):
+    """Rank 1 fails at its third step while rank 0 waits in a collective: the run hung (the
+    failed rank waited in teardown's barrier, rank 0 in DDP's broadcast), and a peer failure
+    on rank 0 hid the real error. Now: the failing rank's line, its exit code, in seconds."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(INJECT)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'inject'}{os.pathsep}{Path.cwd()}"}
+    cmd = [sys.executable, "-m", "vmcli", "train", str(image_folder), *ARGS, "--epochs", "3"]
+    cmd += ["--views", "viewmaker", "--devices", "2", "--out", str(tmp_path / "r")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "error: rank 1: rank 1 could not read shard 7" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_sent_to_the_launcher_alone_stops_every_rank_with_a_checkpoint(
+    image_folder, tmp_path
+):
+    """`kill -INT` of the launcher reached no rank (they trained on, and the launcher still
+    said 130); it is passed on once, so every rank checkpoints and stops at one step."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "vmcli", "train", str(image_folder), *ARGS, "--epochs", "500"]
+    cmd += ["--views", "viewmaker", "--devices", "2", "--checkpoint-every", "1steps"]
+    cmd += ["--out", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "r" / "train" / "checkpoint.pt"
+    deadline = time.monotonic() + 90
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("interrupted at epoch") == 1, err[-3000:]
+    assert runs.load_checkpoint(checkpoint)["epoch"] < 500

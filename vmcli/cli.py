@@ -22,7 +22,14 @@ from vmcli.config import (
     Views,
     parse_transforms_budget,
 )
-from vmcli.console import console, error, note_rank_error, print_json
+from vmcli.console import (
+    console,
+    end_failed_rank,
+    error,
+    note_peer_failure,
+    note_rank_error,
+    print_json,
+)
 from vmcli.errors import STORAGE_ERRNOS, VmError, as_out_of_memory, as_storage_error
 
 app = typer.Typer(
@@ -67,11 +74,18 @@ def handle_errors(fn: F) -> F:
         except VmError as e:
             error(str(e))
             note_rank_error(str(e))
+            end_failed_rank(e.exit_code)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
+            end_failed_rank(130)
             raise typer.Exit(130) from None
         except (MemoryError, RuntimeError, OSError) as e:  # OutOfMemoryError: a RuntimeError
+            from vmcli.distributed import is_peer_failure, world_from_env
+
+            if world_from_env().distributed and is_peer_failure(e):
+                note_peer_failure()  # another rank failed first: the launcher says why
+                end_failed_rank(1)
             known = as_out_of_memory(e)
             if known is None and isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
                 known = as_storage_error(e, Path(e.filename or "a file"))
@@ -79,6 +93,7 @@ def handle_errors(fn: F) -> F:
                 raise
             error(str(known))
             note_rank_error(str(known))
+            end_failed_rank(known.exit_code)
             raise typer.Exit(known.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -413,12 +428,13 @@ def train(
         if resume is None:  # every process would find the same mistake: find it once, here
             cfg.validate()
             runs.check_out_folder(out)
-            batch, dev, alt = cfg.batch_size, cfg.device, cfg.alternating
+            batch, dev = cfg.batch_size, cfg.device
+            alt = cfg.alternating and (cfg.views == "auto" or cfg.learns_views)
         else:
             trained = runs.read_config(runs.resolve_run(resume))["train"]
             batch, dev = trained.get("batch_size"), trained.get("device", "auto")
             dev = "auto" if str(dev).startswith("cuda") else dev
-            alt = bool(trained.get("alternating"))
+            alt = bool(trained.get("alternating"))  # recorded False where nothing is learned
         raise typer.Exit(launch(devices, _without_devices(sys.argv[1:]), batch, dev, alt))
     summary = run_training(
         cfg,

@@ -37,6 +37,26 @@ def note_rank_error(message: str) -> None:
             f.write(message)
 
 
+def note_peer_failure() -> None:
+    """This rank stopped only because another did (its collective lost a peer): the launcher
+    reports the other's error, not this one."""
+    folder = os.environ.get("VM_RANK_ERRORS")
+    if folder:
+        with open(os.path.join(folder, f"peer{os.environ.get('RANK', '0')}"), "w"):
+            pass
+
+
+def end_failed_rank(code: int) -> None:
+    """A rank of a distributed run that failed exits now, with `code`: without leaving the
+    process group (another rank may be blocked in a collective: see `distributed.teardown`)
+    and without interpreter shutdown, where the group's threads would be killed (SIGABRT)
+    and the exit code lost. Its error was printed (rank 0) or left for the launcher."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def first_few(names: list[str], total: int, sep: str = ", ") -> str:
     """ "a, b, c, and 4 more": the first names a message shows of `total` (the rest counted)."""
     more = f"{sep}and {total - len(names)} more" if total > len(names) else ""

@@ -11,6 +11,7 @@ global batch. Rank 0 alone writes the run folder and prints.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -74,9 +75,22 @@ def setup(device_type: str) -> World:
 
 
 def teardown() -> None:
+    """Leave the process group once every rank has finished. Not after an error: a rank that
+    failed alone would wait in the barrier (or in destroying the group) for ranks blocked in
+    another collective, and they for it; the run hung. `console.end_failed_rank` ends it."""
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """A collective that failed because another rank stopped (its connection closed): that
+    rank's own error is the one to report, and the launcher does."""
+    names = {type(c).__name__ for c in type(e).__mro__}
+    text = str(e)
+    return bool(names & {"DistBackendError", "DistNetworkError"}) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    )
 
 
 def broadcast(obj: object, world: World) -> object:
@@ -268,20 +282,47 @@ def launch(
             subprocess.Popen(
                 [sys.executable, "-m", "vmcli", *argv],
                 env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                start_new_session=True,  # signals reach them through the launcher, once
+                preexec_fn=_die_with_parent,
             )
             for r in range(devices)
         ]
-        code, killed = _wait_for_ranks(procs)
-        if code and (procs[0].returncode == 0 or 0 in killed):  # rank 0 did not say why
-            for r in range(1, devices):
-                note = os.path.join(errors, f"rank{r}")
-                if os.path.exists(note):
-                    from vmcli.console import error
+        code, order, killed = _wait_for_ranks(procs)
+        # a rank that failed for a reason of its own (not a lost peer, not stopped here)
+        # speaks for the run: rank 0 if it did (it has printed its error), else the first
+        real = [
+            r
+            for r in order
+            if r not in killed and not os.path.exists(os.path.join(errors, f"peer{r}"))
+        ]
+        first = 0 if 0 in real or not real else real[0]
+        if code and first != 0:
+            from vmcli.console import error
 
-                    with open(note) as f:
-                        error(f"rank {r}: {f.read()}")
-                    return procs[r].returncode
+            note = os.path.join(errors, f"rank{first}")
+            rc = _exit_code(procs[first].returncode)
+            if os.path.exists(note):
+                with open(note) as f:
+                    error(f"rank {first}: {f.read()}")
+            else:
+                error(f"rank {first} stopped with exit code {rc} (its output is above)")
+            return rc
         return code
+
+
+def _die_with_parent() -> None:
+    """In a rank, before it starts: be sent SIGTERM if the launcher dies (Linux), so a killed
+    `vm train --devices N` leaves no ranks training on as orphans."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _exit_code(c: int) -> int:
+    return 128 - c if c < 0 else c  # killed by signal N: 128 + N, as a shell reports it
 
 
 def _free_port() -> int:
@@ -292,19 +333,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_ranks(procs: list[subprocess.Popen]) -> tuple[int, set[int]]:
-    """Wait for every rank: (rank 0's exit code where it failed, else the first failure's (a
-    signal as 128 + its number), 130 after Ctrl-C, 0 when all succeeded; the ranks stopped
-    here because another had failed)."""
+def _wait_for_ranks(procs: list[subprocess.Popen]) -> tuple[int, list[int], set[int]]:
+    """Wait for every rank, passing Ctrl-C (SIGINT) and SIGTERM on to them once: on Ctrl-C
+    they checkpoint and stop at a step boundary; a second Ctrl-C kills them. Ranks left
+    running FAILED_RANK_GRACE_S after another failed are killed. Returns (the run's exit
+    code: rank 0's where it failed, else the first failure's, 130 after Ctrl-C, 143 after
+    SIGTERM, 0 when all succeeded; the failed ranks in the order they failed; the ranks
+    killed here)."""
+    import signal
     import time
 
-    interrupted, failed_at, killed = False, None, set()
-    while True:
-        try:
+    stopped: list[int] = []  # signals passed on
+
+    def pass_on(signum: int, frame: object) -> None:
+        again = signum in stopped
+        stopped.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL if again else signum)
+
+    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGINT, signal.SIGTERM)}
+    order: list[int] = []
+    killed: set[int] = set()
+    failed_at = None
+    try:
+        while True:
             codes = [p.poll() for p in procs]
+            order += [r for r, c in enumerate(codes) if c not in (None, 0) and r not in order]
             if all(c is not None for c in codes):
                 break
-            if failed_at is None and any(c not in (None, 0) for c in codes):
+            if failed_at is None and order:
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > FAILED_RANK_GRACE_S:
                 for r, p in enumerate(procs):
@@ -312,9 +370,10 @@ def _wait_for_ranks(procs: list[subprocess.Popen]) -> tuple[int, set[int]]:
                         p.kill()
                         killed.add(r)
             time.sleep(0.05)
-        except KeyboardInterrupt:  # the ranks got it too: they checkpoint and stop
-            interrupted = True
-    if interrupted:
-        return 130, killed
-    codes = [128 - c if c < 0 else c for c in codes]  # -9 (killed) → 137
-    return codes[0] or next((c for c in codes if c), 0), killed
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped:
+        return (130 if stopped[0] == signal.SIGINT else 143), order, killed
+    codes = [_exit_code(c) for c in codes]
+    return codes[0] or next((c for c in codes if c), 0), order, killed

@@ -362,12 +362,15 @@ def train(
     quiet_before = console.quiet
     if not world.is_main:
         console.quiet = True
+    finished = False
     try:
-        return _train(cfg, out, resume, epochs, progress, world, allow_data_change)
+        result = _train(cfg, out, resume, epochs, progress, world, allow_data_change)
+        finished = True
+        return result
     finally:
         console.quiet = quiet_before
-        if world.distributed:
-            teardown()
+        if world.distributed and finished:  # after an error, no collective: the others may
+            teardown()  # be blocked in another one (the CLI ends a failed rank at once)
 
 
 def _train(

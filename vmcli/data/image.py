@@ -210,7 +210,7 @@ def _encoding(img: Image.Image) -> dict[str, Any]:
     if info.get("dpi"):
         with contextlib.suppress(TypeError, ValueError):
             opts["dpi"] = tuple(float(d) for d in info["dpi"])
-    if img.format == "JPEG":
+    if img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG with an embedded preview
         from PIL import JpegImagePlugin
 
         if getattr(img, "quantization", None):
@@ -562,7 +562,8 @@ class ImageModality(Modality):
         if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
             img = img.convert("RGB")
         kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-        encoding = dict(ctx.get("encoding") or {}) if fmt == ctx["format"] else {}
+        same = fmt == ctx["format"] or {fmt, ctx["format"]} == {"JPEG", "MPO"}
+        encoding = dict(ctx.get("encoding") or {}) if same else {}
         if _mode_family(img.mode) != _mode_family(mode):
             encoding.pop("icc_profile", None)  # a profile describes the input's colour space
         if "qtables" in encoding:  # the input's own tables set the quality
