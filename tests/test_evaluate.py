@@ -103,7 +103,7 @@ def test_windows_of_one_recording_never_straddle_the_split():
     from pathlib import Path
 
     from vmcli.data.base import Item
-    from vmcli.evaluation import _eval_split
+    from vmcli.evaluation import _eval_split, recording_groups
 
     items = [
         Item(Path(f"k{c}/{r}.csv"), label=f"k{c}", offset=10 * w)
@@ -111,16 +111,16 @@ def test_windows_of_one_recording_never_straddle_the_split():
         for r in range(10)
         for w in range(9)
     ]
-    train, test, desc = _eval_split(items, seed=0)
+    train, test, desc = _eval_split(items, seed=0, groups=recording_groups(items))
     assert {str(items[i].path) for i in train}.isdisjoint({str(items[i].path) for i in test})
     assert len(test) == 2 * 2 * 9  # 2 of each class's 10 recordings, every window of them
     assert "by recording" in desc and "test 36 of 4" in desc
     two = [it for it in items if it.path.stem in ("0", "1")]  # 2 recordings a class
-    train, test, desc = _eval_split(two, seed=0)
+    train, test, desc = _eval_split(two, seed=0, groups=recording_groups(two))
     assert len(test) == 2 * 9 and len(train) == 2 * 9  # one of each class's two held out
     assert {str(two[i].path) for i in train}.isdisjoint({str(two[i].path) for i in test})
     plain = [Item(Path(f"k{c}/{i}.png"), label=f"k{c}") for c in range(2) for i in range(10)]
-    train, test, desc = _eval_split(plain, seed=0)
+    train, test, desc = _eval_split(plain, seed=0, groups=recording_groups(plain))
     keep, held = _stratified_holdout(torch.tensor([i // 10 for i in range(20)]), 0.2, seed=0)
     assert (train, test) == (keep.tolist(), held.tolist()) and "by recording" not in desc
 

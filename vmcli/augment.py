@@ -218,17 +218,13 @@ def _check_folders(src: Path, out: Path) -> Path:
                 f"--out {out}: {path} is a link to {os.readlink(path)}, which does not exist; "
                 "make that folder or choose another --out"
             )
-    s, o = src.resolve(), out.resolve()
-    if o == s or s in o.parents:
-        raise ConfigError(
-            f"--out {out} is inside the input folder {src}; choose a folder outside it"
-        )
+    runs.check_outside(out, src, folder="the input folder")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out} already exists and is not empty; choose a new folder")
     runs.check_out_folder(out)
-    return o if out.is_symlink() else out
+    return out.resolve() if out.is_symlink() else out
 
 
 def augment_folder(

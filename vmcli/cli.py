@@ -72,10 +72,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VmError as e:
-            error(str(e))
-            note_rank_error(str(e))
-            end_failed_rank(e.exit_code)
-            raise typer.Exit(e.exit_code) from None
+            _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             console.print("[red]interrupted[/red]")
             end_failed_rank(130)
@@ -91,12 +88,17 @@ def handle_errors(fn: F) -> F:
                 known = as_storage_error(e, Path(e.filename or "a file"))
             if known is None:
                 raise
-            error(str(known))
-            note_rank_error(str(known))
-            end_failed_rank(known.exit_code)
-            raise typer.Exit(known.exit_code) from None
+            _fail(str(known), known.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    """One error line (rank 0's, or left for the launcher by another rank), then exit."""
+    error(message)
+    note_rank_error(message)
+    end_failed_rank(code)
+    raise typer.Exit(code) from None
 
 
 def _version(value: bool) -> None:

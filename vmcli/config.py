@@ -35,20 +35,25 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _plain_numbers(obj: Any) -> None:
-    """numpy scalars (np.float32(0.1), np.int64(8)) in a config's fields → Python numbers, so
-    the checks see numbers and config.json can record them; what a Python API user passes
-    from an array is a numpy scalar more often than not."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar (np.float32(0.1), np.int64(8)) as the Python number it holds, so the
+    checks see a number and config.json can record it (what a Python API user passes from an
+    array is a numpy scalar more often than not); anything else as it is."""
     import numbers
 
+    if (
+        isinstance(value, numbers.Number)
+        and not isinstance(value, bool | int | float)
+        and hasattr(value, "item")
+    ):
+        return value.item()
+    return value
+
+
+def _plain_numbers(obj: Any) -> None:
+    """`_plain` on every field of a config."""
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if (
-            isinstance(value, numbers.Number)
-            and not isinstance(value, bool | int | float)
-            and hasattr(value, "item")
-        ):
-            setattr(obj, f.name, value.item())
+        setattr(obj, f.name, _plain(getattr(obj, f.name)))
 
 
 @dataclass
@@ -133,10 +138,7 @@ def check_seed(seed: Any) -> int:
     """One range for every command's --seed: torch takes 64-bit seeds, and a larger or
     negative one would wrap to another seed's results without a word. Returns it as an int
     (a numpy integer from the Python API included)."""
-    import numbers
-
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool | int):
-        seed = int(seed)
+    seed = _plain(seed)
     if not (_whole(seed) and 0 <= seed <= MAX_SEED):
         raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}; got {seed}")
     return seed

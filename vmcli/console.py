@@ -28,22 +28,25 @@ def error(message: str) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
+def _leave_for_launcher(kind: str, text: str = "") -> None:
+    """A file `{kind}{RANK}` in the folder the launcher gave its ranks (VM_RANK_ERRORS)."""
+    folder = os.environ.get("VM_RANK_ERRORS")
+    if folder:
+        with open(os.path.join(folder, f"{kind}{os.environ.get('RANK', '0')}"), "w") as f:
+            f.write(text)
+
+
 def note_rank_error(message: str) -> None:
     """A rank other than 0 leaves its error line for the launcher, which prints it when rank 0
     did not fail (an error only that rank met): printed by every rank, it came N times."""
-    folder = os.environ.get("VM_RANK_ERRORS")
-    if OTHER_RANK and folder:
-        with open(os.path.join(folder, f"rank{os.environ['RANK']}"), "w") as f:
-            f.write(message)
+    if OTHER_RANK:
+        _leave_for_launcher("rank", message)
 
 
 def note_peer_failure() -> None:
     """This rank stopped only because another did (its collective lost a peer): the launcher
     reports the other's error, not this one."""
-    folder = os.environ.get("VM_RANK_ERRORS")
-    if folder:
-        with open(os.path.join(folder, f"peer{os.environ.get('RANK', '0')}"), "w"):
-            pass
+    _leave_for_launcher("peer")
 
 
 def end_failed_rank(code: int) -> None:

@@ -300,8 +300,11 @@ def test_samples_also_in_train(x: Tensor, train_idx: list[int], test_idx: list[i
     return [i for i in test_idx if digest(i) in seen]
 
 
-def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str]:
-    """(train indices, test indices, description): the data's own split, else a stratified one."""
+def _eval_split(
+    items: list[Item], seed: int, groups: Tensor | None
+) -> tuple[list[int], list[int], str]:
+    """(train indices, test indices, description): the data's own split, else a stratified one
+    (of whole recordings where `groups`, from `recording_groups(items)`, says windows share one)."""
     splits = {it.split for it in items}
     test_name = "test" if "test" in splits else ("val" if "val" in splits else None)
     if "train" in splits and test_name is not None:
@@ -310,7 +313,6 @@ def _eval_split(items: list[Item], seed: int) -> tuple[list[int], list[int], str
         return train, test, f"the data's own split (train {len(train)} / {test_name} {len(test)})"
     classes = sorted({it.label for it in items})
     y = torch.tensor([classes.index(it.label) for it in items])
-    groups = recording_groups(items)
     keep, held = _stratified_holdout(y, 0.2, seed, groups)
     if groups is None:
         return (
@@ -370,7 +372,8 @@ def evaluate(
             f"{len(labeled) - len(loaded)} skipped file(s) held every other class, so a probe "
             "has nothing to tell apart"
         )
-    train_idx, test_idx, split_desc = _eval_split(loaded.items, seed)
+    groups = recording_groups(loaded.items)  # windows of one recording, where there are any
+    train_idx, test_idx, split_desc = _eval_split(loaded.items, seed, groups)
     if len(train_idx) < 2 or not test_idx:  # one sample has no spread to standardise by
         raise DataError(
             f"{root}: not enough labelled samples for a train/test split ({len(loaded)} usable: "
@@ -418,7 +421,6 @@ def evaluate(
     candidates.update(modality.raw_baselines(loaded, extractor.space))
 
     tr, te = torch.tensor(train_idx), torch.tensor(test_idx)
-    groups = recording_groups(loaded.items)
     train_groups = None if groups is None else groups[tr]
     test_groups = None if groups is None else groups[te]
     rows = []

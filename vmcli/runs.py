@@ -191,7 +191,9 @@ def check_out_folder(path: Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: {probe} is not writable; choose another folder")
 
 
-def check_outside(out: Path, data: Path, option: str = "--out") -> None:
+def check_outside(
+    out: Path, data: Path, option: str = "--out", folder: str = "the data folder"
+) -> None:
     """Refuse an output folder that is the data folder or inside it: what is written there
     would be read as data by the next run over the folder (or by this one's resume)."""
     if not Path(data).exists():
@@ -199,7 +201,7 @@ def check_outside(out: Path, data: Path, option: str = "--out") -> None:
     o, d = Path(out).resolve(), Path(data).resolve()
     if o == d or d in o.parents:
         raise ConfigError(
-            f"{option} {out} is inside the data folder {data}: what is written there would be "
+            f"{option} {out} is inside {folder} {data}: what is written there would be "
             "read as data by the next run; choose a folder outside it"
         )
 

@@ -358,17 +358,13 @@ def train(
     unless `allow_data_change`.
     Under torchrun every rank calls this; rank 0 alone writes and prints.
     """
-    world = world_from_env()
-    quiet_before = console.quiet
-    if not world.is_main:
-        console.quiet = True
+    world = world_from_env()  # ranks other than 0 print nothing (vmcli.console)
     finished = False
     try:
         result = _train(cfg, out, resume, epochs, progress, world, allow_data_change)
         finished = True
         return result
     finally:
-        console.quiet = quiet_before
         if world.distributed and finished:  # after an error, no collective: the others may
             teardown()  # be blocked in another one (the CLI ends a failed rank at once)
 

@@ -441,6 +441,7 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
             isinstance(k, str) and isinstance(v, Tensor) for k, v in state.get(key, {}).items()
         ):
             raise _fail(src, f"{key} is not a mapping of names to tensors", state)
+        finite_tensors(state.get(key, {}), src, f"{key} ")
     for key in ("order_gen", "view_gen"):
         if state[key].dtype != torch.uint8 or state[key].ndim != 1:
             raise _fail(src, f"{key} is not a random generator's state", state)
@@ -455,8 +456,6 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
         raise _fail(
             src, f"metrics are not one row of numbers per finished epoch ({state['epoch']})", state
         )
-    for key in ("encoder", "viewmaker", "transforms"):
-        finite_tensors(state.get(key) or {}, src, f"{key} ")
     return state
 
 

@@ -370,12 +370,10 @@ class ImageModality(Modality):
             flagged = [str(it.path) for it, r in ok if getattr(r, flag)]
             if flagged:
                 warn(f"{len(flagged)} file(s) {note} ({first_few(flagged[:3], len(flagged))})")
-        colour_left, was_mixed = True, False
-        if any(r.mode in GRAY_MODES for _, r in ok) and not all(
-            r.mode in GRAY_MODES for _, r in ok
-        ):  # gray and colour: the same files kept whether planned here or from a run (resume)
-            was_mixed = True
-            ok, broken, colour_left = self._drop_colour_that_does_not_decode(root, ok)
+        gray = [r.mode in GRAY_MODES for _, r in ok]
+        mixed = any(gray) and not all(gray)
+        if mixed:  # the same files kept whether planned here or from a run (resume)
+            ok, broken = self._drop_colour_that_does_not_decode(root, ok)
             skipped += broken
         if meta is not None:
             size, channels = int(meta["size"]), int(meta["channels"])
@@ -388,7 +386,7 @@ class ImageModality(Modality):
                 )
         else:
             channels = 1 if all(r.mode in GRAY_MODES for _, r in ok) else 3
-            if was_mixed and not colour_left:
+            if mixed and channels == 1:
                 info(f"channels: 1 ({COLOUR_SKIPPED_NOTE})")
             if options.image_size is not None:
                 size = options.image_size
@@ -409,12 +407,12 @@ class ImageModality(Modality):
 
     def _drop_colour_that_does_not_decode(
         self, root: Path, ok: list[tuple[Item, ImageProbe]]
-    ) -> tuple[list[tuple[Item, ImageProbe]], list[tuple[Path, str]], bool]:
+    ) -> tuple[list[tuple[Item, ImageProbe]], list[tuple[Path, str]]]:
         """In a folder of gray and colour files, the colour files are decoded in order until
         one decodes: a colour header over pixels that do not decode (a truncated colour file in
         a gray folder) must not make the run three equal channels, in memory or streamed. The
         ones that fail are skipped here, as decoding would skip them; in a colour folder this
-        costs one decode. (kept, skipped, whether colour is left)"""
+        costs one decode. (kept, skipped)"""
         kept: list[tuple[Item, ImageProbe]] = []
         skipped: list[tuple[Path, str]] = []
         colour_decodes = False
@@ -428,7 +426,7 @@ class ImageModality(Modality):
                     continue
                 colour_decodes = True
             kept.append((it, r))
-        return kept, skipped, colour_decodes
+        return kept, skipped
 
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
         path = root / item.path
@@ -468,9 +466,10 @@ class ImageModality(Modality):
                 raw = unit.expand(1, channels, *unit.shape[2:]).contiguous()
                 value_range = _wide_range(img)
                 if img.mode == "F":
-                    nan = np.isnan(np.asarray(img))
+                    values = np.asarray(img)
+                    nan = np.isnan(values)
                     holes = nan if nan.any() else None
-                    infinite = bool(np.isinf(np.asarray(img)).any())
+                    infinite = bool(np.isinf(values).any())
             else:
                 arr = to_channels(img, channels)
                 raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
