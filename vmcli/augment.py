@@ -94,11 +94,8 @@ def plan_outputs(
 
 def _name_max(folder: Path) -> int:
     """The longest file name, in bytes, the filesystem that holds (or will hold) `folder` takes."""
-    probe = Path(folder)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        return int(os.pathconf(probe, "PC_NAME_MAX"))
+        return int(os.pathconf(runs.nearest_existing(folder), "PC_NAME_MAX"))
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
         return 255
 

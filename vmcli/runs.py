@@ -172,16 +172,22 @@ def eval_is_current(run_dir: Path, evaluation: dict[str, Any]) -> bool | None:
     return recorded == file_digest(encoder)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the closest of its parents that exists: where a folder to be made would go."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
 def check_out_folder(path: Path, option: str = "--out") -> None:
     """Refuse, before any work, a folder that cannot be made or written in: one that is a
     file, a path through a file, or one whose nearest existing folder is not writable
     (ConfigError naming the option and the path). Nothing is created; `out_folder_error`
     names what creating it then still fails on (e.g. /proc, where root may "write")."""
     path = Path(path)
-    probe = path
     try:
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
+        probe = nearest_existing(path)
         if not probe.is_dir():
             what = "is a file" if probe == path else f"goes through the file {probe}"
             raise ConfigError(f"{option} {path} {what}, not a folder; choose a folder")
