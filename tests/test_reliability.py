@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import stat
@@ -166,7 +167,8 @@ def test_only_an_unstarted_run_folder_and_only_its_own_files_are_removed(tmp_pat
 def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_folder, tmp_path):
     """`vm train` SIGKILLed inside step 12 of 16 (epoch 2 of 2, 8 steps each), with a checkpoint
     every 3 steps: the run resumes from step 9 and ends with the same weights, bit for bit, as
-    a run that was never interrupted."""
+    a run that was never interrupted, and the same metrics rows (the resumed epoch's sums
+    before the checkpoint were kept in it)."""
     fast = ["--batch-size", "2", "--encoder", "small", "--viewmaker-width", "8"]
     fast += ["--device", "cpu", "-q", "--epochs", "2", "--budget", "0.05"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -192,7 +194,9 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_fold
     try:
         resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "-q"])
         assert resumed.exit_code == 0, resumed.output
-        cfg = fast_config(image_folder, epochs=2, batch_size=2, checkpoint_every="off")
+        cfg = fast_config(
+            image_folder, epochs=2, batch_size=2, checkpoint_every="off", log_every=50
+        )
         straight = Path(train(cfg, out=tmp_path / "s", progress=False)["run"])
     finally:
         torch.set_num_threads(threads)
@@ -201,6 +205,13 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_fold
         b, _ = runs.read_weights(straight / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert state["metric_window"]["steps"] == 1 and state["metric_window"]["n_probes"] == 0
+    timing = {"samples_per_s", "elapsed_s", "data_wait_share"}
+    rows = [
+        [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(open(p))]
+        for p in (run / runs.METRICS, straight / runs.METRICS)
+    ]
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
 
 
 # -- resuming on changed data --------------------------------------------------------------------

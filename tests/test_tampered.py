@@ -233,6 +233,22 @@ CHECKPOINT_CASES = {
         _ckpt(lambda s: s.update(metrics=s["metrics"] * 2)),
         "metrics are not one row",
     ),
+    "metric sums that are not a mapping": (
+        _ckpt(lambda s: s.update(metric_window=[1.0])),
+        "metric_window is [1.0], of the wrong type",
+    ),
+    "NaN metric sums": (
+        _ckpt(lambda s: s["metric_window"].update(sums=torch.full((3,), float("nan")))),
+        "metric_window sums holds non-finite values",
+    ),
+    "metric sums of another size": (
+        _ckpt(lambda s: s["metric_window"].update(probes=torch.zeros(2))),
+        "metric_window probes is not 4 float32 sums",
+    ),
+    "a metric window longer than the epoch so far": (
+        _ckpt(lambda s: s["metric_window"].update(steps=5)),
+        "metric_window counts 5 steps, past step 0",
+    ),
     "a step past the end of an epoch": (
         _ckpt(lambda s: s.update(step=10**12)),
         "step 1000000000000 is past the end of an epoch",
@@ -377,3 +393,10 @@ def test_an_untouched_run_still_loads_and_resumes(run, trained):
     assert code == 0, output
     code, output = resume(run)
     assert code == 0, output
+
+
+def test_a_checkpoint_from_before_the_metric_window_was_kept_still_resumes(run):
+    _ckpt(lambda s: s.pop("metric_window"))(run / runs.CHECKPOINT)
+    code, output = resume(run)
+    assert code == 0, output
+    assert "metric_window" in torch.load(run / runs.CHECKPOINT, weights_only=True)

@@ -514,6 +514,13 @@ def _restore(
     return at, list(st["metrics"])
 
 
+def _restore_window(window: MetricWindow, st: dict[str, Any]) -> None:
+    """The epoch's metric sums so far, so a resumed epoch's row covers the whole epoch
+    (checkpoints written before the sums were kept restart the window, as they did)."""
+    if st.get("metric_window"):
+        window.load_state_dict(st["metric_window"])
+
+
 def training_state(
     job: Job,
     opt: _Optimizers,
@@ -522,9 +529,10 @@ def training_state(
     order_state: Tensor,
     view_gen: torch.Generator,
     metrics: list[dict[str, Any]],
+    window: MetricWindow | None = None,
 ) -> dict[str, Any]:
     """Everything a resumed run needs, at a step boundary (`order_state` regenerates the
-    current epoch's batch order)."""
+    current epoch's batch order; `window` holds the epoch's metric sums so far)."""
     state = lambda m: m.state_dict() if m is not None else {}  # noqa: E731
     return {
         "epoch": at.epoch,
@@ -540,12 +548,14 @@ def training_state(
         "order_gen": order_state,
         "view_gen": view_gen.get_state(),
         "metrics": metrics,
+        "metric_window": window.state_dict() if window is not None else {},
     }
 
 
 class MetricWindow:
     """Per-step metrics summed on the device and read (one host sync) once per log window;
-    the adversary probe at each log point, averaged per epoch."""
+    the adversary probe at each log point (averaged over ranks there), averaged per epoch.
+    Its sums go into checkpoints, so a resumed epoch's row is the uninterrupted run's."""
 
     def __init__(self, job: Job, source, bar: TrainProgress, autocast):
         self.job, self.source, self.bar, self.autocast = job, source, bar, autocast
@@ -553,7 +563,23 @@ class MetricWindow:
         self.sums = torch.zeros(3, device=device)  # loss, |δ|, |view − input|
         self.probes = torch.zeros(4, device=device)  # adversary probe sums over the epoch
         self.n_probes, self.steps, self.last = 0, 0, {}
+        self.timed = 0  # steps since t0 (a resumed window's earlier steps were timed before)
         self.t0, self.wait0 = time.perf_counter(), 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open window and epoch sums. With several ranks a window's loss sums are this
+        rank's (they are averaged over ranks only at log points); the probes are global."""
+        return {
+            "sums": self.sums.detach().cpu().clone(),
+            "steps": self.steps,
+            "probes": self.probes.detach().cpu().clone(),
+            "n_probes": self.n_probes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums.copy_(state["sums"])
+        self.probes.copy_(state["probes"])
+        self.steps, self.n_probes = int(state["steps"]), int(state["n_probes"])
 
     @torch.no_grad()
     def add(self, loss: Tensor, made: Views) -> None:
@@ -562,6 +588,7 @@ class MetricWindow:
             self.sums[1] += made.delta.detach().abs().mean()
             self.sums[2] += (made.views.detach().float() - made.inputs.float()).abs().mean()
         self.steps += 1
+        self.timed += 1
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.sums).all())
@@ -570,7 +597,7 @@ class MetricWindow:
         """Close the window: probe the adversary, read the sums, update the progress bar."""
         job, world = self.job, self.job.world
         if job.cfg.learns_views:
-            self.probes += adversary_probe(job, raw, done, self.autocast)
+            self.probes += all_reduce_mean(adversary_probe(job, raw, done, self.autocast), world)
             self.n_probes += 1
         if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
             torch.cuda.synchronize(job.device)
@@ -580,7 +607,7 @@ class MetricWindow:
             at.epoch,
             done,
             at.samples,
-            self.steps * batch / max(now - self.t0, 1e-9),
+            self.timed * batch / max(now - self.t0, 1e-9),
             elapsed,
             job,
             self.bar,
@@ -590,13 +617,13 @@ class MetricWindow:
             now - self.t0, 1e-9
         )
         self.sums.zero_()
-        self.steps, self.t0, self.wait0 = 0, time.perf_counter(), self.source.data_wait_s
+        self.steps, self.timed = 0, 0
+        self.t0, self.wait0 = time.perf_counter(), self.source.data_wait_s
 
     def end_epoch(self) -> dict[str, Any]:
         """The epoch's metrics row: the last window's, plus the epoch's probe mean."""
         if self.n_probes:
-            probe = all_reduce_mean(self.probes / self.n_probes, self.job.world)
-            self.last.update(_probe_row(probe))
+            self.last.update(_probe_row(self.probes / self.n_probes))
             self.probes.zero_()
             self.n_probes = 0
         return dict(self.last)
@@ -628,13 +655,16 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
 
     def save(order_state: Tensor) -> None:
         if writes:
-            state = training_state(job, opt, at, elapsed(), order_state, view_gen, metrics)
+            state = training_state(
+                job, opt, at, elapsed(), order_state, view_gen, metrics, window
+            )
             runs.save_checkpoint(job.run_dir / runs.CHECKPOINT, state)
             cadence.written()
 
     total = cfg.epochs * steps_per_epoch
     bar = TrainProgress(total, at.epoch * steps_per_epoch + at.step, progress and world.is_main)
     window = MetricWindow(job, source, bar, autocast)
+    _restore_window(window, job.state)
     compiler = Compiler(job)
     first_done = at.epoch * steps_per_epoch + at.step
     with _GracefulStop() as stop:

@@ -445,6 +445,7 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
     for key in ("order_gen", "view_gen"):
         if state[key].dtype != torch.uint8 or state[key].ndim != 1:
             raise _fail(src, f"{key} is not a random generator's state", state)
+    _metric_window(state, src)
     rows = state["metrics"]
     if len(rows) != state["epoch"] or not all(
         isinstance(row, dict)
@@ -457,6 +458,29 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
             src, f"metrics are not one row of numbers per finished epoch ({state['epoch']})", state
         )
     return state
+
+
+def _metric_window(state: dict[str, Any], src: Path) -> None:
+    """The open epoch's metric sums (absent from older checkpoints): two counts and two
+    vectors of finite sums, which the resumed run adds to."""
+    window = state.get("metric_window", {})
+    if not isinstance(window, dict):
+        raise _fail(src, f"metric_window is {shown(window)}, of the wrong type", state)
+    if not window:
+        return
+    for key, size in (("sums", 3), ("probes", 4)):
+        v = window.get(key)
+        if not (isinstance(v, Tensor) and v.dtype == torch.float32 and v.shape == (size,)):
+            raise _fail(src, f"metric_window {key} is not {size} float32 sums", state)
+        finite_tensors({key: v}, src, "metric_window ")
+    for key in ("steps", "n_probes"):
+        v = window.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise _fail(src, f"metric_window {key} is {shown(v)}, not a count", state)
+    if window["steps"] > state["step"]:
+        raise _fail(
+            src, f"metric_window counts {window['steps']} steps, past step {state['step']}", state
+        )
 
 
 def finite_tensors(tensors: Mapping[str, Tensor], src: Path, what: str = "") -> None:
