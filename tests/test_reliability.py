@@ -208,7 +208,10 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(image_fold
     assert state["metric_window"]["steps"] == 1 and state["metric_window"]["n_probes"] == 0
     timing = {"samples_per_s", "elapsed_s", "data_wait_share"}
     rows = [
-        [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(open(p))]
+        [
+            {k: v for k, v in r.items() if k not in timing}
+            for r in csv.DictReader(p.read_text().splitlines())
+        ]
         for p in (run / runs.METRICS, straight / runs.METRICS)
     ]
     assert len(rows[0]) == 2 and rows[0] == rows[1]

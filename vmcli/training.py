@@ -655,9 +655,7 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
 
     def save(order_state: Tensor) -> None:
         if writes:
-            state = training_state(
-                job, opt, at, elapsed(), order_state, view_gen, metrics, window
-            )
+            state = training_state(job, opt, at, elapsed(), order_state, view_gen, metrics, window)
             runs.save_checkpoint(job.run_dir / runs.CHECKPOINT, state)
             cadence.written()
 
