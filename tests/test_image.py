@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from vmcli.data import MODALITIES, LoadOptions, scan
+from vmcli.data import image as IM
 from vmcli.data.image import ImageModality
 from vmcli.errors import DataError
 
@@ -517,3 +518,43 @@ def test_views_are_encoded_like_their_inputs(tmp_path):
                 assert dst.stat().st_size < 1.3 * src.stat().st_size
             if name.endswith(".tif"):
                 assert b.info.get("compression") == "tiff_lzw"
+
+
+def test_views_keep_exif_text_chunks_and_lossless_webp(tmp_path):
+    """EXIF (camera, time) and PNG text chunks are kept, without the orientation (the view is
+    stored upright); a lossless WebP's view is lossless (all three were dropped: a lossless
+    WebP came back lossy)."""
+    from PIL import PngImagePlugin
+
+    yy, xx = np.mgrid[:40, :60]
+    img = Image.fromarray(np.stack([xx * 4, yy * 4, xx + yy], -1).astype(np.uint8))
+    exif = Image.Exif()
+    exif.update({0x0112: 6, 0x010F: "Acme", 0x0132: "2026:01:01 00:00:00"})  # turned 90°
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Author", "me")
+    cases = {
+        "turned.jpg": {"exif": exif, "quality": 80},
+        "text.png": {"exif": exif, "pnginfo": text},
+        "lossless.webp": {"exif": exif, "lossless": True},
+        "lossy.webp": {"quality": 60},
+    }
+    for name, opts in cases.items():
+        src = tmp_path / name
+        img.save(src, **opts)
+        sample = M.read_file(src, {"channels": 3, "size": 16}, LoadOptions())
+        upright = (60, 40) if "exif" in opts else (40, 60)  # turned: 40 wide, 60 high
+        assert sample.raw.shape[2:] == upright, name
+        dst = tmp_path / f"view-{name}"
+        M.write_file((sample.raw.float() / 255 + 0.02).clamp(0, 1), sample, dst)
+        with Image.open(dst) as b:
+            assert b.size == upright[::-1], name
+            got = dict(b.getexif())
+            if "exif" in opts:
+                assert got == {0x010F: "Acme", 0x0132: "2026:01:01 00:00:00"}, name
+            if name.endswith(".png"):
+                assert b.text == {"Author": "me"}
+        if name.endswith(".webp"):
+            assert (
+                IM._webp_is_lossless(dst) == IM._webp_is_lossless(src) == (name == "lossless.webp")
+            )
+    assert IM._webp_is_lossless(tmp_path / "turned.jpg") is False

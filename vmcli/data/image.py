@@ -200,16 +200,40 @@ def _open(path: Path) -> Image.Image:
     return _upright(Image.open(path))
 
 
-def _encoding(img: Image.Image) -> dict[str, Any]:
+EXIF_ORIENTATION = 0x0112
+
+
+def _encoding(img: Image.Image, path: Path) -> dict[str, Any]:
     """How the input file was encoded, to write its view the same way: a JPEG's quantisation
     tables and chroma subsampling (its quality: a fixed quality 95 tripled a quality-75 file),
-    progressive scan, the ICC profile, DPI and a TIFF's compression."""
+    progressive scan, the ICC profile, DPI, a TIFF's compression, a WebP's losslessness, and
+    the metadata: EXIF (camera, time, GPS...; its orientation is dropped, the view is stored
+    upright, and so is its thumbnail of the input) and a PNG's text chunks."""
     info, opts = img.info, {}
     if info.get("icc_profile"):
         opts["icc_profile"] = info["icc_profile"]
     if info.get("dpi"):
         with contextlib.suppress(TypeError, ValueError):
             opts["dpi"] = tuple(float(d) for d in info["dpi"])
+    if img.format in ("JPEG", "MPO", "PNG", "WEBP"):  # a TIFF's EXIF is its own tag directory
+        with contextlib.suppress(Exception):  # malformed EXIF: the view goes without it
+            exif = img.getexif()  # the image's own: put its orientation back for _upright
+            orientation = exif.pop(EXIF_ORIENTATION, None)
+            try:
+                if len(exif):
+                    opts["exif"] = exif.tobytes()
+            finally:
+                if orientation is not None:
+                    exif[EXIF_ORIENTATION] = orientation
+    if img.format == "PNG" and getattr(img, "text", None):
+        from PIL import PngImagePlugin
+
+        text = PngImagePlugin.PngInfo()
+        for key, value in img.text.items():
+            text.add_text(key, value)
+        opts["pnginfo"] = text
+    if img.format == "WEBP" and _webp_is_lossless(path):
+        opts["lossless"] = True
     if img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG with an embedded preview
         from PIL import JpegImagePlugin
 
@@ -223,6 +247,31 @@ def _encoding(img: Image.Image) -> dict[str, Any]:
     if img.format == "TIFF" and info.get("compression") not in (None, "raw"):
         opts["compression"] = info["compression"]
     return opts
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """Whether a WebP file's (first) image is VP8L (lossless) rather than VP8 (lossy): the
+    image library does not say, and a lossy view of a lossless file would add JPEG-like
+    artefacts larger than a small budget. Walks the RIFF chunks (into an animation's frames)."""
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        if f.read(12)[8:12] != b"WEBP":
+            return False
+        end = None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            kind, size = head[:4], int.from_bytes(head[4:], "little")
+            if kind in (b"VP8L", b"VP8 "):
+                return kind == b"VP8L"
+            if kind == b"ANMF":  # a frame: 16 bytes of placement, then its image chunks
+                f.seek(16, 1)
+                end = f.tell() + size - 16
+                continue
+            f.seek(size + (size & 1), 1)  # chunks are padded to even sizes
+            if end is not None and f.tell() >= end:
+                return False
+    return False
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -455,8 +504,8 @@ class ImageModality(Modality):
         try:
             opened = Image.open(path)  # once: its frame count, then its (first) frame
             frames = int(getattr(opened, "n_frames", 1))
-            encoding = _encoding(opened)
-            deep = _deep_colour(opened)
+            deep = _deep_colour(opened)  # before anything loads the pixels
+            encoding = _encoding(opened, path)
             img = _upright(opened)
             wide = img.mode in WIDE_MODES
             holes = None  # a float image's NaN (no-data) pixels, NaN again in its views
