@@ -558,3 +558,24 @@ def test_views_keep_exif_text_chunks_and_lossless_webp(tmp_path):
                 IM._webp_is_lossless(dst) == IM._webp_is_lossless(src) == (name == "lossless.webp")
             )
     assert IM._webp_is_lossless(tmp_path / "turned.jpg") is False
+
+
+def test_augment_skips_a_png_whose_pixel_data_is_corrupt(rgb_folder, tmp_path):
+    """A PNG with a damaged IDAT is skipped by name, as `vm train` skips it (reading its EXIF
+    first once swallowed the decode error and wrote a black view with exit 0)."""
+    from conftest import fast_config
+
+    from vmcli.augment import augment_folder
+    from vmcli.session import train
+
+    run = train(fast_config(rgb_folder), out=tmp_path / "runs", progress=False)["run"]
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(data / "fine.png")
+    raw = bytearray((data / "fine.png").read_bytes())
+    at = raw.find(b"IDAT") + 4
+    raw[at], raw[at + 1] = raw[at] ^ 255, raw[at + 1] ^ 255
+    (data / "corrupt.png").write_bytes(bytes(raw))
+    result = augment_folder(data, tmp_path / "views", Path(run), device="cpu", progress=False)
+    assert sorted(p.name for p in (tmp_path / "views").iterdir()) == ["fine.png"]
+    assert [Path(p).name for p, _ in result["skipped"]] == ["corrupt.png"]

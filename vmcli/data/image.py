@@ -505,6 +505,7 @@ class ImageModality(Modality):
             opened = Image.open(path)  # once: its frame count, then its (first) frame
             frames = int(getattr(opened, "n_frames", 1))
             deep = _deep_colour(opened)  # before anything loads the pixels
+            opened.load()  # a decode error is raised here, not swallowed by reading the EXIF
             encoding = _encoding(opened, path)
             img = _upright(opened)
             wide = img.mode in WIDE_MODES
