@@ -274,6 +274,19 @@ def test_eval_refuses_data_too_thin_for_a_probe_after_skipping(image_folder, tmp
     assert r.exit_code == 3, r.output
     assert "1 to train the probe on" in " ".join(r.output.split())
     assert "Traceback" not in r.output and "UserWarning" not in r.output
+    # a test/ split whose files were all skipped is not silently replaced by a split of train/
+    lost = tmp_path / "lost"
+    for src in image_folder.rglob("*.png"):
+        dst = lost / src.relative_to(image_folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(b"\x89PNG\r\n\x1a\n broken" if "test" in src.parts else src.read_bytes())
+    r = invoke("eval", "--runs", runs, "--data", lost)
+    assert r.exit_code == 3, r.output
+    n_test = len(list((image_folder / "test").rglob("*.png")))
+    assert f"own test/ split has no usable labelled file (all {n_test} were skipped" in " ".join(
+        r.output.split()
+    )
+    assert "stratified" not in r.output
 
 
 def test_handcrafted_run_has_no_viewmaker_to_apply(image_folder, tmp_path):

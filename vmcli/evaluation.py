@@ -300,6 +300,24 @@ def test_samples_also_in_train(x: Tensor, train_idx: list[int], test_idx: list[i
     return [i for i in test_idx if digest(i) in seen]
 
 
+def _check_declared_splits(root: Path, labeled: list[Item], usable: list[Item]) -> None:
+    """The data's own train/test split is used as it was laid out: when skipped files were all
+    of one split, a stratified split of the rest would silently score the probe on another
+    test set than the data's own."""
+    declared = {it.split for it in labeled}
+    test_name = "test" if "test" in declared else ("val" if "val" in declared else None)
+    if "train" not in declared or test_name is None:
+        return
+    left = {it.split for it in usable}
+    for name in sorted({"train", test_name} - left):
+        n = sum(it.split == name for it in labeled)
+        raise DataError(
+            f"{root}: the data's own {name}/ split has no usable labelled file (all {n} were "
+            f"skipped, see the warnings above), so it cannot be used; fix those files, or move "
+            f"{name}/ aside to let vm eval split the rest"
+        )
+
+
 def _eval_split(
     items: list[Item], seed: int, groups: Tensor | None
 ) -> tuple[list[int], list[int], str]:
@@ -372,6 +390,7 @@ def evaluate(
             f"{len(labeled) - len(loaded)} skipped file(s) held every other class, so a probe "
             "has nothing to tell apart"
         )
+    _check_declared_splits(root, labeled, loaded.items)
     groups = recording_groups(loaded.items)  # windows of one recording, where there are any
     train_idx, test_idx, split_desc = _eval_split(loaded.items, seed, groups)
     if len(train_idx) < 2 or not test_idx:  # one sample has no spread to standardise by
