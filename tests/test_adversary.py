@@ -166,3 +166,31 @@ def test_inert_advice_names_the_families_own_knob_and_control(image_folder):
     text = _inert_advice(combined, adversary)
     assert "--transforms-lr" in text and "--viewmaker-lr" in text
     assert "(--views fixed-transforms, --views random)" in text
+
+
+def test_samples_per_second_count_training_steps_not_the_probe(image_folder, monkeypatch):
+    """The probe runs at every log point (at least once an epoch): a slow one used to be
+    counted as training time, which lowered samples/s by up to a fifth on short epochs."""
+    import time
+
+    import vmcli.training as T
+
+    real = T.adversary_probe
+
+    def slow_probe(*a, **k):
+        time.sleep(4.0)  # 2 steps of 8 samples take far less than a second here
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "adversary_probe", slow_probe)
+    job = small_job(image_folder, views="viewmaker", epochs=1, batch_size=8, log_every=50)
+    result = fit(job, progress=False)
+    assert result["samples"] == 16 and "probe_loss" in result
+    assert result["samples_per_s"] > 8  # counting the probe: at most 16 / 4 s = 4
+
+
+def test_the_budget_line_says_what_clamping_took_away():
+    from vmcli.console import budget_text
+
+    assert budget_text(0.1, 0.1, 0.0841) == "|δ| 0.1000 (ε 0.1), 0.0841 after clamping"
+    assert budget_text(0.2, 0.2, 0.19999) == "|δ| 0.2000 (ε 0.2)"  # nothing clamped
+    assert budget_text(0.05, 0.05) == "|δ| 0.0500 (ε 0.05)"

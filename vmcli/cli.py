@@ -23,6 +23,7 @@ from vmcli.config import (
     parse_transforms_budget,
 )
 from vmcli.console import (
+    budget_text,
     console,
     end_failed_rank,
     error,
@@ -453,7 +454,7 @@ def train(
     if as_json:
         print_json(summary)
     delta = (
-        f", mean |δ| {summary['delta_l1']:.4f} (ε {summary['budget']:g})"
+        ", mean " + budget_text(summary["delta_l1"], summary["budget"], summary.get("view_l1"))
         if summary.get("delta_l1") is not None
         else ""
     )
@@ -676,7 +677,7 @@ def info(
     if summary is None:
         t.add_row("status", "not finished (resume with: vm train --resume " + str(run_dir) + ")")
     else:
-        for key in ("final_loss", "delta_l1", "samples_per_s", "train_s"):
+        for key in ("final_loss", "delta_l1", "view_l1", "samples_per_s", "train_s"):
             if summary.get(key) is not None:
                 t.add_row(key, f"{summary[key]:.4g}")
         adv = summary.get("adversary")

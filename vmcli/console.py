@@ -66,6 +66,15 @@ def first_few(names: list[str], total: int, sep: str = ", ") -> str:
     return sep.join(names) + more
 
 
+def budget_text(delta_l1: float, budget: float, view_l1: float | None = None) -> str:
+    """`|δ| 0.1000 (ε 0.1)`, and the change the views really got where clamping views to
+    [0, 1] took part of δ away (δ itself always has mean |δ| = ε, so alone it says nothing)."""
+    text = f"|δ| {delta_l1:.4f} (ε {budget:g})"
+    if view_l1 is not None and view_l1 < 0.995 * delta_l1:
+        text += f", {view_l1:.4f} after clamping"
+    return text
+
+
 def print_json(payload: dict[str, Any]) -> None:
     """Write one JSON document to stdout (the machine-readable channel)."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from vmcli import runs
 from vmcli.config import AUTO_COMPILE_MINUTES, CheckpointCadence, TrainConfig
-from vmcli.console import TrainProgress, info, warn
+from vmcli.console import TrainProgress, budget_text, info, warn
 from vmcli.data import ViewSpace
 from vmcli.data.base import Handcrafted
 from vmcli.data.loader import ResidentBatches, StreamedBatches
@@ -596,12 +596,12 @@ class MetricWindow:
     def log(self, raw: Tensor, at: Position, done: int, batch: int, elapsed: float) -> None:
         """Close the window: probe the adversary, read the sums, update the progress bar."""
         job, world = self.job, self.job.world
+        if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
+            torch.cuda.synchronize(job.device)
+        now = time.perf_counter()  # samples/s counts training steps, not the probe below
         if job.cfg.learns_views:
             self.probes += all_reduce_mean(adversary_probe(job, raw, done, self.autocast), world)
             self.n_probes += 1
-        if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
-            torch.cuda.synchronize(job.device)
-        now = time.perf_counter()
         self.last = _log_window(
             all_reduce_mean(self.sums / self.steps, world),
             at.epoch,
@@ -750,7 +750,7 @@ def _log_window(
         )
     status = f"epoch {epoch + 1}/{job.cfg.epochs}  loss {loss:.4f}"
     if has_vm:
-        status += f"  |δ| {delta_l1:.4f} (ε {job.viewmaker.budget:g})"
+        status += "  " + budget_text(delta_l1, job.viewmaker.budget, view_l1)
     if probe is not None:  # this epoch so far, this rank: how much harder than at init
         status += f"  vs init {probe[0] - probe[1]:+.3f}"
     bar.update(done, status + f"  {rate:,.0f} samples/s")
