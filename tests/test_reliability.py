@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import stat
@@ -146,7 +147,54 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
         train(cfg, out=runs_dir, progress=False)
     assert sorted(p.name for p in runs_dir.iterdir()) == ["train"]
     r = cli.invoke(app, ["info", "--runs", str(runs_dir)])
-    assert r.exit_code == 0 and "train-2" not in r.output and "not finished" not in r.output
+    assert r.exit_code == 0 and "train-2" not in r.output and "has not finished" not in r.output
+
+
+def test_a_run_stopped_before_its_summary_is_finished_by_a_resume(image_folder, tmp_path):
+    """Killed between its last checkpoint and summary.json, a run could never be finished (the
+    resume said "already finished") while `vm info` said to resume it; `vm augment` and
+    `vm eval` used its exports without a word. Now the resume writes what is missing, without
+    training, and the others say the run is unfinished."""
+    cli = CliRunner()
+    fast = ["--epochs", "1", "--batch-size", "8", "--encoder", "small", "--device", "cpu", "-q"]
+    assert (
+        cli.invoke(app, ["train", str(image_folder), *fast, "--out", str(tmp_path)]).exit_code == 0
+    )
+    run = tmp_path / "train"
+    finished = json.loads((run / runs.SUMMARY).read_text())
+    encoder, _ = runs.read_weights(run / runs.ENCODER)
+    for name in (runs.SUMMARY, runs.PREVIEW, runs.TRAINING_PLOT):
+        (run / name).unlink()
+    r = cli.invoke(app, ["info", str(run)])
+    assert "has not finished its 1 epochs (no summary.json)" in " ".join(r.output.split())
+    r = cli.invoke(
+        app,
+        ["augment", str(image_folder / "test"), "--out", str(tmp_path / "v"), "--run", str(run)],
+    )
+    assert r.exit_code == 0 and "has not finished its 1 epochs" in " ".join(r.output.split())
+
+    r = cli.invoke(app, ["train", "--resume", str(run), "-q"])
+    assert r.exit_code == 0, r.output
+    assert all((run / n).is_file() for n in (runs.SUMMARY, runs.PREVIEW, runs.TRAINING_PLOT))
+    after, _ = runs.read_weights(run / runs.ENCODER)
+    assert all(torch.equal(after[k], encoder[k]) for k in encoder)  # nothing was trained
+    again = json.loads((run / runs.SUMMARY).read_text())
+    assert again["final_loss"] == finished["final_loss"] and again["epochs"] == 1
+    assert "has not finished" not in cli.invoke(app, ["info", str(run)]).output
+    r = cli.invoke(app, ["train", "--resume", str(run), "-q"])
+    assert r.exit_code == 2 and "already finished 1 epochs" in r.output
+
+    # a resume to more epochs, stopped before it finished: the exports are the earlier ones
+    config = json.loads((run / runs.CONFIG).read_text())
+    config["train"]["epochs"] = 5
+    (run / runs.CONFIG).write_text(json.dumps(config))
+    r = cli.invoke(app, ["info", str(run), "--json"])
+    assert json.loads(r.stdout)["unfinished"].startswith("was extended to 5 epochs")
+    r = cli.invoke(app, ["eval", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "its summary and exports are from epoch 1; using the encoder it exported" in " ".join(
+        r.output.split()
+    )
 
 
 def test_only_an_unstarted_run_folder_and_only_its_own_files_are_removed(tmp_path):

@@ -254,6 +254,7 @@ def augment_folder(
     cfg, meta = config["train"], config["data_meta"]
     dev = resolve_device(device)
     augmenter = load_viewmaker(run_dir, dev)
+    runs.warn_if_unfinished(run_dir, config, "views")
     modality = get_modality(cfg["modality"])
     index = scan(src, MODALITIES, modality=cfg["modality"])
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized

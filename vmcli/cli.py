@@ -642,12 +642,14 @@ def info(
     config = runs.read_config(run_dir)
     summary, evaluation = runs.read_results(run_dir)
     current = None if evaluation is None else runs.eval_is_current(run_dir, evaluation)
+    unfinished = runs.unfinished(config, summary)
     if as_json:
         print_json(
             {
                 "run": str(run_dir),
                 "config": config,
                 "summary": summary,
+                "unfinished": unfinished,
                 "eval": evaluation,
                 "eval_is_current": current,
             }
@@ -674,9 +676,9 @@ def info(
             continue  # ε is the viewmaker's; transforms runs show their strengths below
         t.add_row(key, str(cfg.get(key)))
     t.add_row("samples", str(config.get("data", {}).get("samples")))
-    if summary is None:
-        t.add_row("status", "not finished (resume with: vm train --resume " + str(run_dir) + ")")
-    else:
+    if unfinished:
+        t.add_row("status", f"{unfinished} (resume with: vm train --resume {run_dir})")
+    if summary is not None:
         for key in ("final_loss", "delta_l1", "view_l1", "samples_per_s", "train_s"):
             if summary.get(key) is not None:
                 t.add_row(key, f"{summary[key]:.4g}")

@@ -367,6 +367,7 @@ def evaluate(
     root = Path(data) if data is not None else Path(cfg["data"])
     dev = resolve_device(device)
     extractor = load_encoder(run_dir)
+    runs.warn_if_unfinished(run_dir, config, "encoder")
     modality = get_modality(cfg["modality"])
     index = scan(root, MODALITIES, modality=cfg["modality"])
     labeled = [it for it in index.items if it.label is not None]

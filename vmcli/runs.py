@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vmcli import __version__, untrusted
+from vmcli.console import warn
 from vmcli.errors import CheckpointError, ConfigError, as_storage_error
 
 CONFIG = "config.json"
@@ -143,14 +144,39 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return untrusted.config(read_json(src), src)
 
 
+def _read_result(run_dir: Path, name: str) -> dict[str, Any] | None:
+    src = Path(run_dir) / name
+    return untrusted.results(read_json(src), src) if src.is_file() else None
+
+
 def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """A run's summary.json and eval.json (None where missing), checked for what `vm info`
     shows."""
-    found = []
-    for name in (SUMMARY, EVAL):
-        src = Path(run_dir) / name
-        found.append(untrusted.results(read_json(src), src) if src.is_file() else None)
-    return found[0], found[1]
+    return _read_result(run_dir, SUMMARY), _read_result(run_dir, EVAL)
+
+
+def warn_if_unfinished(run_dir: Path, config: dict[str, Any], what: str) -> None:
+    """`vm augment` and `vm eval` use what a run exported; they say so when that is not its
+    finished training (`what`: "views", "encoder")."""
+    note = unfinished(config, _read_result(run_dir, SUMMARY))
+    if note:
+        warn(f"{run_dir} {note}; using the {what} it exported")
+
+
+def unfinished(config: dict[str, Any], summary: dict[str, Any] | None) -> str | None:
+    """Why a run's files are not those of its finished training, or None: no summary.json (it
+    stopped before the end, or between its last checkpoint and the summary), or a resume
+    extended it past the epochs its summary and exports were written at."""
+    target = config["train"]["epochs"]
+    if summary is None:
+        return f"has not finished its {target} epochs (no {SUMMARY})"
+    done = summary.get("epochs")
+    if isinstance(done, int) and done < target:
+        return (
+            f"was extended to {target} epochs and has not finished them: its summary and "
+            f"exports are from epoch {done}"
+        )
+    return None
 
 
 def file_digest(path: Path) -> str:

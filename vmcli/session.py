@@ -387,7 +387,7 @@ def _train(
             cfg.epochs = epochs
         cfg.validate()
         state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
-        if state["epoch"] >= cfg.epochs:
+        if state["epoch"] >= cfg.epochs and not _stopped_before_summary(run_dir, state, cfg):
             raise ConfigError(
                 f"{run_dir} already finished {state['epoch']} epochs; pass --epochs N (N > {state['epoch']}) to train on"
             )
@@ -417,7 +417,13 @@ def _train(
         space = untrusted.build_space(
             modality.name, cfg.view_space or "", meta, stats, run_dir / runs.CONFIG
         )
-        info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+        if state["epoch"] < cfg.epochs:
+            info(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']}")
+        else:
+            info(
+                f"{run_dir} trained all {cfg.epochs} epochs but stopped before its summary was "
+                "written: writing its exports, preview, plots and summary"
+            )
     else:
         cfg.validate()
         runs.check_out_folder(out)  # before the data is read: a bad --out fails at once
@@ -464,6 +470,15 @@ def _train(
     if world.is_main:
         summary = _finish(job, data, meta, stats, result)
     return broadcast(summary, world)  # type: ignore[return-value]
+
+
+def _stopped_before_summary(run_dir: Path, state: dict[str, Any], cfg: TrainConfig) -> bool:
+    """A checkpoint at the last epoch without the summary of that epoch: the run was stopped
+    between its final checkpoint and summary.json, and a resume only has to finish it."""
+    if state["epoch"] != cfg.epochs or state["step"] != 0:
+        return False
+    summary, _ = runs.read_results(run_dir)
+    return summary is None or not summary.get("epochs") or summary["epochs"] < state["epoch"]
 
 
 def _rank_device(device: torch.device, world: World) -> torch.device:

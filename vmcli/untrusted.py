@@ -258,9 +258,19 @@ def results(found: Any, src: Path) -> dict[str, Any]:
     """summary.json or eval.json: the numbers `vm info` shows are numbers."""
     if not isinstance(found, dict):
         raise _fail(src, f"holds {type(found).__name__}, not a mapping")
-    for key in ("final_loss", "delta_l1", "samples_per_s", "train_s", "transforms_budget"):
+    for key in (
+        "final_loss",
+        "delta_l1",
+        "view_l1",
+        "samples_per_s",
+        "train_s",
+        "transforms_budget",
+    ):
         if found.get(key) is not None and not _scalar(found[key]):
             raise _fail(src, f"{key} is {shown(found[key])}, not a number", found)
+    epochs = found.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+        raise _fail(src, f"epochs is {shown(epochs)}, not a whole number", found)
     adv = found.get("adversary")
     if adv and not (
         isinstance(adv, dict)
