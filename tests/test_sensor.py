@@ -61,6 +61,22 @@ def test_mismatched_columns_skipped_or_error(tmp_path, capsys):
     assert sorted(p.name for p, _ in data.skipped) == ["m0.csv", "m1.csv", "odd.csv"]
 
 
+def test_the_same_channels_in_another_order_or_case_are_read_by_name(tmp_path, capsys):
+    """Files holding the majority's channels in another column order or letter case are read
+    by name in the majority's order (they were skipped: "has channels az,ay,ax, not ax,ay,az")."""
+    frames = [write(tmp_path / f"{i}.csv", 40, seed=i) for i in range(3)]
+    reordered = frames[0][COLS[::-1]]
+    reordered.to_csv(tmp_path / "reversed.csv", index=False)
+    shouted = frames[1].rename(columns=str.upper)
+    shouted.to_csv(tmp_path / "upper.csv", index=False)
+    data = load(tmp_path)
+    assert len(data) == 5 and not data.skipped, capsys.readouterr().err
+    assert data.meta["columns"] == COLS
+    names = [it.path.name for it in data.items]
+    for twin, name in (("0.csv", "reversed.csv"), ("1.csv", "upper.csv")):
+        assert torch.equal(data.x[names.index(name)], data.x[names.index(twin)])
+
+
 def test_long_recordings_cut_into_windows(tmp_path):
     write(tmp_path / "train" / "run" / "r1.csv", 100, time=True)
     write(tmp_path / "train" / "sit" / "r2.csv", 45, time=True)

@@ -193,6 +193,25 @@ class SensorModality(Modality):
         except DataError as e:  # csvread names the file first; keep the rest as the reason
             return str(e).removeprefix(str(path)).lstrip(":, ")
 
+    def _in_order(
+        self, good: list[tuple[Item, Any]], order: list[str], skipped: list[tuple[Path, str]]
+    ) -> list[tuple[Item, Any]]:
+        """Recordings whose channels are the others' in another column order or letter case
+        are read again by name, in `order` (they used to be skipped: good data lost)."""
+        redo = [i for i, (_, r) in enumerate(good) if r.layout.channel_columns != order]
+        paths = [good[i][1].path for i in redo]
+        again = dict(
+            zip(
+                redo, parallel_map(functools.partial(self._read, columns=order), paths), strict=True
+            )
+        )
+        skipped += [(good[i][1].path, again[i]) for i in redo if isinstance(again[i], str)]
+        return [
+            (it, again.get(i, r))
+            for i, (it, r) in enumerate(good)
+            if i not in again or not isinstance(again[i], str)
+        ]
+
     def load(
         self,
         root: Path,
@@ -210,25 +229,26 @@ class SensorModality(Modality):
         if not good:
             report_skipped(skipped, len(items), "CSV")
             raise DataError(f"{root}: none of the {len(items)} CSV files could be used")
-        sets = Counter(tuple(r.layout.channel_columns) for _, r in good)
-        chosen, count = sets.most_common(1)[0]
-        if len(sets) > 1:
-            if count <= len(good) / 2:
-                listing = "; ".join(
-                    f"{n} files: {','.join(cols)}" for cols, n in sets.most_common(5)
-                )
-                raise DataError(
-                    f"{root}: the CSV files disagree on their channels ({listing}); choose with --columns"
-                )
-            for _, r in good:
-                if tuple(r.layout.channel_columns) != chosen:
-                    skipped.append(
-                        (
-                            r.path,
-                            f"has channels {','.join(r.layout.channel_columns)}, not {','.join(chosen)}",
-                        )
-                    )
-            good = [(it, r) for it, r in good if tuple(r.layout.channel_columns) == chosen]
+        # a channel set is its names in any order and letter case: `ay,ax` holds ax and ay
+        same = lambda cols: tuple(sorted(c.casefold() for c in cols))  # noqa: E731
+        sets = Counter(same(r.layout.channel_columns) for _, r in good)
+        chosen_set, count = sets.most_common(1)[0]
+        if len(sets) > 1 and count <= len(good) / 2:
+            shown = {same(r.layout.channel_columns): r.layout.channel_columns for _, r in good}
+            listing = "; ".join(
+                f"{n} files: {','.join(shown[cols])}" for cols, n in sets.most_common(5)
+            )
+            raise DataError(
+                f"{root}: the CSV files disagree on their channels ({listing}); choose with --columns"
+            )
+        good_set = [(it, r) for it, r in good if same(r.layout.channel_columns) == chosen_set]
+        orders = Counter(tuple(r.layout.channel_columns) for _, r in good_set)
+        chosen = list(orders.most_common(1)[0][0])  # the names and order most files have
+        for _, r in good:
+            if same(r.layout.channel_columns) != chosen_set:
+                names = ",".join(r.layout.channel_columns)
+                skipped.append((r.path, f"has channels {names}, not {','.join(chosen)}"))
+        good = self._in_order(good_set, chosen, skipped)
         report_skipped(skipped, len(items), "CSV")
 
         stride = meta.get("stride") if meta else options.stride
