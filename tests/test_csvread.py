@@ -175,7 +175,7 @@ def test_no_numeric_columns_empty_and_short_files(tmp_path):
     assert "empty" in read_error(put(tmp_path, "\n\n"))
     assert "empty" in read_error(put(tmp_path, ""))
     assert "at least 2" in read_error(put(tmp_path, "ax,ay\n1,2\n"))
-    assert "at least 2" in read_error(put(tmp_path, "ax,ay\n"))
+    assert "a header alone, with no data below it" in read_error(put(tmp_path, "ax,ay\n"))
     assert "no numeric channel" in read_error(put(tmp_path, "time,ax\n0,\n1,\n2,\n"))
 
 
@@ -228,6 +228,11 @@ def test_decimal_comma_gets_a_hint(tmp_path):
     # every cell with a decimal comma: no column is numeric, and the hint was missing
     message = read_error(put(tmp_path, "ax;ay;az\n1,5;0,1;2,0\n3,5;4,25;1,0\n5,1;6,2;7,3\n"))
     assert "no numeric channel column" in message and "',' as the decimal mark" in message
+    # columns chosen by name (as vm augment and vm eval read with a run's): the same hint
+    path = put(tmp_path, "ax;ay;az\n1,5;0,1;2,0\n3,5;4,25;1,0\n5,1;6,2;7,3\n")
+    with pytest.raises(DataError) as e:
+        read_csv_recording(path, columns=["ax", "ay", "az"])
+    assert "no column 'ax'" in str(e.value) and "',' as the decimal mark" in str(e.value)
 
 
 def test_ragged_short_row_interpolated(tmp_path):
@@ -417,3 +422,22 @@ def test_a_view_keeps_the_inputs_digits_and_its_gaps(tmp_path):
     assert len({s for s in got_lat if s}) == 7  # every distinct input value stays distinct
     assert got_ax[:5] == ["0.0", "0.5", "1.0", "1.5", "2.0"] and got_ax[6:] == ["3.0", "3.5"]
     assert float(got_ax[5]) == pytest.approx(2.75)
+
+
+def test_a_view_keeps_repeated_header_names_and_scientific_notation(tmp_path):
+    """A repeated column name came back renamed (`ax.1`) and scientific cells as plain
+    decimals (`-7.241060e-01` → `-0.9058608`)."""
+    text = "ax,ay,ax\n-7.241060e-01,1.5E+00,3\n2.000000e-02,2.5E+00,4\n1.0e-3,3.5E+00,5\n"
+    rec = read_csv_recording(put(tmp_path, text))
+    view = rec.values.copy()
+    view[:, 0] -= np.float32(0.1817548)
+    dst = tmp_path / "v.csv"
+    write_csv_like(rec, view, dst)
+    lines = dst.read_text().splitlines()
+    assert lines[0] == "ax,ay,ax"
+    first = [ln.split(",")[0] for ln in lines[1:]]
+    assert first[:2] == ["-9.058608e-01", "-1.617548e-01"]
+    assert first[2] == "-1.807548e-1"  # a one-digit exponent stays one digit
+    assert [ln.split(",")[1] for ln in lines[1:]] == ["1.5E+00", "2.5E+00", "3.5E+00"]
+    again = read_csv_recording(dst)
+    assert np.allclose(again.values[:, 0], view[:, 0], rtol=1e-6)

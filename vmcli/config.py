@@ -89,6 +89,14 @@ class LoadOptions:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be a whole number from {low}{upto}; got {value}"
                 )
+        if self.columns is not None:
+            folded = [str(c).strip().casefold() for c in self.columns]
+            twice = sorted({c for c in folded if folded.count(c) > 1})
+            if twice:  # a mistake in the option, not in every file it would be tried on
+                raise ConfigError(
+                    f"--columns names {', '.join(map(repr, twice))} more than once; "
+                    "list each channel once"
+                )
         if not (_finite(self.max_clip_seconds) and self.max_clip_seconds > 0):
             raise ConfigError(
                 f"max_clip_seconds must be a finite number > 0; got {self.max_clip_seconds}"

@@ -55,6 +55,7 @@ class CsvLayout:
     dropped_columns: list[str]  # timestamp/index/text/empty columns kept aside (not channels)
     bom: bool  # the file started with a UTF-8 BOM
     line_ending: str  # '\n', '\r\n' or '\r'
+    header_cells: list[str] | None = None  # the header as written (repeated names unrenamed)
 
 
 @dataclass
@@ -126,7 +127,13 @@ def read_csv_recording(
     if len(rows) < 2:
         raise DataError(
             f"{path}: {len(rows)} data row(s); a recording needs at least 2 rows (time steps)"
-            + (" below the header" if has_header else "")
+            + (
+                " below the header"
+                if has_header
+                else " (a header alone, with no data below it, counts as this row)"
+                if len(rows) == 1
+                else ""
+            )
         )
     rows = _fit_width(path, rows, lines, width, has_header)
     header = _unique_names(raw_header) if has_header else [f"c{i}" for i in range(width)]
@@ -135,23 +142,20 @@ def read_csv_recording(
 
     if isinstance(columns, str):  # "ax,ay" as typed on a command line
         columns = [c for c in columns.split(",") if c.strip()]
+    comma_hint = "; the cells seem to use ',' as the decimal mark: save the file with '.' decimals"
     if columns is not None:
-        chosen = _resolve_columns(path, columns, header, has_header)
+        try:
+            chosen = _resolve_columns(path, columns, header, has_header)
+        except DataError as e:  # a header not told apart from junk data rows: say why
+            raise DataError(str(e) + (comma_hint if _decimal_commas(parsed) else "")) from None
     else:
         chosen = _auto_channels(parsed, header, has_header)
         if not chosen:
-            comma = any(
-                DECIMAL_COMMA.fullmatch(str(c)) for col in parsed for c in col.cells[col.junk][:20]
-            )
+            comma = _decimal_commas(parsed)
             raise DataError(
                 f"{path}: no numeric channel column (columns: {', '.join(header)}; timestamp, "
                 "index, text and empty columns are not channels); sensor CSVs need one column "
-                "of numbers per channel, one row per time step"
-                + (
-                    "; the cells seem to use ',' as the decimal mark: save the file with '.' decimals"
-                    if comma
-                    else ""
-                )
+                "of numbers per channel, one row per time step" + (comma_hint if comma else "")
             )
     channel_columns = [header[j] for j in chosen]
     dropped = sorted(set(range(width)) - set(chosen))
@@ -174,6 +178,7 @@ def read_csv_recording(
         dropped_columns=[header[j] for j in dropped],
         bom=bom,
         line_ending=line_ending,
+        header_cells=list(raw_header) if has_header else None,
     )
     import pandas as pd  # loaded on first use: `import vmcli` stays light
 
@@ -238,7 +243,7 @@ def write_csv_like(rec: CsvRecording, values: np.ndarray, dst: Path) -> None:
                 f.write("\ufeff")
             writer = csv.writer(f, delimiter=layout.delimiter, lineterminator=layout.line_ending)
             if layout.has_header:
-                writer.writerow(layout.header)
+                writer.writerow(layout.header_cells or layout.header)
             writer.writerows(zip(*table, strict=True))
         os.replace(tmp, dst)
     except OSError as e:
@@ -445,6 +450,11 @@ def _auto_channels(parsed: list[_Column], header: list[str], has_header: bool) -
     return keep
 
 
+def _decimal_commas(parsed: list[_Column]) -> bool:
+    """Cells that did not read as numbers look like `9,81`: a decimal comma."""
+    return any(DECIMAL_COMMA.fullmatch(str(c)) for col in parsed for c in col.cells[col.junk][:20])
+
+
 def _resolve_columns(
     path: Path, columns: list[str], header: list[str], has_header: bool
 ) -> list[int]:
@@ -545,10 +555,26 @@ def _cells_plus(
             out.append(cell)
             continue
         try:
-            out.append(str(Decimal(cell) + Decimal(format(d, ".7g"))))
+            out.append(_like(cell, Decimal(cell) + Decimal(format(d, ".7g"))))
         except InvalidOperation:
             out.append(other)
     return out
+
+
+SCIENTIFIC = re.compile(r"[+-]?(\d*)\.?(\d*)([eE])([+-]?)(\d+)")
+
+
+def _like(cell: str, value: Decimal) -> str:
+    """`value` written as `cell` was: in scientific notation with its mantissa's decimals (at
+    least the 7 significant digits the change has), its 'e' or 'E' and as many exponent
+    digits (`e-01`), else in decimal."""
+    form = SCIENTIFIC.fullmatch(cell.strip())
+    if form is None:
+        return str(value)
+    mantissa, exponent = format(value, f".{max(len(form.group(2)), 6)}e").split("e")
+    sign = "-" if exponent.startswith("-") else ("+" if form.group(4) == "+" else "")
+    digits = exponent.lstrip("+-").zfill(len(form.group(5)))
+    return f"{mantissa}{form.group(3)}{sign}{digits}"
 
 
 def _format_float32(col: np.ndarray) -> list[str]:
