@@ -122,6 +122,24 @@ def speaker_of(path: Path) -> str:
     return path.stem
 
 
+def variant_of(path: Path) -> str:
+    """The voice variant of a spoken-digit file (`<accent>_<variant>.wav`): the test split
+    holds out whole variants, so validation must too (by stem, a variant held out with one
+    accent was still in the fit set with the six others)."""
+    return path.stem.split("_", 1)[-1]
+
+
+def recording_of(path: Path, grouping) -> str | None:
+    """What the probe's inner split must keep whole: a recording for sensor windows cut from
+    one (`s03_r007_w001`: overlapping windows of one recording look alike), else the
+    validation group."""
+    m = re.match(r"^(s\d+_r\d+)_w\d+", path.name)
+    return m.group(1) if m else grouping(path)
+
+
+GROUPINGS = {"prefix": group_of, "stem": speaker_of, "variant": variant_of}
+
+
 def validation_split(
     items: list,
     train_idx: list[int],
@@ -332,14 +350,21 @@ class Bench:
         y = torch.tensor([classes.index(it.label) for it in data.items])
         train_idx = [i for i, it in enumerate(data.items) if it.split == "train"]
         test_idx = [i for i, it in enumerate(data.items) if it.split == "test"]
-        grouping = speaker_of if self.args.group_by == "stem" else group_of
+        grouping = GROUPINGS[self.args.group_by]
         fit_idx, val_idx = validation_split(data.items, train_idx, group_of=grouping)
         split = {
             "fit": torch.tensor(fit_idx),
             "val": torch.tensor(val_idx),
             "test": torch.tensor(test_idx),
         }
-        res["split"] = {k: len(v) for k, v in split.items()} | {"classes": len(classes)}
+        # the probe picks its L2 strength on a part of `fit`: whole recordings or groups,
+        # never windows whose overlapping neighbours it was fit on
+        names = [recording_of(data.items[i].path, grouping) for i in fit_idx]
+        if None not in names:
+            ids = {n: k for k, n in enumerate(sorted(set(names)))}
+            split["fit_groups"] = torch.tensor([ids[n] for n in names])
+        sizes = {k: len(v) for k, v in split.items() if k != "fit_groups"}
+        res["split"] = sizes | {"classes": len(classes)}
         res["chance"] = float(torch.bincount(y[split["test"]]).max()) / len(test_idx)
         console.print(
             f"{m}: fit {len(fit_idx)} / val {len(val_idx)} / test {len(test_idx)}, {len(classes)} classes"
@@ -368,7 +393,9 @@ class Bench:
         """Linear probe fitted on `fit`, scored on `val` and `test`; kNN on test; and, for the
         main runs, the same probe on corrupted test inputs."""
         split, y, m = ctx["split"], ctx["y"], ctx["plan"].modality
-        probe = fit_linear_probe(feats[split["fit"]], y[split["fit"]], 0, self.device)
+        probe = fit_linear_probe(
+            feats[split["fit"]], y[split["fit"]], 0, self.device, groups=split.get("fit_groups")
+        )
         out: dict[str, Any] = {
             "val": probe.accuracy(feats[split["val"]], y[split["val"]]),
             "test": probe.accuracy(feats[split["test"]], y[split["test"]]),
@@ -815,10 +842,11 @@ def main() -> None:
     )
     p.add_argument(
         "--group-by",
-        choices=("prefix", "stem"),
+        choices=tuple(GROUPINGS),
         default="prefix",
         help="validation groups: file-name prefixes p012_/s03_ (default; else random files), "
-        "or the file stem (one speaker per stem across class folders, e.g. spoken digits)",
+        "the file stem (one speaker per stem across class folders), or the voice variant of "
+        "spoken digits (<accent>_<variant>: held out whole, as the test split holds them)",
     )
     p.add_argument("--seed-list", default=None, help="seeds to run, e.g. 1,2 (overrides --seeds)")
     p.add_argument("--sample-rate", type=int, default=None, help="audio: resample to this rate")
