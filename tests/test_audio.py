@@ -1,3 +1,4 @@
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,29 @@ def test_bad_audio_is_skipped_by_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "truncated.wav" in err and "skipped 7" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "W64", "RF64", "AIFF", "AU"])
+def test_only_a_chunk_past_the_end_of_the_file_is_truncation(tmp_path, fmt):
+    """libsndfile writes "(should be ...)" after any header field it finds inconsistent; a
+    complete file whose byte rate field is wrong decodes fine and is kept. A copy cut in half
+    (its chunk sizes run past the end of the file) is still skipped, in every container."""
+    rate = 16000
+    sf.write(tmp_path / "good.wav", tone(300, 0.5, rate), rate)
+    wrong = bytearray((tmp_path / "good.wav").read_bytes())
+    wrong[28:32] = struct.pack("<I", 16001)  # Bytes/sec: should be 32000
+    (tmp_path / "byte_rate.wav").write_bytes(bytes(wrong))
+    assert "(should be" in sf.info(str(tmp_path / "byte_rate.wav")).extra_info
+    sf.write(tmp_path / "whole.bin", tone(600, 0.5, rate), rate, format=fmt)
+    whole = (tmp_path / "whole.bin").read_bytes()
+    (tmp_path / "whole.bin").unlink()
+    (tmp_path / f"cut.{fmt.lower()}").write_bytes(whole[: len(whole) // 2])
+
+    data = load(tmp_path)
+    assert sorted(it.path.name for it in data.items) == ["byte_rate.wav", "good.wav"]
+    assert [(p.name, "truncated" in r) for p, r in data.skipped] == [(f"cut.{fmt.lower()}", True)]
+    kept = data.x[[it.path.name for it in data.items].index("byte_rate.wav"), 0]
+    torch.testing.assert_close(kept, torch.from_numpy(tone(300, 0.5, rate)), atol=1e-4, rtol=0)
 
 
 def test_nothing_usable_is_an_error(tmp_path):

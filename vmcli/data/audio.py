@@ -18,6 +18,7 @@ Two view spaces:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -151,6 +152,21 @@ def _mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1) if data.ndim == 2 else data
 
 
+# a line of libsndfile's header log giving a chunk's size and the size the file has room for:
+# `RIFF : 16036 (should be 8014)`, `data`, `FORM`, ` SSND`, `riff` (W64), `  Riff size` (RF64),
+# `  Data Size` (AU). It writes "(should be" after other odd fields too (`Bytes/sec : 16001
+# (should be 32000)`), which it works around: those files decode whole
+_CHUNK_SIZE_LINE = re.compile(
+    r"\s*([A-Za-z][\w ]{3}|Data Size|Riff size)\s*: (\d+) \(should be (\d+)\)"
+)
+
+
+def _runs_past_end(line: str) -> bool:
+    """True for a chunk that claims more bytes than the file holds: an incomplete copy."""
+    match = _CHUNK_SIZE_LINE.match(line)
+    return match is not None and int(match.group(2)) > int(match.group(3))
+
+
 def _check_header(path: Path, max_seconds: float) -> sf._SoundFileInfo | str:
     """The file's header if it describes usable audio, else the reason to skip it."""
     import soundfile as sf  # decoders load on first use: `import vmcli` stays light
@@ -161,8 +177,8 @@ def _check_header(path: Path, max_seconds: float) -> sf._SoundFileInfo | str:
         return f"cannot be read as audio ({e})"
     if meta.frames <= 0 or meta.samplerate <= 0:
         return "holds no audio samples (empty or header only)"
-    truncated = [line.strip() for line in meta.extra_info.splitlines() if "(should be" in line]
-    if truncated:  # libsndfile notices chunk sizes larger than the file: an incomplete copy
+    truncated = [line.strip() for line in meta.extra_info.splitlines() if _runs_past_end(line)]
+    if truncated:
         return f"is truncated (header vs file: {'; '.join(truncated)})"
     if meta.duration > max_seconds:
         return f"is {meta.duration:.0f} s long (over {max_seconds:.0f} s); cut long recordings into clips first"
