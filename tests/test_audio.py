@@ -281,3 +281,77 @@ def test_spectrogram_views_are_written_as_log_mel_power_within_the_budget(tmp_pa
         assert view.shape == log_mel.shape
         assert float(((view - log_mel) / std).abs().mean()) == pytest.approx(0.05, rel=1e-3)
         assert float((view - mean).abs().mean()) > 1.0  # not z-scores around 0
+
+
+@pytest.fixture(scope="module")
+def spectrogram_run(tmp_path_factory) -> tuple[Path, Path]:
+    """Six 8 kHz tones and a spectrogram run trained on them (once for the module)."""
+    from conftest import fast_config
+
+    from vmcli.config import LoadOptions as Load
+    from vmcli.session import train
+
+    root = tmp_path_factory.mktemp("audio_run")
+    data = root / "clips"
+    data.mkdir()
+    for i in range(6):
+        sf.write(data / f"c{i}.wav", tone(200 + 150 * i, 0.5, 8000), 8000)
+    cfg = fast_config(data, view_space="spectrogram", load=Load(sample_rate=8000, clip_seconds=0.5))
+    summary = train(cfg, out=root / "runs", progress=False)
+    return data, Path(summary["run"])
+
+
+def with_good_clips(folder: Path, n: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        sf.write(folder / f"ok{i}.wav", tone(300 + 200 * i, 0.5, 8000), 8000)
+    return folder
+
+
+def augment(src: Path, out: Path, run: Path, **kw) -> dict:
+    from vmcli.augment import augment_folder
+
+    return augment_folder(src, out, run, device="cpu", progress=False, **kw)
+
+
+def test_a_clip_shorter_than_one_sample_at_the_run_rate_is_skipped_by_name(
+    spectrogram_run, tmp_path
+):
+    """3 samples at 192 kHz are 0 samples at 8 kHz: skipped by name, in training (it was kept
+    as a silent clip) and in vm augment (it aborted the folder with an error naming no file)."""
+    folder = with_good_clips(tmp_path / "in")
+    sf.write(folder / "blip.wav", np.array([0.5, -0.5, 0.5], np.float32), 192_000)
+    data = load(folder, sample_rate=8000, clip_seconds=0.5)
+    assert sorted(it.path.name for it in data.items) == ["ok0.wav", "ok1.wav"]
+    [(path, reason)] = data.skipped
+    assert path.name == "blip.wav" and "shorter than one sample at 8000 Hz" in reason
+
+    result = augment(folder, tmp_path / "out", spectrogram_run[1])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
+    assert result["views_written"] == 2
+    [(name, reason)] = result["skipped"]
+    assert name == "blip.wav" and "blip.wav" in reason and "shorter than one sample" in reason
+
+
+def test_a_file_its_views_cannot_be_made_of_is_skipped_by_name(
+    spectrogram_run, tmp_path, monkeypatch
+):
+    """A file that reads but that the run refuses (here: one read as 0 samples) is skipped by
+    name like a file that cannot be read; the other files' views are written."""
+    from vmcli.data.audio import AudioModality
+
+    read = AudioModality.read_file
+
+    def read_empty(self, path, meta, options):
+        sample = read(self, path, meta, options)
+        if path.name == "ok1.wav":
+            sample.raw = sample.raw[..., :0]
+        return sample
+
+    monkeypatch.setattr(AudioModality, "read_file", read_empty)
+    folder = with_good_clips(tmp_path / "in", 3)
+    result = augment(folder, tmp_path / "out", spectrogram_run[1])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok2.npy"]
+    assert result["views_written"] == 2
+    [(name, reason)] = result["skipped"]
+    assert name == "ok1.wav" and reason.startswith(str(folder / "ok1.wav")) and "size 0" in reason

@@ -33,10 +33,10 @@ from vmcli import runs
 from vmcli.config import TrainConfig, check_seed
 from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
-from vmcli.data.base import Modality
+from vmcli.data.base import FileSample, Modality
 from vmcli.devices import resolve_device
 from vmcli.errors import CheckpointError, ConfigError, DataError, as_storage_error
-from vmcli.pipeline import load_viewmaker
+from vmcli.pipeline import Augmenter, load_viewmaker
 
 
 def view_seed(seed: int, rel: Path, k: int) -> int:
@@ -224,6 +224,29 @@ def _check_folders(src: Path, out: Path) -> Path:
     return out.resolve() if out.is_symlink() else out
 
 
+def _make_views(
+    augmenter: Augmenter,
+    sample: FileSample,
+    seed: int,
+    rel: Path,
+    views_per_input: int,
+    dev: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Every view of one file (and its moved planes), on the CPU, before any is written: a file
+    the run refuses (a DataError) is skipped whole, by name, never left with some views."""
+    raw = sample.raw.to(dev)  # once per file, not once per view
+    planes = None if sample.planes is None else sample.planes.to(dev)
+    views = []
+    for k in range(views_per_input):
+        gen = torch.Generator(dev).manual_seed(view_seed(seed, rel, k))
+        with torch.no_grad():  # alpha and no-data planes move with the content
+            view, moved = augmenter.with_planes(raw, planes, gen)
+            if not augmenter.space.invertible:  # files hold log power, not z-scores
+                view = augmenter.space.from_view(view)
+        views.append((view.cpu(), None if moved is None else moved.cpu()))
+    return views
+
+
 def augment_folder(
     src: Path,
     out: Path,
@@ -284,23 +307,19 @@ def augment_folder(
         for i, item in enumerate(index.items):
             try:
                 sample = modality.read_file(src / item.path, meta, options)
+                try:
+                    views = _make_views(augmenter, sample, seed, item.path, views_per_input, dev)
+                except DataError as e:  # what the run refuses in a sample names no file
+                    raise DataError(f"{src / item.path}: {e}") from None
             except DataError as e:
                 skipped.append((item.path, str(e)))
                 warn(f"skipped {e}")
                 continue
             sample.context["to_wav"] = to_wav
-            raw = sample.raw.to(dev)  # once per file, not once per view
-            planes = None if sample.planes is None else sample.planes.to(dev)
-            for k in range(views_per_input):
-                gen = torch.Generator(dev).manual_seed(view_seed(seed, item.path, k))
-                with torch.no_grad():  # alpha and no-data planes move with the content
-                    view, moved = augmenter.with_planes(raw, planes, gen)
-                    if not augmenter.space.invertible:  # files hold log power, not z-scores
-                        view = augmenter.space.from_view(view)
+            for k, (view, moved) in enumerate(views):
                 dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                moved = None if moved is None else moved.cpu()
-                modality.write_file(view.cpu(), replace(sample, planes=moved), dst)
+                modality.write_file(view, replace(sample, planes=moved), dst)
                 written += 1
             for note in sample.context.get("notes", ()):
                 notes.setdefault(note, []).append(item.path)

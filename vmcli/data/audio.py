@@ -227,6 +227,8 @@ def _decode(path: Path, rate: int, max_seconds: float) -> _Decoded | str:
         return "is silent (peak below 1e-5)"
     if sr != rate:
         mono = soxr.resample(mono, sr, rate, quality="HQ").astype(np.float32)
+    if len(mono) == 0:  # a few samples at a far higher rate: nothing left to train on or view
+        return f"is shorter than one sample at {rate} Hz ({len(data)} sample(s) at {sr} Hz)"
     return _Decoded(mono, sr, data, meta.format, meta.subtype)
 
 
