@@ -355,3 +355,47 @@ def test_a_file_its_views_cannot_be_made_of_is_skipped_by_name(
     assert result["views_written"] == 2
     [(name, reason)] = result["skipped"]
     assert name == "ok1.wav" and reason.startswith(str(folder / "ok1.wav")) and "size 0" in reason
+
+
+def test_samples_too_loud_for_a_float32_spectrogram_are_skipped_by_name(spectrogram_run, tmp_path):
+    """Finite float samples of 1e18 overflow float32 spectrogram power: training crashed and
+    vm augment wrote an all-NaN view. They are skipped by name like NaN samples; the limit
+    (1e12) keeps the power of the longest window and the RMS of a whole file finite."""
+    folder = with_good_clips(tmp_path / "in")
+    sf.write(folder / "loud.wav", tone(440, 0.5, 8000, amp=1e18), 8000, subtype="FLOAT")
+    data = load(folder, sample_rate=8000, clip_seconds=0.5)
+    assert sorted(it.path.name for it in data.items) == ["ok0.wav", "ok1.wav"]
+    [(path, reason)] = data.skipped
+    assert path.name == "loud.wav" and "1e+18" in reason
+
+    result = augment(folder, tmp_path / "out", spectrogram_run[1])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
+    assert [name for name, _ in result["skipped"]] == ["loud.wav"]
+    for path in (tmp_path / "out").iterdir():
+        assert np.isfinite(np.load(path)).all()
+
+    # at the limit, the largest window (768 kHz: 19,200 samples) stays finite, at 0 Hz and at
+    # Nyquist; so does the sum of squares of 10 minutes at that rate
+    from vmcli.data.audio import MAX_PEAK
+
+    rate = 768_000
+    mel = LogMel(rate, 64)
+    flat = torch.full((1, 1, rate // 20), MAX_PEAK)
+    alternating = flat * torch.tensor([1.0, -1.0]).repeat(rate // 40)
+    for loudest in (flat, alternating):
+        assert torch.isfinite(mel(loudest)).all()
+    assert MAX_PEAK**2 * 600 * rate < torch.finfo(torch.float32).max / 1e5
+
+
+def test_vm_augment_never_writes_a_view_that_is_not_finite(spectrogram_run, tmp_path, monkeypatch):
+    """Should a file still overflow the view (here: the loudness limit lifted), it is skipped
+    by name rather than written as NaN."""
+    import vmcli.data.audio as audio
+
+    monkeypatch.setattr(audio, "MAX_PEAK", float("inf"), raising=False)
+    folder = with_good_clips(tmp_path / "in")
+    sf.write(folder / "loud.wav", tone(440, 0.5, 8000, amp=1e18), 8000, subtype="FLOAT")
+    result = augment(folder, tmp_path / "out", spectrogram_run[1])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
+    [(name, reason)] = result["skipped"]
+    assert name == "loud.wav" and "NaN" in reason

@@ -243,6 +243,8 @@ def _make_views(
             view, moved = augmenter.with_planes(raw, planes, gen)
             if not augmenter.space.invertible:  # files hold log power, not z-scores
                 view = augmenter.space.from_view(view)
+        if not bool(torch.isfinite(view).all()):  # an overflow: never written as a view
+            raise DataError(f"its view {k} has NaN or infinite values (an overflow); not written")
         views.append((view.cpu(), None if moved is None else moved.cpu()))
     return views
 

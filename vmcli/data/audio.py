@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 DEFAULT_RATE = 16_000
 N_MELS = 64
 SILENCE_PEAK = 1e-5
+# the loudest sample a float file may hold: spectrograms and the RMS are float32 (max 3.4e38).
+# At 1e12, the power of the longest window (25 ms at 768 kHz: 19,200 samples, Hann sum 9,600)
+# is at most (9,600 × 1e12)² ≈ 9e31 per bin, summed into a mel band over at most 9,601 bins
+# ≈ 9e35; the sum of squares of 10 minutes at 768 kHz is 4.6e8 × 1e24 ≈ 5e32: all finite.
+# A float file of 1e18 overflowed them (NaN views, a crashed run); real audio peaks near 1
+MAX_PEAK = 1e12
 MIN_SECONDS, MAX_DEFAULT_SECONDS = MIN_CLIP_SECONDS, 30.0
 
 
@@ -222,6 +228,9 @@ def _decode(path: Path, rate: int, max_seconds: float) -> _Decoded | str:
         return "holds no audio samples (empty or header only)"
     if not np.isfinite(data).all():
         return "holds NaN or infinite samples"
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:
+        return f"holds samples as large as {peak:.3g}, beyond what a float32 spectrogram can hold (±{MAX_PEAK:.0e})"
     mono = _mono(data)
     if float(np.abs(mono).max()) < SILENCE_PEAK:
         return "is silent (peak below 1e-5)"
