@@ -399,3 +399,35 @@ def test_vm_augment_never_writes_a_view_that_is_not_finite(spectrogram_run, tmp_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
     [(name, reason)] = result["skipped"]
     assert name == "loud.wav" and "NaN" in reason
+
+
+@pytest.mark.parametrize("n", [1, 50, 79, 80, 90, 101, 170, 250])
+def test_griffin_lim_of_a_clip_of_one_or_two_frames_has_the_clip_length(n):
+    """A clip of under 2 hops has 1 or 2 frames: hop × (frames − 1) samples were 0 or fewer
+    than the STFT's reflect padding needs (a crash). Given the clip's length, it comes back."""
+    mel = LogMel(8000, 64)
+    wav = torch.from_numpy(np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32))
+    target = mel(wav[None, None])[0, 0]
+    rebuilt = griffin_lim(target, mel, n_iter=4, length=n)
+    assert rebuilt.shape == (n,) and torch.isfinite(rebuilt).all()
+    if n >= 50:  # as loud as it should be, roughly
+        assert 0.05 < float(rebuilt.abs().max()) < 5
+
+
+def test_to_wav_writes_an_approximate_wav_of_every_short_clip(spectrogram_run, tmp_path):
+    """vm augment --to-wav crashed on clips of 1 to ~100 samples, and wrote nothing for the
+    folder; each gets its .npy and an approximate WAV of its own length."""
+    folder = with_good_clips(tmp_path / "in")
+    lengths = {"one": 1, "fifty": 50, "ninety": 90}
+    for name, n in lengths.items():
+        noise = np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32)
+        sf.write(folder / f"{name}.wav", noise, 8000)
+    result = augment(folder, tmp_path / "out", spectrogram_run[1], to_wav=True)
+    assert result["skipped"] == [] and result["views_written"] == 5
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    stems = ["fifty", "ninety", "ok0", "ok1", "one"]
+    assert names == sorted([f"{s}.npy" for s in stems] + [f"{s}.wav" for s in stems])
+    for name, n in {**lengths, "ok0": 4000}.items():
+        wav, rate = sf.read(tmp_path / "out" / f"{name}.wav", dtype="float32")
+        assert rate == 8000 and len(wav) == n and np.isfinite(wav).all()
+        assert np.load(tmp_path / "out" / f"{name}.npy").shape == (64, 1 + n // 80)

@@ -112,14 +112,23 @@ class LogSpectrogram(nn.Module):
             return torch.log(self.stft(x).clamp_min(LOG_FLOOR))
 
 
-def griffin_lim(log_mel: Tensor, frontend: LogMel, n_iter: int = 32, seed: int = 0) -> Tensor:
+def griffin_lim(
+    log_mel: Tensor, frontend: LogMel, n_iter: int = 32, seed: int = 0, length: int | None = None
+) -> Tensor:
     """An *approximate* waveform for an n_mels × frames log-mel: the mel filterbank is inverted
-    by least squares, then the phase is estimated by Griffin-Lim. For listening, not for data."""
+    by least squares, then the phase is estimated by Griffin-Lim. For listening, not for data.
+
+    `length`: the clip's own length in samples (default hop × (frames − 1)), kept to one that
+    gives as many frames: a clip of one frame would otherwise come back empty."""
     stft = frontend.stft
     power_mel = torch.exp(log_mel.float())
     inverse = torch.linalg.pinv(frontend.filters)  # n_mels × F
     magnitude = (inverse.T @ power_mel).clamp_min(0).sqrt()  # F × frames
-    length = stft.hop * (magnitude.shape[-1] - 1)
+    frames = magnitude.shape[-1]
+    shortest, longest = stft.hop * (frames - 1), stft.hop * frames - 1
+    length = max(1, min(max(length or shortest, shortest), longest))
+    # as Stft pads it: reflect padding needs more samples than half a window
+    pad_mode = "reflect" if length > stft.n_fft // 2 else "constant"
     g = torch.Generator().manual_seed(seed)
     angles = torch.exp(2j * math.pi * torch.rand(magnitude.shape, generator=g))
     window = stft.window.cpu()
@@ -129,7 +138,13 @@ def griffin_lim(log_mel: Tensor, frontend: LogMel, n_iter: int = 32, seed: int =
             magnitude * angles, stft.n_fft, stft.hop, window=window, center=True, length=length
         )
         rebuilt = torch.stft(
-            wav, stft.n_fft, stft.hop, window=window, center=True, return_complex=True
+            wav,
+            stft.n_fft,
+            stft.hop,
+            window=window,
+            center=True,
+            pad_mode=pad_mode,
+            return_complex=True,
         )
         angles = rebuilt / rebuilt.abs().clamp_min(1e-8)
     return torch.istft(

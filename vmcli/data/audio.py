@@ -415,7 +415,8 @@ class AudioModality(Modality):
             np.save(dst, log_mel.numpy())
             if ctx.get("to_wav"):
                 frontend = LogMel(int(ctx["rate"]), log_mel.shape[0])
-                wav = griffin_lim(log_mel, frontend).numpy()
+                length = sample.raw.shape[-1]  # the clip's, at the run's rate
+                wav = griffin_lim(log_mel, frontend, length=length).numpy()
                 peak = max(1.0, float(np.abs(wav).max()))
                 sf.write(
                     str(dst.with_suffix(".wav")), wav / peak, int(ctx["rate"]), subtype="PCM_16"
