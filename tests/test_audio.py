@@ -431,3 +431,30 @@ def test_to_wav_writes_an_approximate_wav_of_every_short_clip(spectrogram_run, t
         wav, rate = sf.read(tmp_path / "out" / f"{name}.wav", dtype="float32")
         assert rate == 8000 and len(wav) == n and np.isfinite(wav).all()
         assert np.load(tmp_path / "out" / f"{name}.npy").shape == (64, 1 + n // 80)
+
+
+def test_to_wav_names_are_planned_with_the_views(spectrogram_run, tmp_path):
+    """x.flac's approximate WAV, x.wav, is the name of the folder x.wav/ that another input's
+    views go to: a FileExistsError half-way, nothing written. The plan counts the WAVs, so
+    x.flac keeps its extension (x.flac.npy, x.flac.wav); the folder's views are unaffected."""
+    from vmcli.augment import plan_outputs
+
+    folder = tmp_path / "in"
+    (folder / "x.wav").mkdir(parents=True)
+    sf.write(folder / "x.flac", tone(300, 0.5, 8000), 8000)
+    sf.write(folder / "x.wav" / "y.wav", tone(900, 0.5, 8000), 8000)
+
+    def outputs(out: Path) -> list[str]:
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+    result = augment(folder, tmp_path / "out", spectrogram_run[1], to_wav=True)
+    assert outputs(tmp_path / "out") == ["x.flac.npy", "x.flac.wav", "x.wav/y.npy", "x.wav/y.wav"]
+    assert result["kept_extension"] == ["x.flac"] and result["views_written"] == 2
+    # without --to-wav nothing clashes: the short names
+    result = augment(folder, tmp_path / "out2", spectrogram_run[1])
+    assert outputs(tmp_path / "out2") == ["x.npy", "x.wav/y.npy"]
+    assert result["kept_extension"] == []
+    # several views: every view's WAV is planned too
+    rels = [Path("x.flac"), Path("x_view0.wav/y.wav")]
+    plan, kept = plan_outputs(M, rels, "spectrogram", 2, to_wav=True)
+    assert kept == [Path("x.flac")] and plan[(Path("x.flac"), 0)] == Path("x_view0.flac.npy")

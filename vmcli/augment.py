@@ -6,10 +6,11 @@ not be the input folder or inside it, and an existing non-empty OUT is refused; 
 a link to an empty folder fills that folder (a dangling link is refused up front).
 Determinism: each file's views come from a generator seeded by (seed, relative path, view), so
 the same seed gives the same views whatever the order, batching or subset of files.
-Naming: every output path is decided before anything is written (`plan_outputs`); inputs that
-would share one (c0.wav and c0.flac → c0.npy) keep their extension (c0.wav.npy, c0.flac.npy),
-so no view ever overwrites another. A view name longer than the output filesystem allows
-(`name_view0.ext` of a 255-byte name) is refused before any view is made.
+Naming: every output path (with `--to-wav`, the WAV beside each view too) is decided before
+anything is written (`plan_outputs`); inputs that would share one (c0.wav and c0.flac → c0.npy)
+keep their extension (c0.wav.npy, c0.flac.npy), so no view ever overwrites another. A view name
+longer than the output filesystem allows (`name_view0.ext` of a 255-byte name) is refused
+before any view is made.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def view_path(rel: Path, k: int, views_per_input: int) -> Path:
 
 
 def plan_outputs(
-    modality: Modality, rels: list[Path], view_space: str, views_per_input: int
+    modality: Modality,
+    rels: list[Path],
+    view_space: str,
+    views_per_input: int,
+    to_wav: bool = False,
 ) -> tuple[dict[tuple[Path, int], Path], list[Path]]:
     """Every view's output path, decided before anything is written: (input, k) → path.
 
@@ -61,9 +66,11 @@ def plan_outputs(
     space's suffix where views are another file type (c0.wav → c0.npy). Inputs whose outputs
     would clash — c0.wav and c0.flac both giving c0.npy, or a file's output being the name of an
     output folder — keep their extension in the name instead (c0.wav.npy, c0.flac.npy), every
-    view of them; other inputs are unaffected. Returns the plan and the inputs so renamed.
-    A clash no renaming can solve is a ConfigError naming the files: no view is ever
-    overwritten by another."""
+    view of them; other inputs are unaffected. With `to_wav`, the file written beside each view
+    (c0.npy's approximate WAV c0.wav) counts as an output too. Returns the plan and the inputs
+    so renamed. A clash no renaming can solve is a ConfigError naming the files: no view is
+    ever overwritten by another."""
+    companion = modality.companion_suffix.get(view_space) if to_wav else None
     keep: set[Path] = set()
     while True:
         plan = {
@@ -76,6 +83,8 @@ def plan_outputs(
         owners: dict[Path, list[Path]] = defaultdict(list)
         for (rel, _), dst in plan.items():
             owners[dst].append(rel)
+            if companion:
+                owners[dst.with_suffix(companion)].append(rel)
         folders = {parent for dst in plan.values() for parent in dst.parents}
         clashing = {
             rel for dst, rs in owners.items() if len(rs) > 1 or dst in folders for rel in rs
@@ -87,7 +96,7 @@ def plan_outputs(
             shown = ", ".join(str(r) for r in sorted(set(owners[dst]))[:5])
             raise ConfigError(
                 f"cannot give the views of {shown} distinct names: they would be written to {dst}, "
-                "which is also another view or a folder of views; rename one of the inputs"
+                "which is also another output or a folder of outputs; rename one of the inputs"
             )
         keep |= clashing
 
@@ -285,7 +294,7 @@ def augment_folder(
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
     plan, renamed = plan_outputs(
-        modality, [item.path for item in index.items], cfg["view_space"], views_per_input
+        modality, [item.path for item in index.items], cfg["view_space"], views_per_input, to_wav
     )
     if renamed:
         example = plan[(renamed[0], 0)]

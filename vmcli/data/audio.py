@@ -279,6 +279,7 @@ class AudioModality(Modality):
     spaces = {"spectrogram": LogMelSpace, "waveform": WaveformSpace}
     default_batch_size = 128
     output_suffix = {"spectrogram": ".npy"}
+    companion_suffix = {"spectrogram": ".wav"}  # --to-wav: the approximate WAV
     # spectrogram: at 0.05 the adversary went inert on all three seeds of the instrument
     # benchmark (its views no harder than the random control's); at 0.2 validation was higher
     # (0.300 vs 0.280, two and three seeds) and the adversary active on one seed of two
@@ -418,9 +419,8 @@ class AudioModality(Modality):
                 length = sample.raw.shape[-1]  # the clip's, at the run's rate
                 wav = griffin_lim(log_mel, frontend, length=length).numpy()
                 peak = max(1.0, float(np.abs(wav).max()))
-                sf.write(
-                    str(dst.with_suffix(".wav")), wav / peak, int(ctx["rate"]), subtype="PCM_16"
-                )
+                wav_path = dst.with_suffix(self.companion_suffix["spectrogram"])  # as planned
+                sf.write(str(wav_path), wav / peak, int(ctx["rate"]), subtype="PCM_16")
             return
         # waveform space: add the perturbation (resampled to the file's rate) to every channel,
         # so stereo stays stereo and content above the model's band is kept.

@@ -158,6 +158,9 @@ class Modality(ABC):
         return self.default_budgets.get(view_space, 0.05)
 
     output_suffix: dict[str, str] = {}  # view space → file suffix when views are not raw
+    # view space → suffix of the file `--to-wav` writes beside each view (its name is the
+    # view's with this suffix), so that `vm augment` plans those names with the views'
+    companion_suffix: dict[str, str] = {}
 
     @abstractmethod
     def sniff(self, path: Path, head: bytes) -> bool:
