@@ -579,3 +579,78 @@ def test_augment_skips_a_png_whose_pixel_data_is_corrupt(rgb_folder, tmp_path):
     result = augment_folder(data, tmp_path / "views", Path(run), device="cpu", progress=False)
     assert sorted(p.name for p in (tmp_path / "views").iterdir()) == ["fine.png"]
     assert [Path(p).name for p, _ in result["skipped"]] == ["corrupt.png"]
+
+
+def _fits(path: Path, values: np.ndarray) -> None:
+    """A float FITS file (the image library reads FITS but cannot write it)."""
+    h, w = values.shape
+    cards = ["SIMPLE  =                    T", "BITPIX  =                  -32"]
+    cards += ["NAXIS   =                    2", f"NAXIS1  = {w:20d}", f"NAXIS2  = {h:20d}", "END"]
+    data = values[::-1].astype(">f4").tobytes()  # FITS rows go bottom-up
+    path.write_bytes(
+        "".join(c.ljust(80) for c in cards).ljust(2880).encode() + data + bytes(-len(data) % 2880)
+    )
+
+
+def _psd_lab(path: Path, img: Image.Image) -> None:
+    """A LAB Photoshop file (read-only for the image library), raw planes."""
+    import struct
+
+    planes = np.asarray(img).transpose(2, 0, 1)
+    c, h, w = planes.shape
+    head = b"8BPS" + struct.pack(">H6xHIIHH", 1, c, h, w, 8, 9) + bytes(12) + bytes(2)
+    path.write_bytes(head + planes.tobytes())
+
+
+def test_views_are_written_in_the_inputs_real_format_whatever_its_name(tmp_path):
+    """A file whose extension lies is written in its content's format under its own name (a
+    16-bit PNG named .jpg became a white JPEG, float TIFFs named .jpg/.webp/.gif black, an
+    RGBA PNG named .jpg lost its alpha, a LAB TIFF named .png became RGBA). A format the image
+    library only reads goes by the name; a float image that must become 8-bit is scaled
+    (not clipped), and its NaN are not promised back."""
+    rng = np.random.default_rng(7)
+    f32 = (rng.random((12, 14)) * 900 - 100).astype(np.float32)
+    holes = f32.copy()
+    holes[2:4, 3:6] = np.nan
+    rgba = rng.integers(0, 255, (12, 14, 4), dtype=np.uint8)
+    lab = Image.fromarray(rng.integers(0, 255, (12, 14, 3), dtype=np.uint8)).convert("LAB")
+    u16 = rng.integers(0, 65535, (12, 14), dtype=np.uint16)
+    i32 = rng.integers(0, 2**30, (12, 14), dtype=np.int32)
+    inputs = {  # name: (write it, format and mode of the view)
+        "i16_png.jpg": (lambda p: Image.fromarray(u16).save(p, "PNG"), "PNG", "I;16"),
+        "f_tif.jpg": (lambda p: Image.fromarray(f32).save(p, "TIFF"), "TIFF", "F"),
+        "f_tif.webp": (lambda p: Image.fromarray(f32).save(p, "TIFF"), "TIFF", "F"),
+        "f_tif.gif": (lambda p: Image.fromarray(f32).save(p, "TIFF"), "TIFF", "F"),
+        "i_tif.webp": (lambda p: Image.fromarray(i32).save(p, "TIFF"), "TIFF", "I"),
+        "nan_tif.png": (lambda p: Image.fromarray(holes).save(p, "TIFF"), "TIFF", "F"),
+        "rgba_png.jpg": (lambda p: Image.fromarray(rgba).save(p, "PNG"), "PNG", "RGBA"),
+        "lab_tif.png": (lambda p: lab.save(p, "TIFF"), "TIFF", "LAB"),
+        "mpo.png": (
+            lambda p: Image.fromarray(rgba[..., :3]).save(p, "MPO", save_all=True),
+            "JPEG",
+            "RGB",
+        ),
+        "fits.png": (lambda p: _fits(p, holes), "PNG", "L"),  # read-only: the name's format
+        "fits.jpg": (lambda p: _fits(p, f32), "JPEG", "L"),
+        "lab_psd.png": (lambda p: _psd_lab(p, lab), "PNG", "RGB"),  # no alpha to invent
+    }
+    for name, (make, fmt, mode) in inputs.items():
+        src, dst = tmp_path / name, tmp_path / "out" / name
+        make(src)
+        dst.parent.mkdir(exist_ok=True)
+        sample = M.read_file(src, {"channels": 3, "size": 8}, LoadOptions())
+        view = sample.raw if sample.context["wide"] else sample.raw.float() / 255  # identity
+        M.write_file(view, sample, dst)
+        with Image.open(src) as a, Image.open(dst) as b:
+            assert (b.format, b.mode, b.size) == (fmt, mode, a.size), name
+            got, want = np.asarray(b).astype(np.float64), np.asarray(a).astype(np.float64)
+        if mode in ("I;16", "I", "F", "RGBA"):  # lossless: the input's values back
+            assert np.array_equal(np.isnan(got), np.isnan(want)), name
+            assert np.allclose(got[~np.isnan(want)], want[~np.isnan(want)], atol=0.5), name
+        if name.startswith("fits"):  # scaled by the range, as training reads it
+            unit = (np.nan_to_num(want, nan=-100) + 100) / (np.nanmax(want) + 100)
+            assert np.abs(got - unit * 255).mean() < 2, name
+        said = {"nan_tif.png": [IM.NAN_NOTE], "fits.png": ["written as L, not F like the input"]}
+        said["fits.jpg"] = said["fits.png"]
+        said["lab_psd.png"] = ["written as RGB, not LAB like the input"]
+        assert sample.context["notes"] == said.get(name, []), name

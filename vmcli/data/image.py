@@ -297,6 +297,27 @@ def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
     return arr
 
 
+def _save_format(fmt: str | None, dst: Path | None) -> str | None:
+    """The format a view is written in: its input's real one, whatever the file is called (a
+    16-bit PNG named .jpg written as a JPEG came out white). MPO (a camera JPEG with a
+    preview) is written as JPEG; a format the image library only reads goes by the name."""
+    if fmt == "MPO":
+        return "JPEG"
+    if fmt not in Image.SAVE:
+        Image.init()  # every plugin: the writers are registered lazily
+    if fmt in Image.SAVE or dst is None:
+        return fmt
+    return Image.registered_extensions().get(dst.suffix.lower(), fmt)
+
+
+def _as_8bit(view: np.ndarray) -> Image.Image:
+    """A wide (16-bit, 32-bit, float) view that must be stored with 8 bits: the view's own
+    [0, 1] values scaled to 0..255, as training reads it (converting clips: all white or
+    black)."""
+    gray = view.mean(axis=2) if view.ndim == 3 else view
+    return Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8), "L")
+
+
 class PixelSpace(ViewSpace):
     """The viewmaker acts on pixels in [0, 1]; dataset mean/std normalisation comes after it
     (as in the paper), so the budget is in raw pixel units."""
@@ -578,7 +599,8 @@ class ImageModality(Modality):
         )
 
     def write_file(self, raw: Tensor, sample: FileSample, dst: Path) -> None:
-        """Write a view (1 × C × H × W in [0, 1]) in the input's format, mode and bit depth:
+        """Write a view (1 × C × H × W in [0, 1]) in the input's format (its content's, under
+        the view's name, whatever its extension says), mode and bit depth:
         16-bit, 32-bit and float images in their own units; 1-bit thresholded at the middle;
         palette images mapped to the input's own palette (nearest colour, no dithering);
         CMYK, LAB... converted back from RGB. Where the file is not written in the input's
@@ -607,11 +629,11 @@ class ImageModality(Modality):
             elif mode != img.mode:
                 with contextlib.suppress(ValueError):
                     img = img.convert(mode)
-        fmt = Image.registered_extensions().get(dst.suffix.lower()) or ctx["format"] or None
+        fmt = _save_format(ctx["format"], dst)
         if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
-            img = img.convert("RGB")
+            img = _as_8bit(v) if ctx["wide"] else img.convert("RGB")
         kwargs: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-        same = fmt == ctx["format"] or {fmt, ctx["format"]} == {"JPEG", "MPO"}
+        same = fmt == _save_format(ctx["format"], None)
         encoding = dict(ctx.get("encoding") or {}) if same else {}
         if _mode_family(img.mode) != _mode_family(mode):
             encoding.pop("icc_profile", None)  # a profile describes the input's colour space
@@ -627,9 +649,9 @@ class ImageModality(Modality):
                     raise
                 img.save(dst, format=fmt, **kwargs)
         except (OSError, ValueError, KeyError, TypeError):  # the format cannot hold this mode
-            fallback = "L" if img.mode in GRAY_MODES else "RGBA" if "A" in img.mode else "RGB"
+            fallback = "L" if img.mode in GRAY_MODES else "RGBA" if alpha is not None else "RGB"
             if ctx["wide"]:
-                img = _to_8bit_gray(img)
+                img = _as_8bit(v)
             img.convert(fallback).save(dst, format=fmt, **kwargs)
         with Image.open(dst) as written:
             got = written.mode
@@ -637,6 +659,8 @@ class ImageModality(Modality):
             note = f"written as {got}, not {mode} like the input"
             if note not in ctx["notes"]:
                 ctx["notes"].append(note)
+            if got != "F" and NAN_NOTE in ctx["notes"]:  # no NaN in an integer file
+                ctx["notes"].remove(NAN_NOTE)
 
     # -- preview ----------------------------------------------------------------------------
     def preview(
