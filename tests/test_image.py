@@ -654,3 +654,46 @@ def test_views_are_written_in_the_inputs_real_format_whatever_its_name(tmp_path)
         said["fits.jpg"] = said["fits.png"]
         said["lab_psd.png"] = ["written as RGB, not LAB like the input"]
         assert sample.context["notes"] == said.get(name, []), name
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    "mode,key",
+    [("RGB", (10, 20, 30)), ("L", 0), ("L", 255), ("1", 0), ("I;16", 1000)],
+)
+def test_a_transparent_key_colour_is_kept(tmp_path, mode, key, channels):
+    """RGB, L, 1-bit and 16-bit gray PNGs that mark one colour transparent (tRNS) keep it:
+    the same pixels are transparent, with exactly the key colour, and opaque pixels a view
+    pushed onto the key move one level off it, so they stay opaque (all were made opaque,
+    without a word)."""
+    rng = np.random.default_rng(8)
+    shape = (12, 14, 3) if mode == "RGB" else (12, 14)
+    top = 65535 if mode == "I;16" else 255
+    px = rng.integers(0, top + 1, shape).astype(np.uint16 if mode == "I;16" else np.uint8)
+    if mode == "1":
+        px = px >= 128
+    clear = rng.random((12, 14)) < 0.3
+    px[clear] = bool(key) if mode == "1" else key
+    hit = np.asarray(key).reshape(-1) == px.reshape(12, 14, -1)
+    clear |= hit.all(-1)  # pixels equal to the key are transparent too
+    src = tmp_path / "keyed.png"
+    Image.fromarray(px).save(src, transparency=key)
+    with Image.open(src) as before:
+        assert before.mode == mode and before.info["transparency"] == key
+    sample = M.read_file(src, {"channels": channels, "size": 8}, LoadOptions())
+    view = sample.raw.clone() if sample.context["wide"] else sample.raw.float() / 255
+    gray_run = mode == "RGB" and channels == 1  # gray views: cannot land on (10, 20, 30)
+    landed = (~clear) & (rng.random((12, 14)) < 0.3) & (not gray_run)
+    if not gray_run:  # some opaque pixels exactly onto the key
+        target = torch.tensor(key, dtype=torch.float32).view(-1, 1) / (1 if mode == "1" else top)
+        view[0][:, torch.from_numpy(landed)] = target.expand(view.shape[1], -1)
+    dst = tmp_path / "view.png"
+    M.write_file(view, sample, dst)
+    with Image.open(dst) as out:
+        assert out.format == "PNG" and out.mode == mode and out.info["transparency"] == key
+        got = np.asarray(out).reshape(12, 14, -1)
+    on_key = (got == np.asarray(key, dtype=got.dtype)).all(-1)
+    assert np.array_equal(on_key, clear)  # transparent: exactly the input's pixels
+    off = np.abs(got[landed].astype(int) - np.asarray(int(key) if mode == "1" else key))
+    assert (off.sum(-1) == 1).all()  # one level off it, opaque
+    assert sample.context["notes"] == ([IM.GRAY_RUN_NOTE] if gray_run else [])

@@ -85,12 +85,52 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(_wide_to_unit(img) * 255 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
+def _key(img: Image.Image) -> Any:
+    """The one colour an RGB, L, 1-bit or 16-bit gray image marks transparent (a PNG tRNS
+    chunk), or None."""
+    key = img.info.get("transparency")
+    keyed = img.mode in ("RGB", "L", "1") or img.mode.startswith("I;16")
+    return key if keyed and isinstance(key, int | tuple) else None
+
+
 def _alpha(img: Image.Image) -> np.ndarray | None:
+    """The alpha channel, also where transparency is a palette entry or a key colour (found
+    here: the image library misses 16-bit keys over 255)."""
+    key = _key(img)
+    if key is not None:
+        return np.where(_on_key(np.asarray(img), key), 0, 255).astype(np.uint8)
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         img.mode == "P" and "transparency" in img.info
     ):
         return np.asarray(img.convert("RGBA"))[..., 3].copy()
     return None
+
+
+def _on_key(px: np.ndarray, key: Any) -> np.ndarray:
+    """H × W: where pixels (H × W, or H × W × 3) are the key colour."""
+    want = np.asarray(bool(key) if px.dtype == bool else key, dtype=px.dtype)
+    return px == want if px.ndim == 2 else (px == want).all(axis=-1)
+
+
+def _keyed(img: Image.Image, key: Any, alpha: np.ndarray) -> Image.Image:
+    """A view in the mode of an input with a transparent key colour, transparent where its
+    (moved) alpha is: those pixels get exactly the key, and opaque pixels that landed on it
+    move one level off it (a 1-bit pixel flips), so they stay opaque. Without this the
+    transparency was dropped: every pixel opaque."""
+    px = np.asarray(img).copy()
+    want = np.asarray(bool(key) if px.dtype == bool else key, dtype=px.dtype)
+    opaque = alpha >= 128
+    nudge = opaque & _on_key(px, key)
+    first = px if px.ndim == 2 else px[..., 0]  # a view: one channel is enough to move
+    if px.dtype == bool:
+        first[nudge] = not bool(key)
+    else:
+        k = int(want if px.ndim == 2 else want[0])
+        first[nudge] = k + 1 if k < np.iinfo(px.dtype).max else k - 1
+    px[~opaque] = want
+    out = Image.fromarray(px)
+    out.info["transparency"] = key
+    return out
 
 
 COLOUR_SKIPPED_NOTE = "the only colour files could not be decoded: the images used are gray"
@@ -576,6 +616,7 @@ class ImageModality(Modality):
             "gray_input": img.mode in GRAY_MODES,
             "palette": img.getpalette() if img.mode == "P" else None,
             "transparency": img.info.get("transparency") if img.mode == "P" else None,
+            "key": _key(img),  # a transparent colour (RGB, L...): kept as one
             "notes": notes,
         }
         stacked = torch.stack(list(planes.values()))[None] if planes else None
@@ -629,6 +670,12 @@ class ImageModality(Modality):
             elif mode != img.mode:
                 with contextlib.suppress(ValueError):
                     img = img.convert(mode)
+        if (
+            ctx.get("key") is not None
+            and alpha is not None
+            and _mode_family(img.mode) == _mode_family(mode)
+        ):
+            img = _keyed(img, ctx["key"], alpha)
         fmt = _save_format(ctx["format"], dst)
         if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
             img = _as_8bit(v) if ctx["wide"] else img.convert("RGB")
