@@ -697,3 +697,31 @@ def test_a_transparent_key_colour_is_kept(tmp_path, mode, key, channels):
     off = np.abs(got[landed].astype(int) - np.asarray(int(key) if mode == "1" else key))
     assert (off.sum(-1) == 1).all()  # one level off it, opaque
     assert sample.context["notes"] == ([IM.GRAY_RUN_NOTE] if gray_run else [])
+
+
+def test_a_thin_strip_is_resampled_crop_only(monkeypatch):
+    """A 1 × 20000 strip at --image-size 224 was resized whole first, to 224 × 4.5M pixels
+    (a MemoryError under a 5 GB limit); now only the centre crop is resampled. Ordinary
+    images are still resized whole, so their training inputs are unchanged to the bit."""
+    rng = np.random.default_rng(9)
+    photo = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    whole = np.asarray(Image.fromarray(photo).resize((37, 22), Image.BICUBIC))[:, 7:29]
+    assert np.array_equal(IM._resize_center(photo, 22), whole)
+
+    sizes = []
+    resize = Image.Image.resize
+
+    def small_resize(self, size, *args, **kwargs):
+        sizes.append(size)
+        assert size[0] * size[1] <= 4 * 224 * 224, f"resized to {size}"
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", small_resize)
+    strip = np.zeros((1, 20000, 3), np.uint8)
+    strip[..., 0] = 255  # red, with a blue centre
+    strip[:, 9990:10010] = (0, 0, 255)
+    for arr in (strip, strip.transpose(1, 0, 2), strip[..., :1]):
+        out = IM._resize_center(np.ascontiguousarray(arr), 224)
+        assert out.shape == (224, 224, arr.shape[2])
+        assert (out == (0, 0, 255)[: arr.shape[2]]).all()
+    assert sizes == [(224, 224)] * 3

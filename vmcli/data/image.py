@@ -321,20 +321,30 @@ def _upright(img: Image.Image) -> Image.Image:
 
 
 def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side → `size` (bicubic, antialiased), then a centre crop to size × size."""
+    """Shorter side → `size` (bicubic, antialiased), then a centre crop to size × size.
+    Where the resized image would be much larger than the crop (a 1 × 20000 strip resized
+    whole was 224 × 4.5M pixels), only the crop is resampled (the filter still reads the
+    pixels around it); ordinary images are resized whole, as ever, so their training
+    inputs stay the same to the bit (the image library's crop-only resize rounds its two
+    passes in another order: a few levels apart on noise)."""
     h, w = arr.shape[:2]
     if (h, w) != (size, size):
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        mode = "L" if arr.shape[2] == 1 else "RGB"
-        img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode).resize(
-            (nw, nh), Image.BICUBIC
-        )
-        arr = np.asarray(img)
-        arr = arr[..., None] if arr.ndim == 2 else arr
         top, left = (nh - size) // 2, (nw - size) // 2
-        arr = arr[top : top + size, left : left + size]
+        img = Image.fromarray(arr[..., 0], "L") if arr.shape[2] == 1 else Image.fromarray(arr)
+        if nh * nw > WHOLE_RESIZE_MAX * size * size:
+            box = (left * w / nw, top * h / nh, (left + size) * w / nw, (top + size) * h / nh)
+            arr = np.asarray(img.resize((size, size), Image.BICUBIC, box=box))
+        else:
+            arr = np.asarray(img.resize((nw, nh), Image.BICUBIC))[
+                top : top + size, left : left + size
+            ]
+        arr = arr[..., None] if arr.ndim == 2 else arr
     return arr
+
+
+WHOLE_RESIZE_MAX = 4  # resized image / crop, in pixels: more is resampled crop-only
 
 
 def _save_format(fmt: str | None, dst: Path | None) -> str | None:
