@@ -638,6 +638,51 @@ def test_running_out_of_memory_is_one_line_and_exit_5(
     assert f"ran out of {where}" in r.output and "--batch-size" in r.output
 
 
+@pytest.mark.parametrize("failure", ["memory", "cuda"])
+def test_augment_and_eval_running_out_of_memory_give_their_own_advice(
+    image_folder, tmp_path, monkeypatch, failure
+):
+    """vm augment makes views one file at a time at its full size: out of memory, it names
+    the file and says what helps (--device cpu for the GPU, a smaller file), not training's
+    --batch-size / --image-size, which it has not; vm eval likewise."""
+    import torch
+    from conftest import fast_config
+
+    import vmcli.evaluation
+    from vmcli.data.image import ImageModality
+    from vmcli.session import train
+
+    run = train(fast_config(image_folder), out=tmp_path / "runs", progress=False)["run"]
+    big = sorted(p for p in image_folder.rglob("*.png"))[1]
+    read = ImageModality.read_file
+
+    def read_file(self, path, *args):
+        if path == big:
+            raise (
+                torch.OutOfMemoryError("CUDA out of memory") if failure == "cuda" else MemoryError()
+            )
+        return read(self, path, *args)
+
+    monkeypatch.setattr(ImageModality, "read_file", read_file)
+    r = invoke("augment", image_folder, "--out", tmp_path / "views", "--run", run, "-q")
+    assert r.exit_code == 5, r.output
+    text = " ".join(r.output.split())
+    assert text.count("error:") == 1 and "Traceback" not in text
+    assert f"{big} is too large" in text and "--views-per-input does not help" in text
+    assert "--batch-size" not in text and "--image-size" not in text
+    assert ("--device cpu" in text) == (failure == "cuda")
+    assert not (tmp_path / "views").exists()
+
+    def evaluate(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(vmcli.evaluation, "evaluate", evaluate)
+    r = invoke("eval", run)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 5 and "ran out of memory" in text and "--data" in text
+    assert "--batch-size" not in text and "--image-size" not in text
+
+
 def test_other_runtime_errors_are_not_taken_for_memory(image_folder, tmp_path, monkeypatch):
     import vmcli.session
 

@@ -36,7 +36,13 @@ from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.data.base import FileSample, Modality
 from vmcli.devices import resolve_device
-from vmcli.errors import CheckpointError, ConfigError, DataError, as_storage_error
+from vmcli.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    as_out_of_memory,
+    as_storage_error,
+)
 from vmcli.pipeline import Augmenter, load_viewmaker
 
 
@@ -314,8 +320,10 @@ def augment_folder(
     notes: dict[str, list[Path]] = {}  # what could not be kept as the input had it → files
     t0 = time.perf_counter()
     bar = TrainProgress(len(index.items), enabled=progress)
+    current = None  # the file being augmented: named if it does not fit in memory
     try:
         for i, item in enumerate(index.items):
+            current = src / item.path
             try:
                 sample = modality.read_file(src / item.path, meta, options)
                 try:
@@ -355,6 +363,9 @@ def augment_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         if storage is not None:
             raise storage from e
+        oom = as_out_of_memory(e, "augment", current)
+        if oom is not None:
+            raise oom from None
         raise
     finally:
         bar.close()

@@ -84,7 +84,7 @@ def handle_errors(fn: F) -> F:
             if world_from_env().distributed and is_peer_failure(e):
                 note_peer_failure()  # another rank failed first: the launcher says why
                 end_failed_rank(1)
-            known = as_out_of_memory(e)
+            known = as_out_of_memory(e, fn.__name__.rstrip("_"))  # eval_ → eval
             if known is None and isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
                 known = as_storage_error(e, Path(e.filename or "a file"))
             if known is None:

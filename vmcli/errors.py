@@ -42,14 +42,18 @@ class TrainingInterrupted(VmError):
 
 
 class OutOfMemory(VmError):
-    """The host or the GPU ran out of memory: a smaller batch or smaller samples would fit."""
+    """The host or the GPU ran out of memory; the message says what would fit."""
 
     exit_code = 5
 
 
-def as_out_of_memory(e: BaseException) -> OutOfMemory | None:
-    """An OutOfMemory saying what to shrink, if `e` is an allocation failure (Python's
-    MemoryError, CUDA's OutOfMemoryError, the CPU allocator's RuntimeError); else None."""
+def as_out_of_memory(
+    e: BaseException, command: str = "train", path: Path | str | None = None
+) -> OutOfMemory | None:
+    """An OutOfMemory saying what helps `command` (train, augment, eval; `path`: the file
+    augment was on), if `e` is an allocation failure (Python's MemoryError, CUDA's
+    OutOfMemoryError, the CPU allocator's RuntimeError); else None. The options named are
+    the command's own: augment was told to use a smaller --batch-size, which it has not."""
     text = str(e)
     first = (text.splitlines() or [""])[0][:200]
     cuda = type(e).__name__ == "OutOfMemoryError"
@@ -59,10 +63,26 @@ def as_out_of_memory(e: BaseException) -> OutOfMemory | None:
     if not (isinstance(e, MemoryError) or cuda or cpu):
         return None
     where = "the GPU" if cuda else "memory"
-    return OutOfMemory(
-        f"ran out of {where} ({first or type(e).__name__}): use a smaller --batch-size, or "
-        "smaller samples (--image-size, --clip-seconds, --window); nothing was exported"
-    )
+    gpu_help = "run with --device cpu (the machine's memory is usually larger), or " if cuda else ""
+    if command == "augment":
+        what = f"{path} is" if path is not None else "a file is"
+        advice = (
+            f"{what} too large for {'the GPU' if cuda else 'this machine'}'s memory (views "
+            "are made one file at a time, at its full size, so fewer --views-per-input does "
+            f"not help): {gpu_help}downscale or split the file, or move it out of the input "
+            "folder; nothing was written to --out"
+        )
+    elif command == "eval":
+        advice = (
+            f"{gpu_help}evaluate on a smaller labelled folder (--data); evaluation holds the "
+            "folder's samples in memory at the run's sample size"
+        )
+    else:
+        advice = (
+            "use a smaller --batch-size, or smaller samples (--image-size, --clip-seconds, "
+            "--window); nothing was exported"
+        )
+    return OutOfMemory(f"ran out of {where} ({first or type(e).__name__}): {advice}")
 
 
 class StorageError(VmError):
