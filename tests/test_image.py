@@ -725,3 +725,32 @@ def test_a_thin_strip_is_resampled_crop_only(monkeypatch):
         assert out.shape == (224, 224, arr.shape[2])
         assert (out == (0, 0, 255)[: arr.shape[2]]).all()
     assert sizes == [(224, 224)] * 3
+
+
+def test_image_library_warnings_are_one_vm_line_naming_the_file(
+    tmp_path, capsys, monkeypatch, recwarn
+):
+    """The image library's Python warnings (a very large image; palette transparency in
+    bytes) reached stderr as two lines quoting its source, naming no file: now a very large
+    image is one vm warning naming it, once per run (the plan says it, decoding does not
+    again), and the palette one, whose outcome vm reports itself, is dropped."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # 16 × 16 = 256: "a bomb", not refused
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(10)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / "big.png")
+    pal = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).convert("P")
+    pal.save(data / "alpha.png", transparency=bytes([0, 128] + [255] * 254))
+    capsys.readouterr()
+    data_all = load(data)
+    assert len(data_all) == 2
+    err = capsys.readouterr().err
+    line = f"warning: {data / 'big.png'}: the image library says: Image size (256 pixels) exceeds"
+    assert err.count(line) == 1 and "warnings.warn" not in err and "alpha.png" not in err
+
+    for name in ("big.png", "alpha.png"):
+        sample = M.read_file(data / name, {"channels": 3, "size": 8}, LoadOptions())
+        M.write_file(sample.raw.float() / 255, sample, tmp_path / name)
+    err = capsys.readouterr().err
+    assert err.count(line) == 1 and "alpha.png" not in err
+    assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []

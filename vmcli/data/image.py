@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
@@ -236,6 +239,31 @@ def to_channels(img: Image.Image, channels: int) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+# vm reports what this means for the file itself (training drops alpha; a view is RGBA)
+HANDLED_PILLOW_WARNINGS = ("Palette images with Transparency expressed in bytes",)
+
+
+@contextlib.contextmanager
+def _pillow_warnings(path: Path, report: bool = True) -> Iterator[None]:
+    """The image library's Python warnings about `path` (a very large image, malformed TIFF
+    tags...) as one vm warning naming the file, instead of two lines quoting the library's
+    source that do not say which file; `report=False` drops them (said already). Other
+    warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    said: list[str] = []
+    for w in caught:
+        if f"{os.sep}PIL{os.sep}" not in w.filename:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            continue
+        text = " ".join(str(w.message).split())
+        if not text.startswith(HANDLED_PILLOW_WARNINGS) and text not in said:
+            said.append(text)
+    if said and report:
+        warn(f"{path}: the image library says: {'; '.join(said)}")
+
+
 def _open(path: Path) -> Image.Image:
     return _upright(Image.open(path))
 
@@ -452,7 +480,7 @@ class ImageModality(Modality):
         (no-data) and infinite pixels, which training reads at the range's ends: rare enough
         to pay for, worth a word."""
         try:
-            with Image.open(path) as img:
+            with _pillow_warnings(path), Image.open(path) as img:
                 frames = int(getattr(img, "n_frames", 1)) > 1
                 a = np.asarray(img) if img.mode == "F" else None
                 holes = a is not None and bool(np.isnan(a).any())
@@ -539,7 +567,8 @@ class ImageModality(Modality):
         for it, r in ok:
             if not colour_decodes and r.mode not in GRAY_MODES:
                 try:
-                    _open(root / it.path)
+                    with _pillow_warnings(root / it.path, report=False):  # said by _probe
+                        _open(root / it.path)
                 except READ_ERRORS as e:
                     reason = f"cannot be decoded ({type(e).__name__}: {e})"
                     skipped.append((root / it.path, reason))
@@ -551,7 +580,9 @@ class ImageModality(Modality):
     def decode_item(self, root: Path, item: Item, meta: dict[str, Any]) -> Tensor:
         path = root / item.path
         try:
-            arr = _resize_center(to_channels(_open(path), int(meta["channels"])), int(meta["size"]))
+            with _pillow_warnings(path, report=False):  # said by _probe, once per file
+                img = to_channels(_open(path), int(meta["channels"]))
+            arr = _resize_center(img, int(meta["size"]))
         except READ_ERRORS as e:
             raise DataError(f"{path}: cannot be decoded ({type(e).__name__}: {e})") from None
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # C × H × W uint8
@@ -571,6 +602,10 @@ class ImageModality(Modality):
 
     # -- augment: one file at native size ---------------------------------------------------
     def read_file(self, path: Path, meta: dict[str, Any], options: LoadOptions) -> FileSample:
+        with _pillow_warnings(path):
+            return self._read_file(path, meta)
+
+    def _read_file(self, path: Path, meta: dict[str, Any]) -> FileSample:
         channels = int(meta["channels"])
         try:
             opened = Image.open(path)  # once: its frame count, then its (first) frame
@@ -710,7 +745,7 @@ class ImageModality(Modality):
             if ctx["wide"]:
                 img = _as_8bit(v)
             img.convert(fallback).save(dst, format=fmt, **kwargs)
-        with Image.open(dst) as written:
+        with _pillow_warnings(dst, report=False), Image.open(dst) as written:  # said on reading
             got = written.mode
         if _mode_family(got) != _mode_family(mode):
             note = f"written as {got}, not {mode} like the input"
