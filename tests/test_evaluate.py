@@ -125,6 +125,36 @@ def test_windows_of_one_recording_never_straddle_the_split():
     assert (train, test) == (keep.tolist(), held.tolist()) and "by recording" not in desc
 
 
+def test_group_by_names_the_recording_of_windows_saved_one_per_file():
+    """Windows saved as separate files were independent samples to vm eval (the bundled
+    watch data: 28 test windows of 7 recordings); `--group-by` names their recording."""
+    from pathlib import Path
+
+    from vmcli.data.base import Item
+    from vmcli.errors import ConfigError
+    from vmcli.evaluation import _eval_split, check_group_by, recording_groups
+
+    items = [
+        Item(Path(f"k{c}/s{c}_r{r}_w{w:03d}.csv"), label=f"k{c}")
+        for c in range(2)
+        for r in range(10)
+        for w in range(4)
+    ]
+    assert recording_groups(items) is None  # one sample per file: nothing to go by
+    groups = recording_groups(items, r"(s\d+_r\d+)_w")
+    assert len(torch.unique(groups)) == 20
+    assert torch.equal(groups, recording_groups(items, r"s\d+_r\d+"))  # whole match, no group
+    train, test, desc = _eval_split(items, seed=0, groups=groups)
+    assert "by recording" in desc and len(test) == 2 * 2 * 4
+    recs = lambda idx: {items[i].path.name[:5] for i in idx}  # noqa: E731
+    assert recs(train).isdisjoint(recs(test))
+    # a path the pattern does not match is its own recording
+    odd = items + [Item(Path("k0/other.csv"), label="k0")]
+    assert len(torch.unique(recording_groups(odd, r"(s\d+_r\d+)_w"))) == 21
+    with pytest.raises(ConfigError, match=r"--group-by '\(s' is not a regular expression"):
+        check_group_by("(s")
+
+
 def test_intervals_count_windows_of_one_recording_as_what_they_are_worth():
     from vmcli.evaluation import accuracy_interval, effective_samples, paired_difference
 

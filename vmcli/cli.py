@@ -570,6 +570,16 @@ def eval_(
         typer.Option(help="Seed for the split (when the data has none) and the random baseline."),
     ] = 0,
     runs_parent: RunsOpt = Path("runs"),
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Regular expression naming each file's recording, searched in its path under "
+            "DATA (its first group if it has one), for windows saved one per file, e.g. "
+            "'(s\\d+_r\\d+)_w' for train/walk/s03_r007_w001.csv: recordings are kept whole in the "
+            "split and intervals count them.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the learned representation: probes on frozen features beside honest baselines, with 95 % intervals."""
@@ -577,7 +587,7 @@ def eval_(
 
     from vmcli.evaluation import evaluate
 
-    result = evaluate(run, data, linear, knn, device, seed, runs_parent)
+    result = evaluate(run, data, linear, knn, device, seed, runs_parent, group_by)
     if as_json:
         print_json(result)
     table = Table(

@@ -14,6 +14,7 @@ on the raw inputs (plus modality-specific hand-made features where the modality 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -160,14 +161,35 @@ def _stratified_holdout(
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-def recording_groups(items: list[Item]) -> Tensor | None:
-    """Each sample's source file as a group id, where some file gave several samples (a
-    long sensor recording cut into windows); None where every sample is its own file."""
-    paths = [str(it.path) for it in items]
-    if len(set(paths)) == len(paths):
+def recording_groups(items: list[Item], group_by: str | None = None) -> Tensor | None:
+    """Each sample's recording as a group id: its source file, where some file gave several
+    samples (a long sensor recording cut into windows), or with `group_by` (a regular
+    expression) what it matches in the file's path — its first group if it has one — so that
+    windows saved as separate files (`s03_r007_w001.csv`) count as the recording they are cut
+    from; a path it does not match is its own group. None where every sample is its own."""
+    keys = [str(it.path) for it in items]
+    if group_by is not None:
+        pattern = re.compile(group_by)
+        found = [pattern.search(k) for k in keys]
+        keys = [
+            (m.group(1) if m.re.groups else m.group(0)) if m else f"\0{k}"
+            for m, k in zip(found, keys, strict=True)
+        ]
+    if len(set(keys)) == len(keys):
         return None
-    ids = {p: i for i, p in enumerate(dict.fromkeys(paths))}
-    return torch.tensor([ids[p] for p in paths])
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return torch.tensor([ids[k] for k in keys])
+
+
+def check_group_by(group_by: str | None) -> str | None:
+    """`--group-by` compiles, before any data is read."""
+    if group_by is None:
+        return None
+    try:
+        re.compile(group_by)
+    except re.error as e:
+        raise ConfigError(f"--group-by {group_by!r} is not a regular expression ({e})") from None
+    return group_by
 
 
 class LinearProbe:
@@ -355,11 +377,16 @@ def evaluate(
     device: str = "auto",
     seed: int = 0,
     runs_parent: Path = Path("runs"),
+    group_by: str | None = None,
 ) -> dict[str, Any]:
-    """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json."""
+    """Probe the run's encoder beside a random encoder and raw-input baselines; saves eval.json.
+
+    `group_by`: a regular expression naming each file's recording in its path (see
+    `recording_groups`), for windows saved one per file."""
     if not (linear or knn):
         raise ConfigError("nothing to measure: --no-linear needs --knn")
     seed = check_seed(seed)
+    group_by = check_group_by(group_by)
     t0 = time.perf_counter()
     run_dir = runs.resolve_run(run, runs_parent)
     config = runs.read_config(run_dir)
@@ -392,7 +419,10 @@ def evaluate(
             "has nothing to tell apart"
         )
     _check_declared_splits(root, labeled, loaded.items)
-    groups = recording_groups(loaded.items)  # windows of one recording, where there are any
+    groups = recording_groups(loaded.items, group_by)  # windows of one recording, if any
+    if group_by is not None:
+        n_groups = len(loaded) if groups is None else len(torch.unique(groups))
+        info(f"--group-by {group_by!r}: {len(loaded)} samples from {n_groups} recordings")
     train_idx, test_idx, split_desc = _eval_split(loaded.items, seed, groups)
     if len(train_idx) < 2 or not test_idx:  # one sample has no spread to standardise by
         raise DataError(
@@ -479,6 +509,7 @@ def evaluate(
         "test_samples": len(test_idx),
         # windowed recordings: how many the test windows came from (intervals count these)
         "test_recordings": None if test_groups is None else len(torch.unique(test_groups)),
+        "group_by": group_by,
         "test_samples_also_in_train": len(repeated),
         "rows": rows,
         # the run's encoder minus each baseline on the same test samples (paired, 95 %)
