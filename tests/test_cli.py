@@ -249,16 +249,21 @@ def test_eval_without_labels_says_so(tmp_path):
     assert r.exit_code == 3 and "no labels" in r.output
 
 
+def _copy_breaking(src_root: Path, dst_root: Path, part: str) -> Path:
+    """A copy of an image folder whose PNGs under a folder named `part` cannot be decoded."""
+    for src in src_root.rglob("*.png"):
+        dst = dst_root / src.relative_to(src_root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(b"\x89PNG\r\n\x1a\n broken" if part in src.parts else src.read_bytes())
+    return dst_root
+
+
 def test_eval_refuses_data_too_thin_for_a_probe_after_skipping(image_folder, tmp_path):
     """Scores of 1.0 for one class left (the others' files all unreadable), or NaN-standardised
     features for one training sample, looked like results: now one error line, exit 3."""
     runs = tmp_path / "runs"
     assert invoke("train", image_folder, *FAST, "--out", runs).exit_code == 0
-    corrupt = tmp_path / "corrupt"
-    for src in image_folder.rglob("*.png"):
-        dst = corrupt / src.relative_to(image_folder)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(b"\x89PNG\r\n\x1a\n broken" if "square" in src.parts else src.read_bytes())
+    corrupt = _copy_breaking(image_folder, tmp_path / "corrupt", "square")
     r = invoke("eval", "--runs", runs, "--data", corrupt)
     assert r.exit_code == 3, r.output
     assert "usable labelled files are all in one class (circle)" in " ".join(r.output.split())
@@ -275,11 +280,7 @@ def test_eval_refuses_data_too_thin_for_a_probe_after_skipping(image_folder, tmp
     assert "1 to train the probe on" in " ".join(r.output.split())
     assert "Traceback" not in r.output and "UserWarning" not in r.output
     # a test/ split whose files were all skipped is not silently replaced by a split of train/
-    lost = tmp_path / "lost"
-    for src in image_folder.rglob("*.png"):
-        dst = lost / src.relative_to(image_folder)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(b"\x89PNG\r\n\x1a\n broken" if "test" in src.parts else src.read_bytes())
+    lost = _copy_breaking(image_folder, tmp_path / "lost", "test")
     r = invoke("eval", "--runs", runs, "--data", lost)
     assert r.exit_code == 3, r.output
     n_test = len(list((image_folder / "test").rglob("*.png")))
