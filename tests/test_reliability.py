@@ -399,6 +399,11 @@ def test_an_evaluation_of_an_earlier_encoder_is_not_shown_as_the_runs(image_fold
     assert json.loads(vm("info", run, "--json").output)["eval_is_current"] is False
     assert vm("eval", run, "--linear").exit_code == 0
     assert "eval: vm encoder" in vm("info", run).output
+    # what the numbers were measured on includes the recordings --group-by named
+    assert vm("eval", run, "--linear", "--group-by", "(circle|square)").exit_code == 0
+    assert json.loads((run / "eval.json").read_text())["group_by"] == "(circle|square)"
+    shown = " ".join(vm("info", run).output.replace("│", " ").split())
+    assert "recordings by --group-by '(circle|square)'" in shown
 
 
 # -- vm augment: output names ----------------------------------------------------------------------

@@ -707,7 +707,12 @@ def info(
                 f"{row['initial']:.3g} → {row['learned']:.3g} {row['unit']}",
             )
     if evaluation is not None:
-        t.add_row("eval: data", f"{evaluation.get('data')}, {evaluation.get('split')}")
+        grouped = evaluation.get("group_by")
+        t.add_row(
+            "eval: data",
+            f"{evaluation.get('data')}, {evaluation.get('split')}"
+            + (f", recordings by --group-by {grouped!r}" if isinstance(grouped, str) else ""),
+        )
     if evaluation is not None and current is False:
         t.add_row(
             "eval",
