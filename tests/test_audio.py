@@ -357,6 +357,34 @@ def test_a_file_its_views_cannot_be_made_of_is_skipped_by_name(
     assert name == "ok1.wav" and reason.startswith(str(folder / "ok1.wav")) and "size 0" in reason
 
 
+def test_a_file_whose_later_view_fails_leaves_none_of_its_views(
+    spectrogram_run, tmp_path, monkeypatch
+):
+    """Views are written as they are made (holding every view of a big file cost memory the
+    out-of-memory advice said it did not); when view 2 of a file fails, its views 0 and 1
+    (and their approximate WAVs) are removed: the file is skipped whole."""
+    import vmcli.augment as A
+    from vmcli.errors import DataError
+
+    real = A._make_view
+
+    def failing(augmenter, raw, planes, seed, rel, k):
+        if rel.name == "ok1.wav" and k == 2:
+            raise DataError("its view 2 has NaN or infinite values (an overflow); not written")
+        return real(augmenter, raw, planes, seed, rel, k)
+
+    monkeypatch.setattr(A, "_make_view", failing)
+    folder = with_good_clips(tmp_path / "in", 3)
+    result = augment(folder, tmp_path / "out", spectrogram_run[1], views_per_input=3, to_wav=True)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(
+        f"ok{i}_view{k}.{e}" for i in (0, 2) for k in range(3) for e in ("npy", "wav")
+    )
+    assert result["views_written"] == 6
+    [(name, reason)] = result["skipped"]
+    assert name == "ok1.wav" and reason.startswith(str(folder / "ok1.wav"))
+
+
 def test_samples_too_loud_for_a_float32_spectrogram_are_skipped_by_name(spectrogram_run, tmp_path):
     """Finite float samples of 1e18 overflow float32 spectrogram power: training crashed and
     vm augment wrote an all-NaN view. They are skipped by name like NaN samples; the limit

@@ -441,3 +441,16 @@ def test_a_view_keeps_repeated_header_names_and_scientific_notation(tmp_path):
     assert [ln.split(",")[1] for ln in lines[1:]] == ["1.5E+00", "2.5E+00", "3.5E+00"]
     again = read_csv_recording(dst)
     assert np.allclose(again.values[:, 0], view[:, 0], rtol=1e-6)
+
+
+def test_columns_that_differ_in_case_only_may_both_be_chosen(tmp_path):
+    """`--columns x,X` names two columns of a file with both (names match exactly first):
+    refused up front as a duplicate it was not; an exact repeat still is."""
+    from vmcli.config import LoadOptions
+    from vmcli.errors import ConfigError
+
+    LoadOptions(columns=["x", "X"]).validate()
+    with pytest.raises(ConfigError, match="--columns names 'x' more than once"):
+        LoadOptions(columns=["x", " x"]).validate()
+    rec = read_csv_recording(put(tmp_path, "x,X,y\n1,2,3\n4,5,6\n"), columns=["x", "X"])
+    np.testing.assert_array_equal(rec.values, np.float32([[1, 2], [4, 5]]))

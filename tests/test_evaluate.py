@@ -151,6 +151,9 @@ def test_group_by_names_the_recording_of_windows_saved_one_per_file():
     # a path the pattern does not match is its own recording
     odd = items + [Item(Path("k0/other.csv"), label="k0")]
     assert len(torch.unique(recording_groups(odd, r"(s\d+_r\d+)_w"))) == 21
+    # so is a path where an optional group took no part (they were all one recording)
+    loose = [Item(Path(f"k0/{n}_w1.csv"), label="k0") for n in ("x", "y", "s1_r1", "s1_r1")]
+    assert recording_groups(loose, r"(s\d+_r\d+)?_w").tolist() == [0, 1, 2, 2]
     with pytest.raises(ConfigError, match=r"--group-by '\(s' is not a regular expression"):
         check_group_by("(s")
 

@@ -699,6 +699,40 @@ def test_a_transparent_key_colour_is_kept(tmp_path, mode, key, channels):
     assert sample.context["notes"] == ([IM.GRAY_RUN_NOTE] if gray_run else [])
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_low_bit_gray_pngs_transparent_level_is_read_in_its_pixels_units(tmp_path, bits):
+    """A 2- or 4-bit gray PNG's tRNS level is in 0..2^bits − 1, its pixels are read in 0..255:
+    unscaled, no pixel matched the key, and the view's key marked another level."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    top = 2**bits - 1
+    levels = [0, top, top, 1] * 2  # 8 pixels, one row; `top` (white) is transparent
+    packed = int("".join(format(v, f"0{bits}b") for v in levels), 2)
+    row = packed.to_bytes(len(levels) * bits // 8, "big")
+    src = tmp_path / "low.png"
+    src.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 1, bits, 0, 0, 0, 0))
+        + chunk(b"tRNS", struct.pack(">H", top))
+        + chunk(b"IDAT", zlib.compress(b"\x00" + row))
+        + chunk(b"IEND", b"")
+    )
+    sample = M.read_file(src, {"channels": 1, "size": 8}, LoadOptions())
+    alpha = sample.planes.reshape(-1).numpy()  # 0: transparent
+    assert (alpha == 0).tolist() == [v == top for v in levels]
+    dst = tmp_path / "view.png"
+    M.write_file(sample.raw.float() / 255, sample, dst)
+    with Image.open(dst) as out:
+        assert out.info["transparency"] == 255
+        assert (np.asarray(out)[0] == 255).tolist() == [v == top for v in levels]
+
+
 def test_a_thin_strip_is_resampled_crop_only(monkeypatch):
     """A 1 × 20000 strip at --image-size 224 was resized whole first, to 224 × 4.5M pixels
     (a MemoryError under a 5 GB limit); now only the centre crop is resampled. Ordinary

@@ -183,6 +183,15 @@ def test_a_run_stopped_before_its_summary_is_finished_by_a_resume(image_folder, 
     assert "has not finished" not in cli.invoke(app, ["info", str(run)]).output
     r = cli.invoke(app, ["train", "--resume", str(run), "-q"])
     assert r.exit_code == 2 and "already finished 1 epochs" in r.output
+    # a summary they do not otherwise use never stops vm augment (it did, exit 4)
+    broken = dict(again, samples_per_s="fast")
+    (run / runs.SUMMARY).write_text(json.dumps(broken))
+    r = cli.invoke(
+        app,
+        ["augment", str(image_folder / "test"), "--out", str(tmp_path / "v2"), "--run", str(run)],
+    )
+    assert r.exit_code == 0 and "cannot tell whether the run finished" in " ".join(r.output.split())
+    (run / runs.SUMMARY).write_text(json.dumps(again))
 
     # a resume to more epochs, stopped before it finished: the exports are the earlier ones
     config = json.loads((run / runs.CONFIG).read_text())
@@ -404,6 +413,9 @@ def test_an_evaluation_of_an_earlier_encoder_is_not_shown_as_the_runs(image_fold
     assert json.loads((run / "eval.json").read_text())["group_by"] == "(circle|square)"
     shown = " ".join(vm("info", run).output.replace("│", " ").split())
     assert "recordings by --group-by '(circle|square)'" in shown
+    assert vm("eval", run, "--linear", "--group-by", "([a-z]+)/0").exit_code == 0
+    shown = " ".join(vm("info", run).output.replace("│", " ").split())  # [a-z] is no style
+    assert "recordings by --group-by '([a-z]+)/0'" in shown
 
 
 # -- vm augment: output names ----------------------------------------------------------------------

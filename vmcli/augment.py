@@ -34,7 +34,7 @@ from vmcli import runs
 from vmcli.config import TrainConfig, check_seed
 from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
-from vmcli.data.base import FileSample, Modality
+from vmcli.data.base import Modality
 from vmcli.devices import resolve_device
 from vmcli.errors import (
     CheckpointError,
@@ -239,29 +239,30 @@ def _check_folders(src: Path, out: Path) -> Path:
     return out.resolve() if out.is_symlink() else out
 
 
-def _make_views(
+def _companions(modality: Modality, view_space: str, dst: Path, to_wav: bool) -> list[Path]:
+    """Files written beside a view (with --to-wav, its approximate WAV)."""
+    suffix = modality.companion_suffix.get(view_space) if to_wav else None
+    return [dst.with_suffix(suffix)] if suffix else []
+
+
+def _make_view(
     augmenter: Augmenter,
-    sample: FileSample,
+    raw: torch.Tensor,
+    planes: torch.Tensor | None,
     seed: int,
     rel: Path,
-    views_per_input: int,
-    dev: torch.device,
-) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Every view of one file (and its moved planes), on the CPU, before any is written: a file
-    the run refuses (a DataError) is skipped whole, by name, never left with some views."""
-    raw = sample.raw.to(dev)  # once per file, not once per view
-    planes = None if sample.planes is None else sample.planes.to(dev)
-    views = []
-    for k in range(views_per_input):
-        gen = torch.Generator(dev).manual_seed(view_seed(seed, rel, k))
-        with torch.no_grad():  # alpha and no-data planes move with the content
-            view, moved = augmenter.with_planes(raw, planes, gen)
-            if not augmenter.space.invertible:  # files hold log power, not z-scores
-                view = augmenter.space.from_view(view)
-        if not bool(torch.isfinite(view).all()):  # an overflow: never written as a view
-            raise DataError(f"its view {k} has NaN or infinite values (an overflow); not written")
-        views.append((view.cpu(), None if moved is None else moved.cpu()))
-    return views
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """View k of one file (and its moved planes), on the CPU. A DataError: the run refuses
+    this sample, or the view overflowed (never written)."""
+    gen = torch.Generator(raw.device).manual_seed(view_seed(seed, rel, k))
+    with torch.no_grad():  # alpha and no-data planes move with the content
+        view, moved = augmenter.with_planes(raw, planes, gen)
+        if not augmenter.space.invertible:  # files hold log power, not z-scores
+            view = augmenter.space.from_view(view)
+    if not bool(torch.isfinite(view).all()):  # an overflow: never written as a view
+        raise DataError(f"its view {k} has NaN or infinite values (an overflow); not written")
+    return view.cpu(), None if moved is None else moved.cpu()
 
 
 def augment_folder(
@@ -326,22 +327,32 @@ def augment_folder(
             current = src / item.path
             try:
                 sample = modality.read_file(src / item.path, meta, options)
-                try:
-                    views = _make_views(augmenter, sample, seed, item.path, views_per_input, dev)
-                except DataError as e:  # what the run refuses in a sample names no file
-                    raise DataError(f"{src / item.path}: {e}") from None
             except DataError as e:
                 skipped.append((item.path, str(e)))
                 warn(f"skipped {e}")
                 continue
             sample.context["to_wav"] = to_wav
-            for k, (view, moved) in enumerate(views):
+            raw = sample.raw.to(dev)  # once per file, not once per view
+            planes = None if sample.planes is None else sample.planes.to(dev)
+            done: list[Path] = []  # this file's views so far: removed if a later one fails
+            for k in range(views_per_input):  # each written as made: one view in memory
+                try:
+                    view, moved = _make_view(augmenter, raw, planes, seed, item.path, k)
+                except DataError as e:  # what the run refuses in a sample names no file
+                    for dst in done:  # a file is skipped whole, never left with some views
+                        for path in (dst, *_companions(modality, cfg["view_space"], dst, to_wav)):
+                            path.unlink(missing_ok=True)
+                    skipped.append((item.path, f"{src / item.path}: {e}"))
+                    warn(f"skipped {src / item.path}: {e}")
+                    break
                 dst = tmp / plan[(item.path, k)]
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 modality.write_file(view, replace(sample, planes=moved), dst)
-                written += 1
-            for note in sample.context.get("notes", ()):
-                notes.setdefault(note, []).append(item.path)
+                done.append(dst)
+            else:
+                written += len(done)
+                for note in sample.context.get("notes", ()):
+                    notes.setdefault(note, []).append(item.path)
             if (i + 1) % 50 == 0 or i + 1 == len(index.items):
                 bar.update(i + 1, f"{written} views written")
         if written == 0:

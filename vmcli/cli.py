@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from vmcli import __version__
 from vmcli.config import (
@@ -665,7 +666,7 @@ def info(
             }
         )
         return
-    t = Table(title=str(run_dir), show_header=False)
+    t = Table(title=escape(str(run_dir)), show_header=False)
     t.add_column(style="bold")
     t.add_column()
     cfg = config["train"]
@@ -684,7 +685,7 @@ def info(
     ):
         if key == "budget" and cfg.get("views") not in VIEWMAKER_VIEWS:
             continue  # ε is the viewmaker's; transforms runs show their strengths below
-        t.add_row(key, str(cfg.get(key)))
+        t.add_row(key, escape(str(cfg.get(key))))
     t.add_row("samples", str(config.get("data", {}).get("samples")))
     if unfinished:
         t.add_row("status", f"{unfinished} (resume with: vm train --resume {run_dir})")
@@ -710,8 +711,10 @@ def info(
         grouped = evaluation.get("group_by")
         t.add_row(
             "eval: data",
-            f"{evaluation.get('data')}, {evaluation.get('split')}"
-            + (f", recordings by --group-by {grouped!r}" if isinstance(grouped, str) else ""),
+            escape(
+                f"{evaluation.get('data')}, {evaluation.get('split')}"
+                + (f", recordings by --group-by {grouped!r}" if isinstance(grouped, str) else "")
+            ),
         )
     if evaluation is not None and current is False:
         t.add_row(

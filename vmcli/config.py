@@ -90,8 +90,9 @@ class LoadOptions:
                     f"--{name.replace('_', '-')} must be a whole number from {low}{upto}; got {value}"
                 )
         if self.columns is not None:
-            folded = [str(c).strip().casefold() for c in self.columns]
-            twice = sorted({c for c in folded if folded.count(c) > 1})
+            # exact names: `x,X` may be two columns of a file (names match exactly first)
+            names = [str(c).strip() for c in self.columns]
+            twice = sorted({c for c in names if names.count(c) > 1})
             if twice:  # a mistake in the option, not in every file it would be tried on
                 raise ConfigError(
                     f"--columns names {', '.join(map(repr, twice))} more than once; "

@@ -171,10 +171,9 @@ def recording_groups(items: list[Item], group_by: str | None = None) -> Tensor |
     if group_by is not None:
         pattern = re.compile(group_by)
         found = [pattern.search(k) for k in keys]
-        keys = [
-            (m.group(1) if m.re.groups else m.group(0)) if m else f"\0{k}"
-            for m, k in zip(found, keys, strict=True)
-        ]
+        named = [(m.group(1) if m.re.groups else m.group(0)) if m else None for m in found]
+        # unmatched, or an optional group left out: the file is its own recording
+        keys = [f"\0{k}" if n is None else n for n, k in zip(named, keys, strict=True)]
     if len(set(keys)) == len(keys):
         return None
     ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}

@@ -158,7 +158,12 @@ def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] |
 def warn_if_unfinished(run_dir: Path, config: dict[str, Any], what: str) -> None:
     """`vm augment` and `vm eval` use what a run exported; they say so when that is not its
     finished training (`what`: "views", "encoder")."""
-    note = unfinished(config, _read_result(run_dir, SUMMARY))
+    try:
+        summary = _read_result(run_dir, SUMMARY)
+    except CheckpointError as e:  # a summary they do not otherwise use stops nothing
+        warn(f"{e}; cannot tell whether the run finished, using the {what} it exported")
+        return
+    note = unfinished(config, summary)
     if note:
         warn(f"{run_dir} {note}; using the {what} it exported")
 

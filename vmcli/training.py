@@ -751,7 +751,7 @@ def _log_window(
     status = f"epoch {epoch + 1}/{job.cfg.epochs}  loss {loss:.4f}"
     if has_vm:
         status += "  " + budget_text(delta_l1, job.viewmaker.budget, view_l1)
-    if probe is not None:  # this epoch so far, this rank: how much harder than at init
+    if probe is not None:  # this epoch so far, all ranks: how much harder than at init
         status += f"  vs init {probe[0] - probe[1]:+.3f}"
     bar.update(done, status + f"  {rate:,.0f} samples/s")
     return {

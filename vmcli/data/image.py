@@ -265,7 +265,19 @@ def _pillow_warnings(path: Path, report: bool = True) -> Iterator[None]:
 
 
 def _open(path: Path) -> Image.Image:
-    return _upright(Image.open(path))
+    img = Image.open(path)
+    _scale_low_bit_key(img)
+    return _upright(img)
+
+
+def _scale_low_bit_key(img: Image.Image) -> None:
+    """A 2- or 4-bit gray PNG's transparent level in the 0..255 its pixels are read in (the
+    image library scales the pixels but not the key: no pixel matched it). Before loading."""
+    key = img.info.get("transparency")
+    rawmode = img.tile[0].args if img.format == "PNG" and img.tile else None
+    bits = {"L;2": 2, "L;4": 4}.get(rawmode) if isinstance(rawmode, str) else None
+    if img.mode == "L" and bits and isinstance(key, int):
+        img.info["transparency"] = key * 255 // (2**bits - 1)
 
 
 EXIF_ORIENTATION = 0x0112
@@ -609,6 +621,7 @@ class ImageModality(Modality):
         channels = int(meta["channels"])
         try:
             opened = Image.open(path)  # once: its frame count, then its (first) frame
+            _scale_low_bit_key(opened)
             frames = int(getattr(opened, "n_frames", 1))
             deep = _deep_colour(opened)  # before anything loads the pixels
             opened.load()  # a decode error is raised here, not swallowed by reading the EXIF
