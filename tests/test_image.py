@@ -214,6 +214,21 @@ def test_learned_views_with_planes_are_the_views_without_them():
     assert torch.equal(view, plain) and planes.shape == (3, 2, 12, 14)
 
 
+def test_planes_keep_their_values_as_they_move():
+    """Planes (alpha, masks, label maps) are moved by nearest-neighbour sampling: a 0/1 mask
+    stays 0/1 and labels stay labels (bilinear crops made new values: a {0, 255} alpha came
+    back with 46, 130...)."""
+    from vmcli.nn.transforms import ImageTransforms
+
+    t = ImageTransforms()
+    labels = torch.randint(0, 5, (4, 1, 24, 24)).float()
+    mask = (torch.rand(4, 1, 24, 24) < 0.5).float()
+    _, moved = t.with_planes(torch.rand(4, 3, 24, 24), torch.cat([labels, mask], 1))
+    assert set(moved[:, 0].unique().tolist()) <= set(range(5))
+    assert set(moved[:, 1].unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(moved, torch.cat([labels, mask], 1))  # cropped and flipped
+
+
 def test_planes_that_do_not_fit_the_batch_are_one_error_line(rgb_folder, tmp_path):
     from conftest import fast_config
 

@@ -390,3 +390,40 @@ def test_a_bf16_run_resumed_on_a_cpu_without_bf16_hardware_goes_on_in_fp32(
     assert "resuming in fp32" in out.out + out.err
     assert resumed["precision"] == "fp32"
     assert runs.read_config(run)["train"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("data", ["watch", "fashion-mnist"])
+def test_a_diverging_run_with_learned_transforms_stops_cleanly(data, tmp_path):
+    """Diverged strengths reached index arithmetic (sensors: a traceback, exit 1) and
+    grid_sample's backward (images: a segfault, leaving a run folder with config.json
+    alone). Now, as for the viewmaker: "training diverged", exit 3, no run folder. In a
+    subprocess: a regression would crash the process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    args = [sys.executable, "-m", "vmcli", "train", str(examples / data), "--epochs", "2"]
+    args += ["--encoder-lr", "1e30", "--device", "cpu", "-q", "--out", str(tmp_path / "r")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "training diverged at step" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r" / "train").exists()
+
+
+def test_non_finite_crops_and_positions_give_nan_views_not_crashes():
+    """The sampling helpers turn a NaN crop or position into a NaN view (the divergence check
+    reports it) instead of an out-of-range index or a segfault in grid_sample's backward."""
+    from vmcli.views import resample_positions, sample_crop
+
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    theta = torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]], [[float("nan"), 0, 0], [0, 0.5, 0]]])
+    theta.requires_grad_(True)
+    out = sample_crop(x, theta)
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all()
+    out[0].sum().backward()  # no crash; the finite sample's gradient is finite
+    assert torch.isfinite(x.grad).all()
+    sig = torch.rand(2, 3, 16)
+    pos = torch.stack([torch.linspace(0, 15, 16), torch.full((16,), float("nan"))])
+    got = resample_positions(sig, pos)
+    assert torch.allclose(got[0], sig[0]) and torch.isnan(got[1]).all()

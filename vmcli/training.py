@@ -599,8 +599,13 @@ class MetricWindow:
         if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
             torch.cuda.synchronize(job.device)
         now = time.perf_counter()  # samples/s counts training steps, not the probe below
+        if not self.finite():  # before the probe makes views from diverged strengths
+            raise _diverged(done, (self.sums[0] / max(self.steps, 1)).item())
         if job.cfg.learns_views:
-            self.probes += all_reduce_mean(adversary_probe(job, raw, done, self.autocast), world)
+            probe = all_reduce_mean(adversary_probe(job, raw, done, self.autocast), world)
+            if not bool(torch.isfinite(probe).all()):  # the last update left NaN weights
+                raise _diverged(done, probe[0].item())
+            self.probes += probe
             self.n_probes += 1
         self.last = _log_window(
             all_reduce_mean(self.sums / self.steps, world),
@@ -729,6 +734,13 @@ def _stop_requested(stop: _GracefulStop, world: World) -> bool:
     return bool(flag.item())
 
 
+def _diverged(done: int, loss: float) -> DataError:
+    return DataError(
+        f"training diverged at step {done} (loss {loss}); check the data for extreme values "
+        "or lower --budget / learning rates"
+    )
+
+
 def _log_window(
     means: Tensor,
     epoch: int,
@@ -744,10 +756,7 @@ def _log_window(
     loss, delta_l1, view_l1 = means.tolist()
     has_vm = job.viewmaker is not None
     if not math.isfinite(loss):
-        raise DataError(
-            f"training diverged at step {done} (loss {loss}); check the data for extreme values "
-            "or lower --budget / learning rates"
-        )
+        raise _diverged(done, loss)
     status = f"epoch {epoch + 1}/{job.cfg.epochs}  loss {loss:.4f}"
     if has_vm:
         status += "  " + budget_text(delta_l1, job.viewmaker.budget, view_l1)

@@ -54,9 +54,19 @@ def random_resized_crop(
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    return F.grid_sample(
-        x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+    return sample_crop(x, theta)
+
+
+def sample_crop(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
+    """`x` sampled through one affine crop per sample (`crop_grid`). A non-finite crop (the
+    strengths of a diverging run) gives that sample a NaN view, which the divergence check
+    then reports: fed to grid_sample, its backward segfaults the process."""
+    grid = crop_grid(theta, x)
+    finite = torch.isfinite(grid)
+    grid = torch.where(finite, grid, torch.zeros((), dtype=grid.dtype, device=grid.device))
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
+    bad = ~finite.flatten(1).all(dim=1)
+    return out + torch.where(bad, float("nan"), 0.0).to(out.dtype).view(-1, 1, 1, 1)
 
 
 def crop_grid(theta: Tensor, x: Tensor) -> Tensor:
@@ -205,8 +215,8 @@ def resample_positions(x: Tensor, pos: Tensor, fill_outside: bool = False) -> Te
     """
     t = x.shape[-1]
     inside = (pos >= 0) & (pos <= t - 1)
-    pos = pos.clamp(0, t - 1)
-    lo = pos.floor().long().clamp(max=t - 1)
+    pos = pos.clamp(0, t - 1)  # NaN stays NaN: a diverging run's view is NaN, and reported
+    lo = torch.nan_to_num(pos, nan=0.0).floor().long().clamp(max=t - 1)  # a NaN index crashed
     hi = (lo + 1).clamp(max=t - 1)
     w = (pos - lo.to(pos.dtype))[:, None, :]
     c = x.shape[1]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vmcli.views import crop_grid, luma, resample_positions, rotate_hue
+from vmcli.views import luma, resample_positions, rotate_hue, sample_crop
 
 RECIPE = "recipe"  # a transforms budget equal to the recipe's own mean strength
 
@@ -376,10 +376,8 @@ class SensorTransforms(LearnedTransforms):
 # -- images ------------------------------------------------------------------------------------
 
 
-def _resample(x: Tensor, theta: Tensor) -> Tensor:
-    return F.grid_sample(
-        x, crop_grid(theta, x), mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+def _resample(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
+    return sample_crop(x, theta, mode)
 
 
 class ImageTransforms(LearnedTransforms):
@@ -443,7 +441,7 @@ class ImageTransforms(LearnedTransforms):
 
     def move(self, planes: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         theta = self._crop_and_flip(s, r).detach()
-        return _resample(planes.float(), theta)
+        return _resample(planes.float(), theta, "nearest")  # values kept: masks stay masks
 
     def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         b, c = x.shape[:2]
