@@ -61,12 +61,11 @@ def sample_crop(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
     """`x` sampled through one affine crop per sample (`crop_grid`). A non-finite crop (the
     strengths of a diverging run) gives that sample a NaN view, which the divergence check
     then reports: fed to grid_sample, its backward segfaults the process."""
+    finite = torch.isfinite(theta).flatten(1).all(dim=1)  # B: the grid is finite where θ is
+    theta = torch.where(finite.view(-1, 1, 1), theta, torch.zeros_like(theta))
     grid = crop_grid(theta, x)
-    finite = torch.isfinite(grid)
-    grid = torch.where(finite, grid, torch.zeros((), dtype=grid.dtype, device=grid.device))
     out = F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
-    bad = ~finite.flatten(1).all(dim=1)
-    return out + torch.where(bad, float("nan"), 0.0).to(out.dtype).view(-1, 1, 1, 1)
+    return out + torch.where(finite, 0.0, float("nan")).to(out.dtype).view(-1, 1, 1, 1)
 
 
 def crop_grid(theta: Tensor, x: Tensor) -> Tensor:
