@@ -500,6 +500,7 @@ def evaluate(
         "run": str(run_dir),
         # which encoder these numbers are of: a resumed run trains it on (vm info compares)
         "encoder_sha256": runs.file_digest(run_dir / runs.ENCODER),
+        "encoder_weights_sha256": runs.weights_digest(run_dir / runs.ENCODER),
         "data": str(root),
         "split": split_desc,
         "classes": len(classes),

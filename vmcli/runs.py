@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -174,12 +174,15 @@ def unfinished(config: dict[str, Any], summary: dict[str, Any] | None) -> str | 
     extended it past the epochs its summary and exports were written at."""
     target = config["train"]["epochs"]
     if summary is None:
-        return f"has not finished its {target} epochs (no {SUMMARY})"
+        return (
+            f"has not finished (no {SUMMARY}: it stopped during its {target} epochs, or "
+            "before writing its results)"
+        )
     done = summary.get("epochs")
     if isinstance(done, int) and done < target:
+        # its exports may be of epoch `done` or, stopped while writing them, of a later one
         return (
-            f"was extended to {target} epochs and has not finished them: its summary and "
-            f"exports are from epoch {done}"
+            f"was extended to {target} epochs and has not finished (its summary is of epoch {done})"
         )
     return None
 
@@ -193,14 +196,36 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_digest(path: Path) -> str:
+    """sha256 of a safetensors file's tensors (names, dtypes, shapes, values), not its bytes:
+    its header's metadata comes out in another order at every write, so rewriting the same
+    weights (a resume that only finishes a run) changed the file's digest."""
+    h = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in sorted(f.keys()):
+                t = f.get_tensor(name).contiguous()
+                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: cannot be read as safetensors ({e})") from None
+    return h.hexdigest()
+
+
 def eval_is_current(run_dir: Path, evaluation: dict[str, Any]) -> bool | None:
     """Whether eval.json measured the encoder the run holds now: False after a resume trained
     on (its numbers belong to an earlier encoder); None where it cannot be told (an eval.json
-    from before the digest was recorded, or no encoder file)."""
-    recorded, encoder = evaluation.get("encoder_sha256"), Path(run_dir) / ENCODER
-    if not isinstance(recorded, str) or not encoder.is_file():
+    from before the digest was recorded, or no encoder file). Compares the weights' digest
+    (`encoder_weights_sha256`); eval.json files from before it, the file's bytes."""
+    encoder = Path(run_dir) / ENCODER
+    weights, recorded = evaluation.get("encoder_weights_sha256"), evaluation.get("encoder_sha256")
+    if not encoder.is_file():
         return None
-    return recorded == file_digest(encoder)
+    if isinstance(weights, str):
+        return weights == weights_digest(encoder)
+    if isinstance(recorded, str):
+        return recorded == file_digest(encoder)
+    return None
 
 
 def nearest_existing(path: Path) -> Path:

@@ -660,9 +660,11 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
 
     def save(order_state: Tensor) -> None:
         if writes:
+            t0 = time.perf_counter()
             state = training_state(job, opt, at, elapsed(), order_state, view_gen, metrics, window)
             runs.save_checkpoint(job.run_dir / runs.CHECKPOINT, state)
             cadence.written()
+            window.t0 += time.perf_counter() - t0  # samples/s counts training steps only
 
     total = cfg.epochs * steps_per_epoch
     bar = TrainProgress(total, at.epoch * steps_per_epoch + at.step, progress and world.is_main)
