@@ -121,3 +121,102 @@ def test_uint8_and_other_sizes_are_fine(image_run):
     raw = torch.randint(0, 256, (2, 1, 20, 24), dtype=torch.uint8)
     view = augment(raw)
     assert view.shape == (2, 1, 20, 24) and view.min() >= 0 and view.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def transforms_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api_tf")
+    data = make_image_folder(root / "shapes")
+    cfg = fast_config(data, views="learned-transforms")
+    return train(cfg, out=root / "runs", progress=False)["run"]
+
+
+def test_planes_come_back_in_their_own_dtype_with_their_own_values(transforms_run):
+    """Learned crops moved planes as float32 (ids above 2^24 rounded, float64 rounded, bool
+    masks turned into floats); they are gathered now: any dtype, values exact."""
+    augment = vmcli.load_viewmaker(transforms_run)
+    x = torch.rand(8, 1, 16, 16)
+    for planes in (
+        torch.tensor([16777217, 123456789]).repeat(1024).reshape(8, 1, 16, 16),
+        torch.rand(8, 2, 16, 16, dtype=torch.float64),
+        torch.rand(8, 1, 16, 16) < 0.5,
+    ):
+        _, moved = augment.with_planes(x, planes, torch.Generator().manual_seed(1))
+        assert moved.dtype == planes.dtype and moved.shape == planes.shape
+        assert set(moved.unique().tolist()) <= set(planes.unique().tolist())
+        assert not torch.equal(moved, planes)  # cropped and flipped
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda a, x: a(x, 3), DataError, "generator is int: give a torch.Generator"),
+        (lambda a, x: a.with_planes(x, torch.rand(2, 0, 16, 16)), DataError, "planes must be"),
+        (
+            lambda a, x: a.with_planes(x, torch.rand(2, 1, 16, 16, dtype=torch.cfloat)),
+            DataError,
+            "planes must be real values",
+        ),
+    ],
+)
+def test_mistakes_in_calls_are_one_vmcli_error(transforms_run, call, error, message):
+    with pytest.raises(error, match=message):
+        call(vmcli.load_viewmaker(transforms_run), torch.rand(2, 1, 16, 16))
+
+
+def test_loading_checks_the_device_and_leaves_the_callers_random_stream(image_run):
+    """`device="cuda"` without CUDA was torch's AssertionError and "auto" a RuntimeError;
+    building the modules drew from the caller's global stream before their weights were
+    replaced."""
+    from vmcli.errors import ConfigError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            vmcli.load_viewmaker(image_run, device="cuda")
+    with pytest.raises(ConfigError, match="not a device PyTorch knows"):
+        vmcli.load_encoder(image_run, device="gpu")
+    assert vmcli.load_encoder(image_run, device="auto") is not None
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    vmcli.load_viewmaker(image_run)
+    vmcli.load_encoder(image_run)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_spectrogram_views_are_embedded_by_embed_views(tmp_path):
+    """An audio run's views are normalised spectrograms, which the encoder's forward (raw
+    waveforms only) refuses; `embed_views` takes them."""
+    import numpy as np
+    import soundfile as sf
+
+    from vmcli.config import LoadOptions
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    t = np.arange(4000) / 8000
+    for i in range(6):
+        sf.write(data / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 60 * i) * t), 8000)
+    cfg = fast_config(
+        data, views="viewmaker", batch_size=4, load=LoadOptions(sample_rate=8000, clip_seconds=0.5)
+    )
+    run = train(cfg, out=tmp_path / "runs", progress=False)["run"]
+    views = vmcli.load_viewmaker(run)(torch.randn(2, 1, 4000) * 0.1)
+    assert views.dim() == 4
+    encoder = vmcli.load_encoder(run)
+    with pytest.raises(DataError):
+        encoder(views)
+    assert encoder.embed_views(views).shape == (2, 128)
+    assert encoder.embed_views(views, features=True).shape[0] == 2
+
+
+def test_the_library_takes_load_options_as_a_dict_and_checks_counts(image_run, tmp_path):
+    from vmcli.errors import ConfigError
+
+    cfg = vmcli.TrainConfig(data="x", load={"image_size": 16})
+    cfg.validate()
+    assert cfg.load == vmcli.LoadOptions(image_size=16)
+    with pytest.raises(ConfigError, match="the fields of vmcli.LoadOptions"):
+        vmcli.TrainConfig(data="x", load={"imagesize": 16}).validate()
+    with pytest.raises(ConfigError, match="--views-per-input must be a whole number ≥ 1; got 1.5"):
+        vmcli.augment_folder(tmp_path, tmp_path / "out", run=image_run, views_per_input=1.5)

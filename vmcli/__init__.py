@@ -25,6 +25,7 @@ _EXPORTS = {
     "create_encoder": "vmcli.nn.encoders",
     "nt_xent": "vmcli.losses",
     "TrainConfig": "vmcli.config",
+    "LoadOptions": "vmcli.config",
     "train": "vmcli.session",
     "fit": "vmcli.training",
     "augment_folder": "vmcli.augment",

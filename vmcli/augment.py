@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from vmcli import runs
-from vmcli.config import TrainConfig, check_seed
+from vmcli.config import TrainConfig, check_count, check_seed
 from vmcli.console import TrainProgress, first_few, info, warn
 from vmcli.data import MODALITIES, get_modality, scan
 from vmcli.data.base import Modality
@@ -278,8 +278,7 @@ def augment_folder(
 ) -> dict[str, Any]:
     """Write `views_per_input` learned views of every file in `src` under `out`; returns a summary."""
     src, out = Path(src), Path(out)
-    if views_per_input < 1:
-        raise ConfigError("--views-per-input must be at least 1")
+    views_per_input = check_count(views_per_input, "--views-per-input")
     seed = check_seed(seed)
     run_dir = runs.resolve_run(run, runs_parent)
     if not (run_dir / runs.VIEWMAKER).is_file() and not (run_dir / runs.TRANSFORMS).is_file():

@@ -153,6 +153,14 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+def check_count(value: Any, option: str) -> int:
+    """A whole number ≥ 1 for `option` (a numpy integer taken; 1.5 or True refused)."""
+    value = _plain(value)
+    if not (_whole(value) and value >= 1):
+        raise ConfigError(f"{option} must be a whole number ≥ 1; got {value}")
+    return value
+
+
 # TrainConfig fields that are `vm train` options (named as such in errors); others are
 # Python API settings
 CLI_OPTIONS = ("epochs", "batch_size", "viewmaker_width", "workers")
@@ -265,6 +273,13 @@ class TrainConfig:
             raise ConfigError(f"--temperature must be a finite number > 0; got {self.temperature}")
         check_seed(self.seed)
         CheckpointCadence.parse(self.checkpoint_every)
+        if isinstance(self.load, dict):  # load={"image_size": 16}: the fields of LoadOptions
+            try:
+                self.load = LoadOptions(**self.load)
+            except TypeError as e:
+                raise ConfigError(f"load: {e} (the fields of vmcli.LoadOptions)") from None
+        if not isinstance(self.load, LoadOptions):
+            raise ConfigError(f"load is {type(self.load).__name__}: give a vmcli.LoadOptions")
         self.load.validate()
 
     @property

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from vmcli import runs, untrusted
 from vmcli.data import ViewSpace, get_modality
-from vmcli.devices import module_device
+from vmcli.devices import module_device, resolve_device
 from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.encoders import Encoder, create_encoder
 from vmcli.nn.transforms import FAMILIES, LearnedTransforms
@@ -123,6 +123,15 @@ def _raw_spec(header: dict[str, Any], space: ViewSpace, what: str) -> RawSpec:
     )
 
 
+def check_generator(generator: Any) -> None:
+    """A DataError (one line) for a `generator` that is not a torch.Generator or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise DataError(
+            f"generator is {type(generator).__name__}: give a torch.Generator (e.g. "
+            "torch.Generator().manual_seed(0)) or None"
+        )
+
+
 class _Checked(nn.Module):
     """Checks raw batches against the run's RawSpec (when there is one). On a GPU the values
     (finite, in range) are checked on the first batch only (it needs a device sync)."""
@@ -176,10 +185,12 @@ class Augmenter(_Checked):
         H × W: an image's alpha, a no-data mask) moved with the view's content: by learned
         transforms' crop and flip, values untouched; the viewmaker moves nothing."""
         self.check(raw)
+        check_generator(generator)
         if planes is not None and (
             not isinstance(planes, Tensor)
             or planes.dim() != raw.dim()
             or planes.shape[0] != raw.shape[0]
+            or planes.shape[1] < 1
             or planes.shape[2:] != raw.shape[2:]
         ):
             raise DataError(
@@ -190,6 +201,11 @@ class Augmenter(_Checked):
                     if isinstance(planes, Tensor)
                     else type(planes).__name__
                 )
+            )
+        if planes is not None and (planes.is_complex() or planes.device != raw.device):
+            raise DataError(
+                f"planes must be real values on the batch's device ({raw.device}); got "
+                f"{planes.dtype} on {planes.device}"
             )
         if self.transforms is not None:
             if planes is None:
@@ -219,6 +235,19 @@ class FeatureExtractor(_Checked):
 
     def forward(self, raw: Tensor) -> Tensor:
         return self.encoder(self.encoder_input(raw))
+
+    def embed_views(self, views: Tensor, features: bool = False) -> Tensor:
+        """Embeddings (or pooled `features`) of views as `load_viewmaker` returns them for a
+        view space that cannot be inverted (a normalised spectrogram): they are not raw
+        batches, so `forward` would refuse them. Views of other spaces are raw batches."""
+        if not isinstance(views, Tensor) or views.dim() < 3 or not views.numel():
+            got = tuple(views.shape) if isinstance(views, Tensor) else type(views).__name__
+            raise DataError(f"views must be a batch of views (B × C × ...); got {got}")
+        device = module_device(self)
+        if device is not None and views.device != device:
+            raise DataError(f"views are on {views.device}, the encoder on {device}")
+        x = self.space.to_encoder(views.float())
+        return self.encoder.features(x) if features else self.encoder(x)
 
 
 def export_metadata(
@@ -252,7 +281,11 @@ def _weights_path(run: str | Path, filename: str) -> Path:
 
 
 def _frozen(module: nn.Module, device: str | torch.device, trainable: bool) -> Any:
-    module = module.to(device)
+    """On `device` (a ConfigError for one that is not there, as for `vm` commands; "auto"
+    picks the GPU when there is one), frozen in eval mode, or trainable in train mode."""
+    if not isinstance(device, torch.device | str):
+        raise ConfigError(f"device is {device!r}: give a torch.device or a name such as 'cpu'")
+    module = module.to(resolve_device(str(device)))
     module.requires_grad_(trainable)
     return module.train(trainable)
 
@@ -299,7 +332,8 @@ def load_viewmaker(
             with torch.device("meta"):  # the shapes the metadata implies, nothing allocated
                 expected = build_viewmaker(space, header["budget"], width, blocks).state_dict()
             untrusted.same_tensors(tensors, expected, src)
-            vm = build_viewmaker(space, header["budget"], width, blocks)
+            with torch.random.fork_rng(devices=[]):  # the caller's random stream untouched
+                vm = build_viewmaker(space, header["budget"], width, blocks)
             runs.load_state(vm, tensors, src)
     spec = _raw_spec(header, space, "viewmaker") if "raw_shape" in header else None
     return _frozen(Augmenter(space, vm, tf, spec), device, trainable)
@@ -315,7 +349,8 @@ def load_encoder(
     tensors, header = runs.read_weights(src)
     header = untrusted.export_header(header, src, kind="encoder")
     space = _space_from(header, src)
-    encoder = build_encoder(header["encoder"], space, tuple(header["raw_shape"]))
+    with torch.random.fork_rng(devices=[]):  # initial weights are replaced: no draw shows
+        encoder = build_encoder(header["encoder"], space, tuple(header["raw_shape"]))
     untrusted.same_tensors(tensors, encoder.state_dict(), src)
     runs.load_state(encoder, tensors, src)
     return _frozen(

@@ -440,8 +440,15 @@ class ImageTransforms(LearnedTransforms):
         return torch.stack([torch.stack([w * sign, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
 
     def move(self, planes: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
+        """Each output pixel takes the value of the input pixel nearest to where the view's
+        crop and flip sample it: the pixel's index is what is resampled (float64: exact for
+        any image), then the planes are gathered, so any dtype and value is kept exactly."""
+        b, k, h, w = planes.shape
         theta = self._crop_and_flip(s, r).detach()
-        return _resample(planes.float(), theta, "nearest")  # values kept: masks stay masks
+        index = torch.arange(h * w, device=planes.device, dtype=torch.float64)
+        where = _resample(index.view(1, 1, h, w).expand(b, 1, h, w), theta, "nearest")
+        where = torch.nan_to_num(where).round().long().clamp(0, h * w - 1).view(b, 1, h * w)
+        return planes.reshape(b, k, h * w).gather(2, where.expand(b, k, -1)).view(b, k, h, w)
 
     def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         b, c = x.shape[:2]
