@@ -822,3 +822,62 @@ def test_an_unusable_out_or_device_is_one_error_naming_it(image_folder, tmp_path
         text = " ".join(r.output.split())
         assert r.exit_code == 2 and message in text and "Traceback" not in text, (out, text)
     assert afile.read_text() == "mine"
+
+
+def test_a_failing_json_command_prints_its_error_as_json(image_folder, tmp_path):
+    """`--json` printed nothing on stdout when the command failed: a script had the exit code
+    alone. Now the error is the one document (`error`, `exit_code`)."""
+    r = invoke("info", tmp_path / "nosuch", "--json")
+    assert r.exit_code == 4 and json.loads(r.stdout) == {
+        "error": f"{tmp_path / 'nosuch'}: no such run folder",
+        "exit_code": 4,
+    }
+    r = invoke("train", tmp_path / "nodata", "--json", "--out", tmp_path / "runs")
+    assert r.exit_code == 3 and json.loads(r.stdout)["exit_code"] == 3
+
+
+def test_train_json_lists_skipped_files_and_augment_says_to_wav_is_ignored(image_folder, tmp_path):
+    data = tmp_path / "data"
+    for src in image_folder.rglob("*.png"):
+        dst = data / src.relative_to(image_folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    (data / "train" / "circle" / "bad.png").write_bytes(b"not an image")
+    r = invoke("train", data, *FAST, "--out", tmp_path / "runs", "--json")
+    assert r.exit_code == 0, r.output
+    [(path, reason)] = json.loads(r.stdout)["skipped"]
+    assert path.endswith("bad.png") and "cannot be read as an image" in reason
+    r = invoke(
+        "augment", image_folder / "test", "--out", tmp_path / "v", "--runs", tmp_path / "runs"
+    )
+    assert r.exit_code == 0 and "--to-wav" not in r.output
+    r = invoke(
+        "augment",
+        image_folder / "test",
+        "--out",
+        tmp_path / "v2",
+        "--runs",
+        tmp_path / "runs",
+        "--to-wav",
+    )
+    assert r.exit_code == 0 and "--to-wav is ignored" in " ".join(r.output.split())
+    assert "file " in r.output and "step " not in r.output  # augment's progress: files
+
+
+def test_a_reader_that_closes_stdout_early_is_no_failure(image_folder, tmp_path):
+    """`vm info --json | true` ended with exit 1 and no message (a BrokenPipeError), after
+    the command's work was done."""
+    import os
+    import subprocess
+    import sys
+
+    r = invoke("train", image_folder, *FAST, "--out", tmp_path / "runs")
+    assert r.exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-m", "vmcli", "info", str(tmp_path / "runs" / "train"), "--json"]
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write gets EPIPE
+    done = subprocess.run(cmd, stdout=write, stderr=subprocess.PIPE, text=True, env=env)
+    os.close(write)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr

@@ -299,6 +299,11 @@ def augment_folder(
     index = scan(src, MODALITIES, modality=cfg["modality"])
     other = sum(index.counts.values()) - index.counts.get(cfg["modality"], 0) + index.unrecognized
     options = TrainConfig.from_dict(cfg).load  # the loading options the run used
+    if to_wav and not modality.companion_suffix.get(cfg["view_space"]):
+        warn(
+            f"--to-wav is ignored: the run's views ({cfg['modality']}, {cfg['view_space']} "
+            "space) are written in their own format, not as spectrograms to invert"
+        )
     plan, renamed = plan_outputs(
         modality, [item.path for item in index.items], cfg["view_space"], views_per_input, to_wav
     )
@@ -319,7 +324,7 @@ def augment_folder(
     written, skipped = 0, []
     notes: dict[str, list[Path]] = {}  # what could not be kept as the input had it → files
     t0 = time.perf_counter()
-    bar = TrainProgress(len(index.items), enabled=progress)
+    bar = TrainProgress(len(index.items), enabled=progress, label="augment")
     current = None  # the file being augmented: named if it does not fit in memory
     try:
         for i, item in enumerate(index.items):

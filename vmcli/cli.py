@@ -74,11 +74,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VmError as e:
-            _fail(str(e), e.exit_code)
+            _fail(str(e), e.exit_code, kwargs.get("as_json", False))
         except KeyboardInterrupt:
-            console.print("[red]interrupted[/red]")
-            end_failed_rank(130)
-            raise typer.Exit(130) from None
+            _fail("interrupted", 130, kwargs.get("as_json", False))
         except (MemoryError, RuntimeError, OSError) as e:  # OutOfMemoryError: a RuntimeError
             from vmcli.distributed import is_peer_failure, world_from_env
 
@@ -90,15 +88,20 @@ def handle_errors(fn: F) -> F:
                 known = as_storage_error(e, Path(e.filename or "a file"))
             if known is None:
                 raise
-            _fail(str(known), known.exit_code)
+            _fail(str(known), known.exit_code, kwargs.get("as_json", False))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _fail(message: str, code: int) -> None:
-    """One error line (rank 0's, or left for the launcher by another rank), then exit."""
+def _fail(message: str, code: int, as_json: bool = False) -> None:
+    """One error line (rank 0's, or left for the launcher by another rank), then exit; with
+    `--json`, the same error as the one JSON document on stdout, for scripts."""
     error(message)
     note_rank_error(message)
+    from vmcli.distributed import world_from_env
+
+    if as_json and world_from_env().is_main:
+        print_json({"error": message, "exit_code": code})
     end_failed_rank(code)
     raise typer.Exit(code) from None
 
@@ -460,11 +463,15 @@ def train(
         else ""
     )
     console.print(
-        f"[green]done[/green]: {summary['run']}  loss {summary['final_loss']:.4f}{delta}, "
-        f"{summary['samples_per_s']:,.0f} samples/s"
+        f"[green]done[/green]: {escape(summary['run'])}  loss {summary['final_loss']:.4f}"
+        f"{delta}, {summary['samples_per_s']:,.0f} samples/s",
+        soft_wrap=True,
     )
     console.print(
-        f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear"
+        escape(
+            f"look at {Path(summary['run']) / 'preview.png'}; next: vm eval {summary['run']} --linear"
+        ),
+        soft_wrap=True,
     )
 
 
@@ -538,8 +545,9 @@ def augment(
     if as_json:
         print_json(summary)
     console.print(
-        f"[green]done[/green]: {summary['views_written']} views of {summary['files']} files → {summary['out']} "
-        f"(run {summary['run']})"
+        f"[green]done[/green]: {summary['views_written']} views of {summary['files']} files → "
+        f"{escape(str(summary['out']))} (run {escape(str(summary['run']))})",
+        soft_wrap=True,
     )
 
 
@@ -594,12 +602,12 @@ def eval_(
     table = Table(
         title=f"{result['run']}: {result['classes']} classes, chance {result['chance']:.3f}"
     )
-    table.add_column("features")
-    table.add_column("dim", justify="right")
+    table.add_column("features", overflow="fold")
+    table.add_column("dim", justify="right", overflow="fold")
     if linear:
-        table.add_column("linear probe (95 % interval)", justify="right")
+        table.add_column("linear probe (95 % interval)", justify="right", overflow="fold")
     if knn:
-        table.add_column("kNN, k=20 (95 % interval)", justify="right")
+        table.add_column("kNN, k=20 (95 % interval)", justify="right", overflow="fold")
     probes = [p for p, asked in (("linear", linear), ("knn", knn)) if asked]
     for row in result["rows"]:
         cells = [row["features"], str(row["dim"])]
@@ -667,8 +675,8 @@ def info(
         )
         return
     t = Table(title=escape(str(run_dir)), show_header=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", overflow="fold")
+    t.add_column(overflow="fold")
     cfg = config["train"]
     for key in (
         "data",

@@ -76,9 +76,16 @@ def budget_text(delta_l1: float, budget: float, view_l1: float | None = None) ->
 
 
 def print_json(payload: dict[str, Any]) -> None:
-    """Write one JSON document to stdout (the machine-readable channel)."""
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+    """Write one JSON document to stdout (the machine-readable channel). A reader that closed
+    it early (`| head`, `| true`) is no failure of the command: it goes on and exits as it
+    would (it ended with exit 1 and no message, after its work was done)."""
+    try:
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        os.close(devnull)
 
 
 class TrainProgress:
@@ -87,10 +94,14 @@ class TrainProgress:
     Updates arrive every `log_every` steps (each one a host sync), never per step.
     """
 
-    def __init__(self, total_steps: int, done_steps: int = 0, enabled: bool = True):
-        self.total, self.done, self.enabled = total_steps, done_steps, enabled
+    def __init__(
+        self, total_steps: int, done_steps: int = 0, enabled: bool = True, label: str = "train"
+    ):
+        self.total, self.done, self.enabled, self.label = total_steps, done_steps, enabled, label
         self._bar = None
-        if enabled and console.is_terminal:
+        # a live bar only where it can redraw: a dumb terminal (TERM=dumb) showed nothing
+        # until the run stopped
+        if enabled and console.is_terminal and not console.is_dumb_terminal:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -100,7 +111,7 @@ class TrainProgress:
             )
 
             self._bar = Progress(
-                TextColumn("[bold]train[/bold]"),
+                TextColumn(f"[bold]{label}[/bold]"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"),
@@ -109,7 +120,7 @@ class TrainProgress:
                 transient=False,
             )
             self._task = self._bar.add_task(
-                "train", total=total_steps, completed=done_steps, status=""
+                label, total=total_steps, completed=done_steps, status=""
             )
             self._bar.start()
 
@@ -117,8 +128,9 @@ class TrainProgress:
         self.done = done_steps
         if self._bar is not None:
             self._bar.update(self._task, completed=done_steps, status=status)
-        elif self.enabled:
-            console.print(f"step {done_steps}/{self.total}  {status}")
+        elif self.enabled:  # one line per update, never wrapped (log files are grepped)
+            unit = "step" if self.label == "train" else "file"
+            console.print(f"{unit} {done_steps}/{self.total}  {status}", soft_wrap=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -297,15 +297,18 @@ def launch(
         ]
         first = 0 if 0 in real or not real else real[0]
         if code and first != 0:
-            from vmcli.console import error
+            from vmcli.console import error, print_json
 
             note = os.path.join(errors, f"rank{first}")
             rc = _exit_code(procs[first].returncode)
             if os.path.exists(note):
                 with open(note) as f:
-                    error(f"rank {first}: {f.read()}")
+                    message = f"rank {first}: {f.read()}"
             else:
-                error(f"rank {first} stopped with exit code {rc} (its output is above)")
+                message = f"rank {first} stopped with exit code {rc} (its output is above)"
+            error(message)
+            if "--json" in argv:  # rank 0 printed no document: the launcher's is the one
+                print_json({"error": message, "exit_code": rc})
             return rc
         return code
 

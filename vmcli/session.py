@@ -283,8 +283,8 @@ def _header(cfg: TrainConfig, n: int, run_dir: Path) -> None:
     from rich.table import Table
 
     t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", overflow="fold")
+    t.add_column(overflow="fold")
     t.add_row("run", str(run_dir))
     t.add_row("data", f"{cfg.data}  ({cfg.modality}, {n} training samples)")
     t.add_row(
@@ -552,6 +552,8 @@ def _finish(
         "batch_size": cfg.batch_size,
         "train_samples": len(data),
         "streamed": isinstance(data.source, StreamedBatches),
+        # the files left out as unusable (each was named in a warning), for scripts
+        "skipped": [[str(p), reason] for p, reason in data.skipped],
         "skipped_while_streaming": (
             data.source.dataset.skipped_total() if isinstance(data.source, StreamedBatches) else 0
         ),
@@ -620,7 +622,9 @@ def _print_strengths(strengths: list[dict[str, Any]], learned: bool, budget: flo
     title += f", mean held at {budget:g} of each range)" if budget is not None else ")"
     t = Table(title=title)
     for col in ("transform", "initial", "learned", "bounds", "unit"):
-        t.add_column(col, justify="right" if col in ("initial", "learned") else "left")
+        t.add_column(
+            col, justify="right" if col in ("initial", "learned") else "left", overflow="fold"
+        )
     for s in strengths:
         t.add_row(
             s["name"],

@@ -18,7 +18,9 @@ def get_modality(name: str) -> Modality:
     from vmcli.errors import ConfigError
 
     if name not in MODALITIES:
-        raise ConfigError(f"unknown modality {name!r}; choose one of {sorted(MODALITIES)}")
+        raise ConfigError(
+            f"unknown modality {name!r}; choose one of {', '.join(sorted(MODALITIES))}"
+        )
     return MODALITIES[name]
 
 

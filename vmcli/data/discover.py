@@ -147,7 +147,9 @@ def scan(root: Path, modalities: dict[str, Modality], modality: str | None = Non
     if not root.is_dir():
         raise DataError(f"{root}: is a file; give the folder that holds your data")
     if modality is not None and modality not in modalities:
-        raise ConfigError(f"unknown modality {modality!r}; choose one of {sorted(modalities)}")
+        raise ConfigError(
+            f"unknown modality {modality!r}; choose one of {', '.join(sorted(modalities))}"
+        )
 
     files = _visible_files(root)
     kinds: dict[Path, str] = {}
