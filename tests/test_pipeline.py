@@ -208,6 +208,14 @@ def test_spectrogram_views_are_embedded_by_embed_views(tmp_path):
         encoder(views)
     assert encoder.embed_views(views).shape == (2, 128)
     assert encoder.embed_views(views, features=True).shape[0] == 2
+    with pytest.raises(DataError, match="views must be B × 1 × 64 × frames"):
+        encoder.embed_views(torch.randn(2, 1, 4000))  # a raw batch is no view here
+
+
+def test_embed_views_of_a_run_whose_views_are_raw_batches_is_the_forward(image_run):
+    encoder, augment = vmcli.load_encoder(image_run), vmcli.load_viewmaker(image_run)
+    views = augment(torch.rand(3, 1, 16, 16))
+    assert torch.equal(encoder.embed_views(views), encoder(views))
 
 
 def test_the_library_takes_load_options_as_a_dict_and_checks_counts(image_run, tmp_path):

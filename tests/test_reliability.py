@@ -423,6 +423,10 @@ def test_an_evaluation_of_an_earlier_encoder_is_not_shown_as_the_runs(image_fold
     assert vm("eval", run, "--linear", "--group-by", "([a-z]+)/0").exit_code == 0
     shown = " ".join(vm("info", run).output.replace("│", " ").split())  # [a-z] is no style
     assert "recordings by --group-by '([a-z]+)/0'" in shown
+    # a damaged encoder: vm info still shows the run (the digest cannot be told)
+    (run / runs.ENCODER).write_bytes((run / runs.ENCODER).read_bytes()[:100])
+    r = vm("info", run, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["eval_is_current"] is None
 
 
 # -- vm augment: output names ----------------------------------------------------------------------

@@ -236,15 +236,34 @@ class FeatureExtractor(_Checked):
     def forward(self, raw: Tensor) -> Tensor:
         return self.encoder(self.encoder_input(raw))
 
+    def _view_shape(self) -> tuple[int, ...] | None:
+        """The shape (less the batch) of the view of one training-size sample (None for an
+        export without the raw shape)."""
+        if self.spec is not None and getattr(self, "_view_shape_cache", None) is None:
+            raw = torch.zeros(1, *self.spec.shape, device=module_device(self))
+            with torch.no_grad():
+                self._view_shape_cache = tuple(self.space.to_view(raw).shape[1:])
+        return getattr(self, "_view_shape_cache", None)
+
     def embed_views(self, views: Tensor, features: bool = False) -> Tensor:
         """Embeddings (or pooled `features`) of views as `load_viewmaker` returns them for a
         view space that cannot be inverted (a normalised spectrogram): they are not raw
         batches, so `forward` would refuse them. Views of other spaces are raw batches."""
-        if not isinstance(views, Tensor) or views.dim() < 3 or not views.numel():
+        if self.space.invertible:  # views of this space are raw batches, checked as such
+            return self.features(views) if features else self(views)
+        shape = self._view_shape() or ()
+        if (
+            not isinstance(views, Tensor)
+            or not views.numel()
+            or (shape and (views.dim() != len(shape) + 1 or views.shape[1:-1] != shape[:-1]))
+        ):
             got = tuple(views.shape) if isinstance(views, Tensor) else type(views).__name__
-            raise DataError(f"views must be a batch of views (B × C × ...); got {got}")
+            want = " × ".join(map(str, shape[:-1])) or "..."
+            raise DataError(
+                f"views must be B × {want} × frames, as this run's viewmaker returns them; got {got}"
+            )
         device = module_device(self)
-        if device is not None and views.device != device:
+        if views.device != device:
             raise DataError(f"views are on {views.device}, the encoder on {device}")
         x = self.space.to_encoder(views.float())
         return self.encoder.features(x) if features else self.encoder(x)

@@ -222,7 +222,10 @@ def eval_is_current(run_dir: Path, evaluation: dict[str, Any]) -> bool | None:
     if not encoder.is_file():
         return None
     if isinstance(weights, str):
-        return weights == weights_digest(encoder)
+        try:
+            return weights == weights_digest(encoder)
+        except CheckpointError:  # a damaged encoder: `vm info` still shows the rest
+            return None
     if isinstance(recorded, str):
         return recorded == file_digest(encoder)
     return None

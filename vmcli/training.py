@@ -599,8 +599,10 @@ class MetricWindow:
         if job.device.type == "cuda":  # the GPU runs behind: time its work, not the queue
             torch.cuda.synchronize(job.device)
         now = time.perf_counter()  # samples/s counts training steps, not the probe below
-        if not self.finite():  # before the probe makes views from diverged strengths
-            raise _diverged(done, (self.sums[0] / max(self.steps, 1)).item())
+        # averaged over ranks first: every rank sees a NaN any rank had, and all stop together
+        means = all_reduce_mean(self.sums / self.steps, world)
+        if not bool(torch.isfinite(means).all()):  # before the probe uses diverged strengths
+            raise _diverged(done, means[0].item())
         if job.cfg.learns_views:
             probe = all_reduce_mean(adversary_probe(job, raw, done, self.autocast), world)
             if not bool(torch.isfinite(probe).all()):  # the last update left NaN weights
@@ -608,7 +610,7 @@ class MetricWindow:
             self.probes += probe
             self.n_probes += 1
         self.last = _log_window(
-            all_reduce_mean(self.sums / self.steps, world),
+            means,
             at.epoch,
             done,
             at.samples,
@@ -660,6 +662,8 @@ def fit(job: Job, progress: bool = True) -> dict[str, Any]:
 
     def save(order_state: Tensor) -> None:
         if writes:
+            if device.type == "cuda":  # the queued steps are training time, not the save's
+                torch.cuda.synchronize(device)
             t0 = time.perf_counter()
             state = training_state(job, opt, at, elapsed(), order_state, view_gen, metrics, window)
             runs.save_checkpoint(job.run_dir / runs.CHECKPOINT, state)
