@@ -308,6 +308,20 @@ def with_good_clips(folder: Path, n: int = 2) -> Path:
     return folder
 
 
+def skipped_in_training_and_augment(
+    folder: Path, out: Path, run: Path, name: str, reason: str
+) -> dict:
+    """`name` is the one file training skips (for `reason`) beside ok0/ok1, and vm augment
+    writes the views of the others only; returns augment's result."""
+    data = load(folder, sample_rate=8000, clip_seconds=0.5)
+    assert sorted(it.path.name for it in data.items) == ["ok0.wav", "ok1.wav"]
+    [(path, why)] = data.skipped
+    assert path.name == name and reason in why
+    result = augment(folder, out, run)
+    assert sorted(p.name for p in out.iterdir()) == ["ok0.npy", "ok1.npy"]
+    return result
+
+
 def augment(src: Path, out: Path, run: Path, **kw) -> dict:
     from vmcli.augment import augment_folder
 
@@ -321,13 +335,13 @@ def test_a_clip_shorter_than_one_sample_at_the_run_rate_is_skipped_by_name(
     as a silent clip) and in vm augment (it aborted the folder with an error naming no file)."""
     folder = with_good_clips(tmp_path / "in")
     sf.write(folder / "blip.wav", np.array([0.5, -0.5, 0.5], np.float32), 192_000)
-    data = load(folder, sample_rate=8000, clip_seconds=0.5)
-    assert sorted(it.path.name for it in data.items) == ["ok0.wav", "ok1.wav"]
-    [(path, reason)] = data.skipped
-    assert path.name == "blip.wav" and "shorter than one sample at 8000 Hz" in reason
-
-    result = augment(folder, tmp_path / "out", spectrogram_run[1])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
+    result = skipped_in_training_and_augment(
+        folder,
+        tmp_path / "out",
+        spectrogram_run[1],
+        "blip.wav",
+        "shorter than one sample at 8000 Hz",
+    )
     assert result["views_written"] == 2
     [(name, reason)] = result["skipped"]
     assert name == "blip.wav" and "blip.wav" in reason and "shorter than one sample" in reason
@@ -391,13 +405,9 @@ def test_samples_too_loud_for_a_float32_spectrogram_are_skipped_by_name(spectrog
     (1e12) keeps the power of the longest window and the RMS of a whole file finite."""
     folder = with_good_clips(tmp_path / "in")
     sf.write(folder / "loud.wav", tone(440, 0.5, 8000, amp=1e18), 8000, subtype="FLOAT")
-    data = load(folder, sample_rate=8000, clip_seconds=0.5)
-    assert sorted(it.path.name for it in data.items) == ["ok0.wav", "ok1.wav"]
-    [(path, reason)] = data.skipped
-    assert path.name == "loud.wav" and "1e+18" in reason
-
-    result = augment(folder, tmp_path / "out", spectrogram_run[1])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok0.npy", "ok1.npy"]
+    result = skipped_in_training_and_augment(
+        folder, tmp_path / "out", spectrogram_run[1], "loud.wav", "1e+18"
+    )
     assert [name for name, _ in result["skipped"]] == ["loud.wav"]
     for path in (tmp_path / "out").iterdir():
         assert np.isfinite(np.load(path)).all()
