@@ -3,6 +3,7 @@
 import json
 import multiprocessing as mp
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -209,3 +210,46 @@ def test_files_deleted_while_streaming_are_warned_once_and_the_last_one_is_one_l
     message = str(caught.value)
     assert "none of its 40 training files can be decoded" in message
     assert "Traceback" not in message and "\n" not in message
+
+
+def test_skips_while_streaming_count_over_a_resume_and_bad_files_are_not_streamed(
+    tmp_path, monkeypatch
+):
+    """A file the statistics pass finds undecodable is left out of the stream (it was kept,
+    and failed again every epoch); files failing mid-run are counted over the whole run (a
+    resume restarted the count from 0, losing the earlier epochs')."""
+    from conftest import fast_config
+
+    from vmcli.data.image import ImageModality
+    from vmcli.errors import DataError
+    from vmcli.session import train
+
+    root = many_small_images(tmp_path / "imgs", n=40)
+    broken = sorted(root.rglob("*.png"))[0]
+    raw = bytearray(broken.read_bytes())
+    at = raw.find(b"IDAT") + 8
+    raw[at : at + 20] = bytes(b ^ 0x5A for b in raw[at : at + 20])
+    broken.write_bytes(bytes(raw))
+    calls = {"n": 0}
+    real = ImageModality.decode_item
+    flaky = sorted(root.rglob("*.png"))[1]
+
+    def decode_item(self, root_, item, meta):  # fails from its second decoding on
+        if root_ / item.path == flaky:
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise DataError(f"{flaky}: changed since the run started")
+        return real(self, root_, item, meta)
+
+    monkeypatch.setattr(ImageModality, "decode_item", decode_item)
+    cfg = fast_config(root, epochs=1, batch_size=8, data_mode="stream", workers=0)
+    first = train(cfg, out=tmp_path / "runs", progress=False)
+    assert first["train_samples"] == 39 and [Path(p).name for p, _ in first["skipped"]] == [
+        broken.name
+    ]
+    assert first["skipped_while_streaming"] == 1
+    again = train(fast_config(root), resume=Path(first["run"]), epochs=2, progress=False)
+    # epoch 1's skip is kept (the resume restarted the count from 0); the resume's own
+    # statistics pass finds the file bad, so it is no longer streamed at all
+    assert again["skipped_while_streaming"] == 1
+    assert again["train_samples"] == 38

@@ -36,7 +36,14 @@ from vmcli.errors import CheckpointError, ConfigError, DataError
 from vmcli.nn.transforms import create_transforms
 from vmcli.pipeline import build_encoder, build_viewmaker, export_metadata
 from vmcli.plots import plot_training
-from vmcli.training import INERT_RULE, Job, adversary_inert, fit, make_views
+from vmcli.training import (
+    INERT_RULE,
+    Job,
+    adversary_inert,
+    fit,
+    make_views,
+    skipped_while_streaming,
+)
 
 
 def _training_items(index: DataIndex) -> list:
@@ -213,9 +220,14 @@ def load_training_data(
     pick = torch.randperm(len(usable), generator=torch.Generator().manual_seed(cfg.seed))[
         :STATS_SAMPLES
     ]
-    sample = modality.decode_all(
-        index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(pick)
-    ).x
+    stats = modality.decode_all(
+        index.root, [usable[i] for i in sorted(pick.tolist())], meta, [], len(items)
+    )
+    sample = stats.x
+    if stats.skipped:  # known bad now: not streamed (they failed again every epoch)
+        bad = {p for p, _ in stats.skipped}
+        usable = [it for it in usable if index.root / it.path not in bad]
+        skipped = skipped + stats.skipped
     workers = cfg.workers
     cores = usable_cpu_cores()
     if workers > cores:  # more decoders than cores only adds memory and switching
@@ -554,9 +566,7 @@ def _finish(
         "streamed": isinstance(data.source, StreamedBatches),
         # the files left out as unusable (each was named in a warning), for scripts
         "skipped": [[str(p), reason] for p, reason in data.skipped],
-        "skipped_while_streaming": (
-            data.source.dataset.skipped_total() if isinstance(data.source, StreamedBatches) else 0
-        ),
+        "skipped_while_streaming": skipped_while_streaming(job),
         "final_loss": last.get("loss"),
         "delta_l1": last.get("delta_l1") if cfg.uses_viewmaker else None,
         "view_l1": last.get("view_l1") if cfg.uses_viewmaker else None,

@@ -549,7 +549,15 @@ def training_state(
         "view_gen": view_gen.get_state(),
         "metrics": metrics,
         "metric_window": window.state_dict() if window is not None else {},
+        "skipped_while_streaming": skipped_while_streaming(job),
     }
+
+
+def skipped_while_streaming(job: Job) -> int:
+    """Files that failed while streaming, over the whole run: the resumed checkpoint's count
+    plus this process's (a resume restarted it from 0)."""
+    now = job.data.dataset.skipped_total() if isinstance(job.data, StreamedBatches) else 0
+    return int(job.state.get("skipped_while_streaming", 0)) + now
 
 
 class MetricWindow:

@@ -456,6 +456,9 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
         if state[key].dtype != torch.uint8 or state[key].ndim != 1:
             raise _fail(src, f"{key} is not a random generator's state", state)
     _metric_window(state, src)
+    skips = state.get("skipped_while_streaming", 0)
+    if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
+        raise _fail(src, f"skipped_while_streaming is {shown(skips)}, not a count", state)
     rows = state["metrics"]
     if len(rows) != state["epoch"] or not all(
         isinstance(row, dict)

@@ -251,7 +251,13 @@ def describe_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     if then.get("names") != now["names"]:
         if was == n:
             return f"the same number of training files ({n}), but under other names"
-        return f"{n} training files now, {was} when the run started (files added or removed)"
+        if not isinstance(was, int):
+            return f"{n} training files now, another set when the run started"
+        more = "more" if n > was else "fewer"
+        return (
+            f"{n} training files now, {was} when the run started ({abs(n - was)} {more} "
+            "in all; files may also have been added, removed or modified beside those)"
+        )
     return (
         f"the same {n} training files, but some were modified (sizes or modification times "
         f"differ; {now['bytes']:,} bytes now, {then.get('bytes', 0):,} then)"

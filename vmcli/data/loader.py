@@ -157,7 +157,7 @@ class StreamedBatches:
         """After an epoch: how many files have failed while streaming, in all (the workers
         name at most SHOWN_STREAM_SKIPS each)."""
         total = self.dataset.skipped_total()
-        if total > self.skipped_reported:
+        if total > self.skipped_reported:  # only when it grew: not the same line every epoch
             warn(
                 f"{total} of {self.n} training files skipped while streaming so far (deleted, "
                 "changed or unreadable since the run started); each was replaced by another"
