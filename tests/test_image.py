@@ -803,3 +803,16 @@ def test_image_library_warnings_are_one_vm_line_naming_the_file(
     err = capsys.readouterr().err
     assert err.count(line) == 1 and "alpha.png" not in err
     assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
+
+
+def test_skip_reasons_say_what_the_library_says_not_its_exception_class(tmp_path):
+    """`cannot be read as an image (UnidentifiedImageError: cannot identify image file ...)`:
+    the class name is for programmers; the reason keeps the library's words."""
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really" * 3)
+    data = load(tmp_path, image_size=8)
+    [(path, reason)] = data.skipped
+    assert path.name == "junk.png" and reason.startswith("cannot be read as an image (")
+    assert "Error:" not in reason and "Error" not in reason.split("(")[1][:30]

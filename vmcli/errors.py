@@ -47,6 +47,14 @@ class OutOfMemory(VmError):
     exit_code = 5
 
 
+def library_says(e: BaseException) -> str:
+    """What a library's exception says, as words for a skip reason: its message's first line
+    (its class name, e.g. UnidentifiedImageError, is for programmers), or the class name where
+    it has no message."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def as_out_of_memory(
     e: BaseException, command: str = "train", path: Path | str | None = None
 ) -> OutOfMemory | None:

@@ -55,7 +55,7 @@ from vmcli.data.base import (
     report_skipped,
 )
 from vmcli.data.sensor import channel_plot_row
-from vmcli.errors import ConfigError, DataError
+from vmcli.errors import ConfigError, DataError, library_says
 from vmcli.views import random_resized_crop, sensor_views
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -193,7 +193,7 @@ def _reason(e: BaseException) -> str:
     text = str(e).strip()
     if isinstance(e, ValueError) and text.startswith(("holds", "is ")):
         return text
-    return f"cannot be read as a NumPy array ({type(e).__name__}: {text})"
+    return f"cannot be read as a NumPy array ({library_says(e)})"
 
 
 @dataclass

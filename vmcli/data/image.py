@@ -39,7 +39,7 @@ from vmcli.data.base import (
     parallel_map,
     report_skipped,
 )
-from vmcli.errors import DataError
+from vmcli.errors import DataError, library_says
 from vmcli.views import simclr_image_views
 
 GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
@@ -499,7 +499,7 @@ class ImageModality(Modality):
                 infinite = a is not None and bool(np.isinf(a).any())
                 return ImageProbe(img.size[0], img.size[1], img.mode, frames, holes, infinite)
         except READ_ERRORS as e:
-            return f"{type(e).__name__}: {e}"
+            return library_says(e)
 
     def plan(
         self,
@@ -582,7 +582,7 @@ class ImageModality(Modality):
                     with _pillow_warnings(root / it.path, report=False):  # said by _probe
                         _open(root / it.path)
                 except READ_ERRORS as e:
-                    reason = f"cannot be decoded ({type(e).__name__}: {e})"
+                    reason = f"cannot be decoded ({library_says(e)})"
                     skipped.append((root / it.path, reason))
                     continue
                 colour_decodes = True
@@ -596,7 +596,7 @@ class ImageModality(Modality):
                 img = to_channels(_open(path), int(meta["channels"]))
             arr = _resize_center(img, int(meta["size"]))
         except READ_ERRORS as e:
-            raise DataError(f"{path}: cannot be decoded ({type(e).__name__}: {e})") from None
+            raise DataError(f"{path}: cannot be decoded ({library_says(e)})") from None
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # C × H × W uint8
 
     def check_meta(self, meta: dict[str, Any], where: str) -> list[int]:
@@ -644,9 +644,7 @@ class ImageModality(Modality):
                 raw = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]  # 1 × C × H × W uint8
                 value_range = None
         except READ_ERRORS as e:
-            raise DataError(
-                f"{path}: cannot be read as an image ({type(e).__name__}: {e})"
-            ) from None
+            raise DataError(f"{path}: cannot be read as an image ({library_says(e)})") from None
         notes = []
         if frames > 1:
             notes.append(FRAMES_NOTE)
