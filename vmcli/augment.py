@@ -76,7 +76,6 @@ def plan_outputs(
     (c0.npy's approximate WAV c0.wav) counts as an output too. Returns the plan and the inputs
     so renamed. A clash no renaming can solve is a ConfigError naming the files: no view is
     ever overwritten by another."""
-    companion = modality.companion_suffix.get(view_space) if to_wav else None
     keep: set[Path] = set()
     while True:
         plan = {
@@ -88,9 +87,8 @@ def plan_outputs(
         }
         owners: dict[Path, list[Path]] = defaultdict(list)
         for (rel, _), dst in plan.items():
-            owners[dst].append(rel)
-            if companion:
-                owners[dst.with_suffix(companion)].append(rel)
+            for path in (dst, *_companions(modality, view_space, dst, to_wav)):
+                owners[path].append(rel)
         folders = {parent for dst in plan.values() for parent in dst.parents}
         clashing = {
             rel for dst, rs in owners.items() if len(rs) > 1 or dst in folders for rel in rs

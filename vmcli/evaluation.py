@@ -321,12 +321,17 @@ def test_samples_also_in_train(x: Tensor, train_idx: list[int], test_idx: list[i
     return [i for i in test_idx if digest(i) in seen]
 
 
+def _own_test_split(splits: set[str]) -> str | None:
+    """The split the data's own layout tests on: test/, else val/ (None: there is none)."""
+    return "test" if "test" in splits else ("val" if "val" in splits else None)
+
+
 def _check_declared_splits(root: Path, labeled: list[Item], usable: list[Item]) -> None:
     """The data's own train/test split is used as it was laid out: when skipped files were all
     of one split, a stratified split of the rest would silently score the probe on another
     test set than the data's own."""
     declared = {it.split for it in labeled}
-    test_name = "test" if "test" in declared else ("val" if "val" in declared else None)
+    test_name = _own_test_split(declared)
     if "train" not in declared or test_name is None:
         return
     left = {it.split for it in usable}
@@ -345,7 +350,7 @@ def _eval_split(
     """(train indices, test indices, description): the data's own split, else a stratified one
     (of whole recordings where `groups`, from `recording_groups(items)`, says windows share one)."""
     splits = {it.split for it in items}
-    test_name = "test" if "test" in splits else ("val" if "val" in splits else None)
+    test_name = _own_test_split(splits)
     if "train" in splits and test_name is not None:
         train = [i for i, it in enumerate(items) if it.split == "train"]
         test = [i for i, it in enumerate(items) if it.split == test_name]

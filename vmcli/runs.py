@@ -149,17 +149,22 @@ def _read_result(run_dir: Path, name: str) -> dict[str, Any] | None:
     return untrusted.results(read_json(src), src) if src.is_file() else None
 
 
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run's summary.json (None where missing), checked for what `vm info` shows."""
+    return _read_result(run_dir, SUMMARY)
+
+
 def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """A run's summary.json and eval.json (None where missing), checked for what `vm info`
     shows."""
-    return _read_result(run_dir, SUMMARY), _read_result(run_dir, EVAL)
+    return read_summary(run_dir), _read_result(run_dir, EVAL)
 
 
 def warn_if_unfinished(run_dir: Path, config: dict[str, Any], what: str) -> None:
     """`vm augment` and `vm eval` use what a run exported; they say so when that is not its
     finished training (`what`: "views", "encoder")."""
     try:
-        summary = _read_result(run_dir, SUMMARY)
+        summary = read_summary(run_dir)
     except CheckpointError as e:  # a summary they do not otherwise use stops nothing
         warn(f"{e}; cannot tell whether the run finished, using the {what} it exported")
         return

@@ -489,7 +489,7 @@ def _stopped_before_summary(run_dir: Path, state: dict[str, Any], cfg: TrainConf
     between its final checkpoint and summary.json, and a resume only has to finish it."""
     if state["epoch"] != cfg.epochs or state["step"] != 0:
         return False
-    summary, _ = runs.read_results(run_dir)
+    summary = runs.read_summary(run_dir)  # eval.json plays no part
     return summary is None or not summary.get("epochs") or summary["epochs"] < state["epoch"]
 
 

@@ -457,7 +457,7 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
             raise _fail(src, f"{key} is not a random generator's state", state)
     _metric_window(state, src)
     skips = state.get("skipped_while_streaming", 0)
-    if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
+    if not _is_count(skips):
         raise _fail(src, f"skipped_while_streaming is {shown(skips)}, not a count", state)
     rows = state["metrics"]
     if len(rows) != state["epoch"] or not all(
@@ -471,6 +471,10 @@ def checkpoint(state: Any, src: Path) -> dict[str, Any]:
             src, f"metrics are not one row of numbers per finished epoch ({state['epoch']})", state
         )
     return state
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _metric_window(state: dict[str, Any], src: Path) -> None:
@@ -488,7 +492,7 @@ def _metric_window(state: dict[str, Any], src: Path) -> None:
         finite_tensors({key: v}, src, "metric_window ")
     for key in ("steps", "n_probes"):
         v = window.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if not _is_count(v):
             raise _fail(src, f"metric_window {key} is {shown(v)}, not a count", state)
     if window["steps"] > state["step"]:
         raise _fail(

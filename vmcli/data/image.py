@@ -85,7 +85,7 @@ def _wide_to_unit(img: Image.Image) -> np.ndarray:
 
 
 def _to_8bit_gray(img: Image.Image) -> Image.Image:
-    return Image.fromarray(np.clip(_wide_to_unit(img) * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    return _as_8bit(_wide_to_unit(img))
 
 
 def _key(img: Image.Image) -> Any:
@@ -109,9 +109,14 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
     return None
 
 
+def _key_value(px: np.ndarray, key: Any) -> np.ndarray:
+    """The key colour in the pixels' dtype (a 1-bit image's key as a bool)."""
+    return np.asarray(bool(key) if px.dtype == bool else key, dtype=px.dtype)
+
+
 def _on_key(px: np.ndarray, key: Any) -> np.ndarray:
     """H × W: where pixels (H × W, or H × W × 3) are the key colour."""
-    want = np.asarray(bool(key) if px.dtype == bool else key, dtype=px.dtype)
+    want = _key_value(px, key)
     return px == want if px.ndim == 2 else (px == want).all(axis=-1)
 
 
@@ -121,7 +126,7 @@ def _keyed(img: Image.Image, key: Any, alpha: np.ndarray) -> Image.Image:
     move one level off it (a 1-bit pixel flips), so they stay opaque. Without this the
     transparency was dropped: every pixel opaque."""
     px = np.asarray(img).copy()
-    want = np.asarray(bool(key) if px.dtype == bool else key, dtype=px.dtype)
+    want = _key_value(px, key)
     opaque = alpha >= 128
     nudge = opaque & _on_key(px, key)
     first = px if px.ndim == 2 else px[..., 0]  # a view: one channel is enough to move
@@ -405,7 +410,7 @@ def _as_8bit(view: np.ndarray) -> Image.Image:
     [0, 1] values scaled to 0..255, as training reads it (converting clips: all white or
     black)."""
     gray = view.mean(axis=2) if view.ndim == 3 else view
-    return Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8), "L")
+    return Image.fromarray((np.clip(gray, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
 
 
 class PixelSpace(ViewSpace):

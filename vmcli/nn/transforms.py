@@ -376,10 +376,6 @@ class SensorTransforms(LearnedTransforms):
 # -- images ------------------------------------------------------------------------------------
 
 
-def _resample(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:
-    return sample_crop(x, theta, mode)
-
-
 class ImageTransforms(LearnedTransforms):
     """The SimCLR recipe (Chen et al. 2020) with learnable strengths: random resized crop and
     flip, colour jitter (brightness, contrast, saturation, hue) with its probability, and
@@ -446,13 +442,13 @@ class ImageTransforms(LearnedTransforms):
         b, k, h, w = planes.shape
         theta = self._crop_and_flip(s, r).detach()
         index = torch.arange(h * w, device=planes.device, dtype=torch.float64)
-        where = _resample(index.view(1, 1, h, w).expand(b, 1, h, w), theta, "nearest")
+        where = sample_crop(index.view(1, 1, h, w).expand(b, 1, h, w), theta, "nearest")
         where = torch.nan_to_num(where).round().long().clamp(0, h * w - 1).view(b, 1, h * w)
         return planes.reshape(b, k, h * w).gather(2, where.expand(b, k, -1)).view(b, k, h, w)
 
     def transform(self, x: Tensor, s: dict[str, Tensor], r: dict[str, Tensor]) -> Tensor:
         b, c = x.shape[:2]
-        x = _resample(x, self._crop_and_flip(s, r))
+        x = sample_crop(x, self._crop_and_flip(s, r))
         # colour jitter, applied with probability colour_p (a hard flip, straight-through)
         factor = lambda name: (1 + s[name] * (2 * r[name] - 1)).view(b, 1, 1, 1)  # noqa: E731
         out = (x * factor("brightness")).clamp(0, 1)
