@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import group_of, recording_of, validation_split  # noqa: E402
+from quality import fit_groups, group_of, validation_split  # noqa: E402
 
 from vmcli.config import LoadOptions  # noqa: E402
 from vmcli.data import MODALITIES, scan  # noqa: E402
@@ -60,11 +60,9 @@ def main() -> None:
     split = {
         k: torch.tensor(v) for k, v in (("fit", fit_idx), ("val", val_idx), ("test", test_idx))
     }
-    names = [recording_of(data.items[i].path, group_of) for i in fit_idx]
-    ids = {n: k for k, n in enumerate(sorted(set(names)))}
-    groups = torch.tensor([ids[n] for n in names])
+    groups = fit_groups(data.items, fit_idx, group_of)
     print(
-        f"fit {len(fit_idx)} windows of {len(ids)} recordings / val {len(val_idx)} / test {len(test_idx)}"
+        f"fit {len(fit_idx)} windows of {len(torch.unique(groups))} recordings / val {len(val_idx)} / test {len(test_idx)}"
     )
 
     report: dict = {"data": str(root), "runs": {}, "baselines": {}}

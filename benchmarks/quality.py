@@ -140,6 +140,16 @@ def recording_of(path: Path, grouping) -> str | None:
 GROUPINGS = {"prefix": group_of, "stem": speaker_of, "variant": variant_of}
 
 
+def fit_groups(items: list, fit_idx: list[int], grouping) -> torch.Tensor | None:
+    """Group ids (`recording_of`) of the probe's fit samples, for its inner split; None where
+    some file has no group (random files)."""
+    names = [recording_of(items[i].path, grouping) for i in fit_idx]
+    if None in names:
+        return None
+    ids = {n: k for k, n in enumerate(sorted(set(names)))}
+    return torch.tensor([ids[n] for n in names])
+
+
 def validation_split(
     items: list,
     train_idx: list[int],
@@ -359,10 +369,9 @@ class Bench:
         }
         # the probe picks its L2 strength on a part of `fit`: whole recordings or groups,
         # never windows whose overlapping neighbours it was fit on
-        names = [recording_of(data.items[i].path, grouping) for i in fit_idx]
-        if None not in names:
-            ids = {n: k for k, n in enumerate(sorted(set(names)))}
-            split["fit_groups"] = torch.tensor([ids[n] for n in names])
+        groups = fit_groups(data.items, fit_idx, grouping)
+        if groups is not None:
+            split["fit_groups"] = groups
         sizes = {k: len(v) for k, v in split.items() if k != "fit_groups"}
         res["split"] = sizes | {"classes": len(classes)}
         res["chance"] = float(torch.bincount(y[split["test"]]).max()) / len(test_idx)
